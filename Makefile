@@ -1,0 +1,31 @@
+# The two commands a user needs: `make train` and `make test`. Everything else is a helper they call.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: train test data venv clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,export]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Fashion-MNIST from Debian's package when we can install it (root + apt-get); otherwise visiontrain
+# finds or downloads it itself (with checksums).
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	fi
+
+train: $(STAMP) data
+	$(BIN)/visiontrain train $(ARGS)
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV)

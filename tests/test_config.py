@@ -1,0 +1,53 @@
+import pytest
+
+from visiontrain.config import Config, ConfigError, build_config, load_yaml, to_yaml
+
+
+def test_defaults_resolve_to_the_fashion_mnist_preset():
+    config = build_config({})
+    assert config.preset == "fashion-mnist" and config.dataset == "fashion-mnist" and config.model == "fastnet"
+
+
+def test_explicit_model_skips_the_dataset_preset():
+    config = build_config({"dataset": "mnist", "model": "simple-cnn", "epochs": 1})
+    assert config.preset is None and config.model == "simple-cnn" and config.optimizer == Config.optimizer
+
+
+def test_explicit_fields_override_a_preset():
+    config = build_config({"preset": "fashion-mnist", "epochs": 3})
+    assert config.epochs == 3 and config.optimizer == "sgd"
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"batch_size": 0}, ["batch_size", "out of range"]),
+    ({"lr": -1}, ["lr", "out of range"]),
+    ({"lr": "fast"}, ["lr", "not a number"]),
+    ({"epochs": 2.5}, ["epochs", "whole number"]),
+    ({"optimizer": "rmsprop"}, ["optimizer", "sgd, adam, adamw"]),
+    ({"model": "lenett"}, ["model", "did you mean 'lenet'"]),
+    ({"dataset": "fashion-mnst"}, ["dataset", "did you mean 'fashion-mnist'"]),
+    ({"dataset": "./no/such/folder"}, ["dataset", "does not exist"]),
+    ({"batchsize": 3}, ["unknown config field 'batchsize'", "batch_size"]),
+    ({"channels": 2}, ["channels"]),
+    ({"device": "gpu"}, ["device"]),
+    ({"tta": "maybe"}, ["tta", "true or false"]),
+])
+def test_bad_values_name_the_field(values, words):
+    with pytest.raises(ConfigError) as error:
+        build_config(values)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_yaml_round_trip_repeats_the_config(tmp_path):
+    config = build_config({"dataset": "mnist", "model": "lenet", "lr": 0.01, "epochs": 2})
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(config))
+    assert build_config(load_yaml(path), apply_preset=False) == config
+
+
+def test_a_file_given_as_dataset_is_refused(tmp_path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="is a file"):
+        build_config({"dataset": str(path)})

@@ -1,0 +1,29 @@
+"""visiontrain: from image data to a trained, evaluated and exported image classifier with PyTorch.
+
+The public API is the CLI's verbs: train, evaluate, load, list_models, list_datasets. Imports are lazy so that
+`visiontrain --help` does not pay for importing torch.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["train", "evaluate", "load", "list_models", "list_datasets", "Config", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("train", "evaluate", "load"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "list_models":
+        from .models import list_models
+
+        return list_models
+    if name == "list_datasets":
+        from .data import list_datasets
+
+        return list_datasets
+    if name == "Config":
+        from .config import Config
+
+        return Config
+    raise AttributeError(f"module 'visiontrain' has no attribute {name!r}")

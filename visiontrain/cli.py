@@ -1,0 +1,135 @@
+"""The command line: a thin argparse layer over the Python API. No logic lives here.
+
+torch is imported only inside the commands, so `visiontrain --help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import typing
+
+from .config import Config, ConfigError
+
+_START = time.perf_counter()
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field (--batch-size -> batch_size); only flags given on the command line are set."""
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("configuration (each flag overrides the preset / --config file)")
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        if hint is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        else:
+            choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+            group.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, metavar=field.name.upper(),
+                               help=f"one of {', '.join(choices)}" if choices else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visiontrain", description="Train, evaluate and use image classifiers.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model (default: the tuned Fashion-MNIST recipe)")
+    train.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
+    _add_config_flags(train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run: accuracy, per-class table, confusion matrix")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", default="test", choices=["test", "val", "train"])
+    evaluate.add_argument("--data", help="evaluate on this image folder instead (same class folders)")
+
+    commands.add_parser("models", help="list the registered models")
+    commands.add_parser("datasets", help="list the named datasets")
+    commands.add_parser("presets", help="list the tuned recipes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("visiontrain: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place that turns errors into one sentence + exit code
+        return _report(error, args.debug)
+
+
+def _report(error: Exception, debug: bool) -> int:
+    from .errors import TrainingStopped, VisiontrainError
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    if isinstance(error, TrainingStopped):
+        print(f"visiontrain: {error}", file=sys.stderr)
+        return error.exit_code
+    if isinstance(error, (VisiontrainError, ConfigError)) or type(error).__name__ == "UnknownNameError":
+        print(f"visiontrain: error: {error}", file=sys.stderr)
+        return 2
+    if isinstance(error, MemoryError):
+        print("visiontrain: error: out of memory; lower --batch-size or --image-size", file=sys.stderr)
+        return 2
+    if not debug:
+        print(f"visiontrain: internal error: {type(error).__name__}: {error} (run with --debug for the traceback, "
+              "and please report it)", file=sys.stderr)
+    return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        from .api import evaluate
+
+        evaluate(args.run_dir, split=args.split, data=args.data, verbose=True)
+        return 0
+    if args.command == "models":
+        from .models import MODELS
+
+        for name in MODELS.names():
+            print(f"{name:<28} {(MODELS.get(name).__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    if args.command == "datasets":
+        from .data.registry import DATASETS
+
+        for name in DATASETS.names():
+            print(f"{name:<16} {DATASETS.get(name).description}")
+        print(f"{'PATH':<16} any image folder: PATH/<class>/*.jpg, or PATH/train/<class>/..., PATH/test/<class>/...")
+        return 0
+    if args.command == "presets":
+        from . import presets  # noqa: F401
+        from .config import PRESETS
+
+        for name in PRESETS.names():
+            print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))
+        return 0
+    raise AssertionError(args.command)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .api import train
+    from .config import load_yaml
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    config = load_yaml(args.config_file) if args.config_file else {}
+    if args.config_file and not args.resume:
+        config.pop("name", None)  # repeating a run writes a new folder
+    run = train(config | fields if not args.resume else fields, resume=args.resume, start_time=_START)
+    summary = run.summary
+    test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
+    print(f"run: {run.path}  {test}  ({summary['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The one configuration of a run: a frozen dataclass that YAML files, CLI flags and the Python API all map onto.
+
+Resolution order (later wins): field defaults -> preset -> YAML file -> explicit flags / keyword arguments.
+Validation happens here, before any data is read, and every error names the field and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from ._registry import Registry
+
+FORMAT_VERSION = 1  # of config.yaml / checkpoints / summary.json; bumped on incompatible change
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # -- data --------------------------------------------------------------------------------------------
+    dataset: str = "fashion-mnist"  # registry name (see `visiontrain datasets`) or a path to an image folder
+    data_dir: Optional[str] = None  # folder holding the dataset's files; default: cache, system copy, download
+    val_fraction: float = 0.1  # share of train held out (seeded, stratified) when the dataset has no val split
+    image_size: Optional[int] = None  # side in pixels that images are resized to; None: the dataset's own
+    channels: Optional[int] = None  # 1 or 3; None: from the data (all grayscale -> 1)
+    augment: Literal["auto", "none", "crop", "flip", "crop+flip"] = "auto"  # auto: crop, + flip unless digits
+    crop_padding: int = 2  # pixels of padding for random-crop (translate) augmentation
+    rotation: float = 0.0  # max random rotation in degrees (0: off)
+    skip_bad: bool = False  # exclude unreadable image files (listed) instead of stopping before training
+    # -- model -------------------------------------------------------------------------------------------
+    model: str = "fastnet"  # registry name (see `visiontrain models`)
+    width: float = 1.0  # channel-width multiplier for models that have one (fastnet)
+    pretrained: bool = False  # start from pretrained weights (installed package or --weights FILE)
+    weights: Optional[str] = None  # a state-dict file to start from (loaded weights-only)
+    # -- optimisation ------------------------------------------------------------------------------------
+    epochs: int = 10
+    batch_size: int = 128  # images per optimiser step (per process); accumulate multiplies it
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 2e-3  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (Adam: beta1)
+    nesterov: bool = True  # SGD only
+    weight_decay: float = 5e-4
+    schedule: Literal["onecycle", "cosine", "step", "linear", "constant"] = "onecycle"
+    warmup_epochs: float = 0.0  # linear warm-up before cosine/step/linear (onecycle has its own 30% ramp)
+    step_size: int = 5  # StepLR: epochs between decays
+    gamma: float = 0.1  # StepLR: decay factor
+    label_smoothing: float = 0.0
+    accumulate: int = 1  # gradient accumulation steps per optimiser step
+    clip_grad: Optional[float] = None  # max gradient norm (None: no clipping)
+    ema: Optional[float] = None  # decay of an exponential moving average of the weights (e.g. 0.99); None: off
+    early_stop: Optional[int] = None  # stop after this many epochs without a better val accuracy
+    tta: bool = False  # evaluate with flip (+1 px translate) test-time augmentation
+    # -- runtime -----------------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    channels_last: Optional[bool] = None  # None: on for CNNs where it helps
+    compile: bool = False  # torch.compile the model (measured slower on CPU; see README)
+    threads: Optional[int] = None  # torch CPU threads; None: all cores
+    deterministic: bool = False  # torch.use_deterministic_algorithms (GPU: slower)
+    eval_batch_size: int = 1024
+    checkpoint_every: int = 0  # also write a step checkpoint every N optimiser steps (0: epoch ends only)
+    checkpoint_minutes: float = 5.0  # ... and at least this often in wall minutes (0: off)
+    name: Optional[str] = None  # run folder name under runs_dir; default: <dataset>-<model>-<n>
+    runs_dir: str = "runs"
+    preset: Optional[str] = None  # a tuned recipe (see `visiontrain presets`); explicit fields override it
+    progress: Literal["auto", "bar", "line", "none"] = "auto"  # auto: live bar on a terminal, else a line per epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        return build_config(self.to_dict() | changes, apply_preset=False)
+
+
+# Fields that define what is being trained; changing them on resume would silently mix two experiments.
+RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
+                        "optimizer", "schedule", "seed", "val_fraction")
+
+PRESETS: Registry[dict[str, Any]] = Registry("preset")
+_RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is allowed)
+    "val_fraction": (0.0, 0.9, "a fraction from 0 (no validation split) to 0.9"),
+    "image_size": (8, 4096, "pixels from 8 to 4096"),
+    "channels": (1, 3, "1 or 3"),
+    "crop_padding": (0, 64, "pixels from 0 to 64"),
+    "rotation": (0.0, 180.0, "degrees from 0 to 180"),
+    "width": (0.05, 16.0, "a multiplier from 0.05 to 16"),
+    "epochs": (1, 100_000, "a whole number of epochs >= 1"),
+    "batch_size": (1, 1 << 20, "a whole number >= 1"),
+    "lr": (1e-12, 100.0, "a positive number such as 0.001"),
+    "momentum": (0.0, 0.9999, "from 0 to below 1"),
+    "weight_decay": (0.0, 10.0, "a number >= 0"),
+    "warmup_epochs": (0.0, 1000.0, "a number of epochs >= 0"),
+    "step_size": (1, 100_000, "a whole number of epochs >= 1"),
+    "gamma": (1e-9, 1.0, "a factor in (0, 1]"),
+    "label_smoothing": (0.0, 0.99, "from 0 to below 1"),
+    "accumulate": (1, 4096, "a whole number >= 1"),
+    "clip_grad": (1e-9, 1e9, "a positive gradient norm"),
+    "ema": (0.0, 0.999999, "a decay in [0, 1), e.g. 0.99"),
+    "early_stop": (1, 100_000, "a whole number of epochs >= 1"),
+    "threads": (1, 1024, "a whole number >= 1"),
+    "eval_batch_size": (1, 1 << 20, "a whole number >= 1"),
+    "checkpoint_every": (0, 1 << 40, "a whole number of steps >= 0"),
+    "checkpoint_minutes": (0.0, 1e6, "minutes >= 0"),
+}
+_NAMES = {f.name for f in fields(Config)}
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert YAML/CLI values to the field's type, or raise ConfigError naming the field."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(name, value, args[0])
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+        return value
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                return value.lower() in ("true", "yes", "1", "on")
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+            if not math.isfinite(result):
+                raise ValueError
+            return result
+        if hint is str:
+            if not isinstance(value, (str, Path)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unhandled type {hint} for {name}")
+    kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[hint]
+    raise ConfigError(f"{name}: {value!r} is not {kind}")
+
+
+def _check_value(name: str, value: Any) -> None:
+    if value is None or name not in _RANGES:
+        return
+    low, high, allowed = _RANGES[name]
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value!r} is out of range; use {allowed}")
+
+
+def build_config(values: dict[str, Any] | None = None, *, apply_preset: bool = True) -> Config:
+    """Validate `values` (field -> value, from YAML, flags or keyword arguments) into a Config.
+
+    With `apply_preset`, the preset named by `values['preset']` fills every field the caller did not set.
+    When no preset and no model are named and the dataset has a tuned preset, that preset is used: the
+    plain `visiontrain train` is the tuned Fashion-MNIST recipe.
+    """
+    values = dict(values or {})
+    unknown = sorted(set(values) - _NAMES)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(_NAMES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config field {unknown[0]!r}{hint}; valid fields: {', '.join(sorted(_NAMES))}")
+    hints = _hints()
+    if apply_preset:
+        from . import presets  # noqa: F401  (registers the presets)
+
+        dataset = values.get("dataset", Config.dataset)
+        preset = values.get("preset")
+        if preset is None and "model" not in values and dataset in PRESETS:
+            preset = dataset
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"preset: {PRESETS.unknown_message(str(preset))}")
+            values = PRESETS.get(preset) | {"preset": preset} | values
+    resolved = {}
+    for f in fields(Config):
+        if f.name in values:
+            value = _coerce(f.name, values[f.name], hints[f.name])
+            _check_value(f.name, value)
+            resolved[f.name] = value
+    config = Config(**resolved)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: Config) -> None:
+    from .data.registry import DATASETS
+
+    if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
+        looks_like_path = any(sep in config.dataset for sep in ("/", "\\", ".")) or config.dataset.startswith("~")
+        if looks_like_path:
+            raise ConfigError(f"dataset: the folder {config.dataset!r} does not exist; give the path to an image "
+                              f"folder (root/<class>/*.jpg) or a dataset name: {', '.join(DATASETS.names())}")
+        raise ConfigError(f"dataset: {DATASETS.unknown_message(config.dataset)}, or a path to an image folder")
+    if Path(config.dataset).expanduser().is_file():
+        raise ConfigError(f"dataset: {config.dataset!r} is a file; give the folder that holds one sub-folder per class")
+    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
+        raise ConfigError(f"data_dir: {config.data_dir!r} is not a folder")
+    if config.weights is not None and not Path(config.weights).expanduser().is_file():
+        raise ConfigError(f"weights: the file {config.weights!r} does not exist")
+    from .models import MODELS
+
+    if config.model not in MODELS:
+        raise ConfigError(f"model: {MODELS.unknown_message(config.model)}")
+    if config.channels not in (None, 1, 3):
+        raise ConfigError(f"channels: {config.channels} is not allowed; use 1 or 3")
+    if not (config.device == "auto" or config.device in ("cpu", "mps") or config.device.startswith("cuda")):
+        raise ConfigError(f"device: {config.device!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
+    if config.name is not None and (not config.name or "/" in config.name or config.name.startswith(".")):
+        raise ConfigError(f"name: {config.name!r} must be a plain folder name without '/'")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: the file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config: {path} is not valid YAML ({error})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must be a mapping of field: value")
+    data.pop("format_version", None)
+    return data
+
+
+def to_yaml(config: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump({"format_version": FORMAT_VERSION} | config.to_dict(), sort_keys=False)

@@ -1,0 +1,139 @@
+"""Data: named datasets and image folders, decoded once into uint8 tensors and cached."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from . import cache
+from .decode import DecodePolicy
+from .folder import load_folder
+from .registry import DATASETS, channel_stats, source_files
+from .tensors import ImageTensors, stratified_split
+
+__all__ = ["Dataset", "ImageTensors", "load_dataset", "list_datasets", "DATASETS"]
+
+
+@dataclass
+class Dataset:
+    """A dataset ready to train on: splits of uint8 tensors plus what the model needs to know about them."""
+
+    name: str
+    train: ImageTensors
+    val: ImageTensors | None
+    test: ImageTensors | None
+    classes: list[str]
+    mean: list[float]  # per channel, 0..1 units, from the training split
+    std: list[float]
+    allow_flip: bool
+    pad_mode: str
+    fingerprint: str  # SHA-256 of the decoded training + test pixels and labels
+    decode_policy: dict
+    bad_files: list[tuple[str, str]] = field(default_factory=list)
+    val_source: str = "dataset"  # 'dataset' (its own val split), 'train' (carved from train) or 'none'
+    load_seconds: float = 0.0
+    cache_status: str = ""
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def _entry_from_splits(splits: dict[str, ImageTensors], bad: list) -> dict:
+    entry: dict = {"classes": splits["train"].classes, "bad_files": [list(b) for b in bad]}
+    for split, tensors in splits.items():
+        entry[f"{split}_images"] = tensors.images
+        entry[f"{split}_labels"] = tensors.labels
+        entry[f"{split}_sources"] = tensors.sources
+    entry["mean"], entry["std"] = channel_stats(splits["train"].images)
+    fingerprint = "".join(splits[s].fingerprint() for s in ("train", "val", "test") if s in splits)
+    entry["fingerprint"] = fingerprint if len(splits) == 1 else __import__("hashlib").sha256(fingerprint.encode()).hexdigest()
+    return entry
+
+
+def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: float = 0.1, seed: int = 0,
+                 image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
+                 policy: DecodePolicy | None = None, verbose: bool = True) -> Dataset:
+    """Load a named dataset or an image folder (decoded tensors come from the cache after the first time).
+
+    When the dataset has no validation split, a seeded, stratified `val_fraction` of train is held out.
+    """
+    start = time.perf_counter()
+    policy = policy or DecodePolicy()
+    data_path = Path(data_dir).expanduser() if data_dir else None
+    if dataset in DATASETS:
+        source = DATASETS.get(dataset)
+        name, allow_flip, pad_mode = dataset, source.allow_flip, source.pad_mode
+        files = source_files(source, data_path)
+        build = lambda: _entry_from_splits(*source.read(data_path, policy))  # noqa: E731
+    else:
+        root = Path(dataset).expanduser()
+        if not root.is_dir():
+            raise DataError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS.names())}) nor a folder")
+        name, allow_flip, pad_mode = root.resolve().name, True, "reflect"
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+
+        def build() -> dict:
+            splits, bad, warnings = load_folder(root, policy=policy, image_size=image_size, channels=channels,
+                                                skip_bad=skip_bad)
+            for warning in warnings:
+                print(f"visiontrain: warning: {warning}", file=sys.stderr)
+            return _entry_from_splits(splits, bad)
+    key = {"dataset": str(dataset), "files": cache.files_key(files), "policy": policy.to_dict(),
+           "image_size": image_size, "channels": channels, "skip_bad": skip_bad}
+    if verbose and not _cache_exists_hint(name):
+        print(f"visiontrain: decoding {name} once (later runs load it from the cache)", file=sys.stderr)
+    entry, status = cache.cached(_safe_name(name), key, build)
+    classes = list(entry["classes"])
+
+    def split(prefix: str) -> ImageTensors | None:
+        if f"{prefix}_images" not in entry:
+            return None
+        tensors = ImageTensors(entry[f"{prefix}_images"], entry[f"{prefix}_labels"], classes, entry.get(f"{prefix}_sources"))
+        if channels is not None and tensors.images.shape[1] != channels:
+            tensors.images = _convert_channels(tensors.images, channels)
+        if image_size is not None and tensors.images.shape[-1] != image_size:
+            tensors.images = torch.nn.functional.interpolate(tensors.images.float(), size=(image_size, image_size),
+                                                             mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+        return tensors
+
+    train, val, test = split("train"), split("val"), split("test")
+    val_source = "dataset" if val is not None else "none"
+    if val is None and val_fraction > 0:
+        kept, held = stratified_split(train.labels, val_fraction, seed)
+        train, val, val_source = train.subset(kept), train.subset(held), "train"
+    mean, std = entry["mean"], entry["std"]
+    if channels is not None and len(mean) != channels:
+        mean, std = channel_stats(train.images)
+    return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
+                   allow_flip=allow_flip, pad_mode=pad_mode, fingerprint=entry["fingerprint"],
+                   decode_policy=policy.to_dict(), bad_files=[tuple(b) for b in entry["bad_files"]],
+                   val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status)
+
+
+def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
+    return ((images.to(torch.int32) * weights).sum(1, keepdim=True) // 1000).to(torch.uint8)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:64]
+
+
+def _cache_exists_hint(name: str) -> bool:
+    folder = cache.home() / "cache"
+    return folder.is_dir() and any(folder.glob(f"{_safe_name(name)}-*.pt"))

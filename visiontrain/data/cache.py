@@ -1,0 +1,72 @@
+"""The decoded-tensor cache: decode a dataset once, load it in well under a second afterwards.
+
+An entry is keyed by a hash of its sources (path, size, mtime of every file) and the decode parameters, so
+a changed source file means a new key and a fresh decode. The entry stores a SHA-256 of its own tensors; a
+corrupted entry is detected on load, deleted and rebuilt, never trained on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .._io import atomic_torch_save
+
+CACHE_VERSION = 1
+
+
+def home() -> Path:
+    """visiontrain's own folder: $VISIONTRAIN_HOME, else ~/.cache/visiontrain."""
+    return Path(os.environ.get("VISIONTRAIN_HOME") or Path.home() / ".cache" / "visiontrain").expanduser()
+
+
+def files_key(paths: list[Path]) -> list[tuple[str, int, int]]:
+    result = []
+    for path in paths:
+        stat = path.stat()
+        result.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return result
+
+
+def _tensor_digest(entry: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(entry):
+        value = entry[name]
+        if isinstance(value, torch.Tensor):
+            digest.update(name.encode())
+            digest.update(memoryview(value.contiguous().view(torch.uint8).flatten().numpy()))
+        elif name != "checksum":
+            digest.update(json.dumps(value, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cached(name: str, key: dict[str, Any], build: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """Return (entry, status) where status is 'hit', 'built' or 'rebuilt' (the old entry was corrupt).
+
+    entry: a dict of tensors and JSON-able values produced by `build()`.
+    """
+    key_hash = hashlib.sha256(json.dumps({"v": CACHE_VERSION} | key, sort_keys=True).encode()).hexdigest()[:20]
+    path = home() / "cache" / f"{name}-{key_hash}.pt"
+    status = "built"
+    if path.is_file():
+        try:
+            entry = torch.load(path, weights_only=True)
+            if isinstance(entry, dict) and entry.get("checksum") == _tensor_digest(entry):
+                return entry, "hit"
+        except Exception:  # noqa: BLE001 - any unreadable cache file is rebuilt; the source files are the truth
+            pass
+        print(f"visiontrain: the cached copy {path} is corrupt; cache rebuilt from the source files", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        status = "rebuilt"
+    entry = build()
+    entry["checksum"] = _tensor_digest(entry)
+    try:
+        atomic_torch_save(path, entry)
+    except OSError as error:  # a read-only or full cache folder costs speed, not the run
+        print(f"visiontrain: could not write the cache {path} ({error}); continuing without it", file=sys.stderr)
+    return entry, status

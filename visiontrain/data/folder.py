@@ -1,0 +1,161 @@
+"""Image folders: `root/<class>/*` with `train/` and `val/` or `test/` sub-folders, or one folder of classes.
+
+Classes are mapped by name from the training split (natural order: '2' before '10'), so a label means the
+same class in every split. Every file is decoded up front, in worker processes; unreadable files are collected
+and reported together, before any training starts.
+"""
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
+from .tensors import ImageTensors
+
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+DEFAULT_MIXED_SIZE = 128  # side used when a folder's images differ in size and no image_size is given
+
+
+@dataclass
+class FolderScan:
+    """What is on disk: per split, (path, class name) pairs; the class list comes from the training split."""
+
+    root: Path
+    splits: dict[str, list[tuple[Path, str]]]
+    classes: list[str]
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) for non-image files
+    warnings: list[str] = field(default_factory=list)
+
+
+def natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))),
+                  key=lambda p: natural_key(p.name))
+
+
+def _files_of_class(folder: Path, ignored: list) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))  # .ipynb_checkpoints, __MACOSX
+        for filename in sorted(filenames):
+            if filename.startswith("."):
+                continue
+            path = Path(dirpath) / filename
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(path)
+            else:
+                ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
+    return files
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """Find the splits and classes of an image folder, without decoding anything."""
+    root = root.expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; give a folder with one sub-folder per class")
+    subdirs = {p.name.lower(): p for p in _visible_dirs(root)}
+    split_dirs = {split: next((subdirs[a] for a in aliases if a in subdirs), None)
+                  for split, aliases in SPLIT_NAMES.items()}
+    if split_dirs["train"] is None:
+        split_dirs = {"train": root, "val": None, "test": None}
+    ignored: list[tuple[str, str]] = []
+    class_dirs = {split: {p.name: p for p in _visible_dirs(d)} for split, d in split_dirs.items() if d is not None}
+    classes = list(class_dirs["train"])
+    if not classes:
+        raise DataError(f"{split_dirs['train']} has no class sub-folders; expected {split_dirs['train']}/<class>/image.jpg")
+    scan = FolderScan(root, {}, classes, ignored)
+    for split, dirs in class_dirs.items():
+        extra = sorted(set(dirs) - set(classes))
+        if extra:
+            raise DataError(f"{split_dirs[split]} has class folder(s) {', '.join(extra)} that the training split "
+                            f"{split_dirs['train']} lacks; rename or remove them (labels are matched by name)")
+        missing = [c for c in classes if c not in dirs]
+        if missing and split != "train":
+            scan.warnings.append(f"{split_dirs[split]} has no folder for class(es) {', '.join(missing)}; "
+                                 "their per-class metrics will show n=0")
+        scan.splits[split] = [(f, name) for name, d in dirs.items() for f in _files_of_class(d, ignored)]
+    empty = [c for c in classes if not any(name == c for _, name in scan.splits["train"])]
+    if empty:
+        raise DataError(f"class folder(s) {', '.join(empty)} in {split_dirs['train']} hold no images; "
+                        "add images or remove the folder")
+    if len(classes) < 2:
+        raise DataError(f"{split_dirs['train']} has only one class folder ({classes[0]}); a classifier needs at least two")
+    return scan
+
+
+def _decode_one(args: tuple[str, DecodePolicy, int | None]) -> tuple[np.ndarray | None, str | None]:
+    path, policy, size = args
+    try:
+        return decode_image(path, policy, size), None
+    except DecodeError as error:
+        return None, str(error)
+
+
+def decode_files(paths: list[Path], policy: DecodePolicy, size: int | None, workers: int | None = None):
+    """Decode in worker processes (Pillow holds the GIL for most of a decode). Returns (arrays, errors)."""
+    jobs = [(str(p), policy, size) for p in paths]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(jobs) > 256:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_decode_one, jobs, chunksize=256))
+    else:
+        results = [_decode_one(job) for job in jobs]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, channels: int | None,
+                skip_bad: bool) -> tuple[dict[str, ImageTensors], list[tuple[str, str]], list[str]]:
+    """Decode every split of an image folder. Returns ({split: ImageTensors}, bad_files, warnings).
+
+    Raises DataError listing every unreadable file (path and reason) unless skip_bad.
+    """
+    scan = scan_folder(root)
+    decoded: dict[str, tuple[list, list[tuple[Path, str]]]] = {}
+    bad: list[tuple[str, str]] = []
+    for split, items in scan.splits.items():
+        arrays, errors = decode_files([p for p, _ in items], policy, image_size)
+        kept = [(a, item) for a, e, item in zip(arrays, errors, items) if e is None]
+        bad += [(str(item[0]), e) for e, item in zip(errors, items) if e is not None]
+        decoded[split] = ([a for a, _ in kept], [item for _, item in kept])
+    if bad and not skip_bad:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in bad)
+        raise DataError(f"{len(bad)} unreadable image file(s) under {root}: {listing}. "
+                        "Fix or delete them, or pass --skip-bad to train without them")
+    all_arrays = [a for arrays, _ in decoded.values() for a in arrays]
+    if not all_arrays:
+        raise DataError(f"no readable images under {root}")
+    channels = channels or (1 if all(a.shape[0] == 1 for a in all_arrays) else 3)
+    shapes = {a.shape[1:] for a in all_arrays}
+    side = image_size or (next(iter(shapes))[0] if len(shapes) == 1 and len(set(next(iter(shapes)))) == 1
+                          else DEFAULT_MIXED_SIZE)
+    splits = {}
+    for split, (arrays, items) in decoded.items():
+        if not arrays:
+            continue
+        images = torch.stack([_fit(torch.from_numpy(to_channels(a, channels)), side) for a in arrays])
+        labels = torch.tensor([scan.classes.index(name) for _, name in items], dtype=torch.int64)
+        splits[split] = ImageTensors(images, labels, scan.classes, [str(p) for p, _ in items])
+    return splits, bad, scan.warnings
+
+
+def _fit(image: torch.Tensor, side: int) -> torch.Tensor:
+    """(C, H, W) uint8 -> (C, side, side): shorter side resized to `side`, centre crop."""
+    _, height, width = image.shape
+    if height == width == side:
+        return image
+    scale = side / min(height, width)
+    size = (max(side, round(height * scale)), max(side, round(width * scale)))
+    resized = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
+                                              align_corners=False)[0]
+    top, left = (size[0] - side) // 2, (size[1] - side) // 2
+    return resized[:, top:top + side, left:left + side].round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,62 @@
+"""ImageTensors: a whole split decoded once into uint8 tensors, the unit every later stage works on."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageTensors:
+    """One split of a dataset.
+
+    Attributes:
+        images: uint8 (N, C, H, W).
+        labels: int64 (N,), index into `classes`.
+        classes: class names; index = label.
+        sources: per image, its file path (image folders) or None (array formats, where the index names it).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    sources: list[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> "ImageTensors":
+        sources = [self.sources[i] for i in indices.tolist()] if self.sources is not None else None
+        return ImageTensors(self.images[indices], self.labels[indices], self.classes, sources)
+
+    def name_of(self, index: int) -> str:
+        """What a person can look up: the file path, or '#index' in an array dataset."""
+        return self.sources[index] if self.sources is not None else f"#{index}"
+
+    def fingerprint(self) -> str:
+        """SHA-256 over pixels, labels and class names: equal fingerprints mean identical data."""
+        digest = hashlib.sha256()
+        digest.update(memoryview(self.images.contiguous().numpy()).cast("B"))
+        digest.update(memoryview(self.labels.contiguous().numpy()).cast("B"))
+        digest.update("\n".join(self.classes).encode())
+        return digest.hexdigest()
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split of indices into (kept, held_out) with `fraction` of every class held out (at least one)."""
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for label in labels.unique(sorted=True).tolist():
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values

@@ -1,0 +1,1 @@
+"""Training engine: the loop, the fit driver, optimiser/schedule, precision, checkpoints."""

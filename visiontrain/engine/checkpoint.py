@@ -1,0 +1,100 @@
+"""Checkpoints: tensors and primitives only, written atomically, loaded weights-only, checked on load.
+
+A checkpoint loads with plain `torch.load(path, weights_only=True)` in a process that never imported
+visiontrain. visiontrain's own loader never falls back to unsafe unpickling: a file that holds Python objects is
+refused and nothing in it runs (an explicit weights_only=True also overrides TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD).
+"""
+from __future__ import annotations
+
+import errno
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from .._io import atomic_torch_save
+from ..config import FORMAT_VERSION
+from ..errors import CheckpointError
+
+KIND = "visiontrain-checkpoint"
+REQUIRED_KEYS = ("kind", "format_version", "torch_version", "config", "classes", "mean", "std", "input_size", "model")
+
+
+def non_finite_tensors(state: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names of floating-point tensors (nested in dicts/lists) that hold NaN or inf."""
+    bad = []
+    for key, value in state.items() if isinstance(state, dict) else enumerate(state):
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point and not torch.isfinite(value).all():
+            bad.append(name)
+        elif isinstance(value, (dict, list, tuple)):
+            bad += non_finite_tensors(value if not isinstance(value, tuple) else list(value), f"{name}.")
+    return bad
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Write atomically; refuse to write non-finite weights (the previous checkpoint then stays the latest)."""
+    bad = non_finite_tensors({"model": checkpoint["model"], "ema": checkpoint.get("ema") or {}})
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: {', '.join(bad[:3])} hold NaN or inf")
+    checkpoint = {"kind": KIND, "format_version": FORMAT_VERSION, "torch_version": str(torch.__version__),
+                  "visiontrain_version": __version__} | checkpoint
+    try:
+        atomic_torch_save(path, checkpoint)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise CheckpointError(f"No space left on the device writing checkpoint {path}: disk full; the previous "
+                                  "checkpoint is unchanged. Free space, then resume with --resume") from None
+        raise CheckpointError(f"could not write checkpoint {path} ({error.strerror or error}); the previous "
+                              "checkpoint is unchanged") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a visiontrain checkpoint on the CPU, weights-only, never falling back."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a safe visiontrain checkpoint (contains Python objects); it was not "
+                              "loaded and nothing in it was run") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(error).__name__}); use another checkpoint "
+                              "or retrain") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a visiontrain checkpoint (a plain state dict? pass it as --weights)")
+    missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; it is damaged or from another tool")
+    if checkpoint["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {checkpoint['format_version']}, newer than this "
+                              f"visiontrain ({__version__}, format {FORMAT_VERSION}) understands; upgrade visiontrain")
+    return checkpoint
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain state dict (e.g. torchvision/timm weights) for --weights, weights-only; unwraps 'state_dict'/'model'."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a safe weights file (contains Python objects); it was not loaded and "
+                              "nothing in it was run") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(error).__name__})") from None
+    if isinstance(state, dict) and state.get("kind") == KIND:
+        state = state["model"]
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state

@@ -1,0 +1,321 @@
+"""fit(config): data -> model -> epochs of the loop -> checkpoints, metrics.csv -> test evaluation -> summary.
+
+Also exact resume: everything a run's future depends on (weights, optimiser, schedule, EMA, RNG, position in
+the epoch, running sums) is in its checkpoint, and data order and augmentation are functions of (seed, epoch,
+step), so a resumed run replays what the uninterrupted one would have done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from .._io import remove_stale_temp_files
+from ..config import Config
+from ..data import Dataset, load_dataset
+from ..data.augment import AugmentSpec
+from ..data.decode import DecodePolicy
+from ..data.loader import TensorLoader
+from ..errors import CheckpointError, TrainingStopped
+from ..models import create_model
+from ..run import RunDir
+from .checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
+from .ema import EMA
+from .loop import NonFiniteLoss, Normalizer, Trainer, TrainState, predict_logits
+from .optim import build_optimizer, build_scheduler
+from .precision import choose_precision, resolve_device
+from .progress import Progress
+
+
+def augment_spec(config: Config, dataset: Dataset) -> AugmentSpec:
+    mode = config.augment
+    if mode == "auto":
+        mode = "crop+flip" if dataset.allow_flip else "crop"
+    return AugmentSpec(crop_padding=config.crop_padding if "crop" in mode else 0,
+                       flip="flip" in mode and dataset.allow_flip if config.augment == "auto" else "flip" in mode,
+                       rotation=config.rotation, pad_mode=dataset.pad_mode)
+
+
+def load_config_dataset(config: Config, verbose: bool = True) -> Dataset:
+    return load_dataset(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
+                        image_size=config.image_size, channels=config.channels, skip_bad=config.skip_bad,
+                        policy=DecodePolicy(), verbose=verbose)
+
+
+def build_model(config: Config, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    try:
+        return create_model(config.model, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                            width=config.width)
+    except ValueError as error:
+        raise TrainingStopped(f"model {config.model}: {error}", exit_code=2) from None
+
+
+class Fit:
+    """One training run. `Fit(config, start_time).run()` returns the summary dict."""
+
+    def __init__(self, config: Config, start_time: float, run: RunDir | None = None):
+        self.config, self.start_time = config, start_time
+        self.resuming = run is not None
+        self.run_dir = run
+        self.stop_signal: int | None = None
+        self._clock = start_time  # data loading and set-up count in the `seconds` column
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        config = self.config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+        self.device = resolve_device(config.device)
+        self.precision = choose_precision(config.precision, self.device, config.channels_last)
+        self.dataset = load_config_dataset(config)
+        data = self.dataset
+        if data.bad_files:
+            print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
+                  + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]), file=sys.stderr)
+        if self.run_dir is None:
+            self.run_dir = RunDir.create(config)
+        remove_stale_temp_files(self.run_dir.checkpoints)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, len(data.classes), data.in_channels, data.image_size)
+        self.normalize = Normalizer(data.mean, data.std, self.precision)
+        if hasattr(self.model, "init_from_data"):  # e.g. fastnet's whitening layer, fitted to training patches
+            sample = data.train.images[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:5000]]
+            self.model.init_from_data(self.normalize(sample.to(self.device)).float().contiguous().cpu())
+        if config.weights:
+            self._load_initial_weights(Path(config.weights))
+        self.model.to(self.device)
+        if self.precision.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self.loader.steps_per_epoch // config.accumulate)
+        self.ema = EMA(self.model, config.ema) if config.ema else None
+        scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
+        self.trainer = Trainer(self.model, self.optimizer, self.scheduler,
+                               nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), self.loader,
+                               data.train.images.to(self.device) if self.device.type != "cpu" else data.train.images,
+                               data.train.labels, self.normalize, augment_spec(config, data), config.seed,
+                               config.accumulate, config.clip_grad, self.ema, scaler, self.after_step)
+        self.state = TrainState()
+        if self.resuming:
+            self._restore()
+        self.run_dir.write_config(config)
+        self.progress = Progress(config.progress, config.epochs, self.loader.steps_per_epoch)
+        self.last_save = time.perf_counter()
+
+    def _load_initial_weights(self, path: Path) -> None:
+        state = load_state_dict_file(path)
+        own = self.model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise CheckpointError(f"none of the tensors in {path} fit model {self.config.model}; is it for this model?")
+        self.model.load_state_dict(usable, strict=False)
+        skipped = len(state) - len(usable)
+        print(f"visiontrain: loaded {len(usable)} tensors from {path}" + (f" ({skipped} did not fit: the head)" if skipped else ""),
+              file=sys.stderr)
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        data = self.dataset
+        return {
+            "config": self.config.to_dict(), "classes": data.classes, "mean": data.mean, "std": data.std,
+            "input_size": [data.in_channels, data.image_size, data.image_size], "in_channels": data.in_channels,
+            "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.trainer.scaler.state_dict() if self.trainer.scaler else None,
+            "state": dataclasses.asdict(self.state) | {"elapsed": self.elapsed()},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+        }
+
+    def save(self, *, best: bool = False) -> None:
+        checkpoint = self.checkpoint()
+        save_checkpoint(self.run_dir.last, checkpoint)
+        if best:
+            save_checkpoint(self.run_dir.best, checkpoint)
+        self.last_save = time.perf_counter()
+        self.run_dir.write_json(self.run_dir.status_path, {
+            "epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch,
+            "global_step": self.state.global_step, "checkpoint": str(self.run_dir.last), "complete": False})
+
+    def _restore(self) -> None:
+        checkpoint, skipped = newest_valid_checkpoint(self.run_dir)
+        for path, reason in skipped:
+            print(f"visiontrain: skipped checkpoint {path}: {reason}", file=sys.stderr)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.ema and checkpoint.get("ema"):
+            self.ema.load_state_dict(checkpoint["ema"])
+        if self.trainer.scaler and checkpoint.get("scaler"):
+            self.trainer.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainState(**checkpoint["state"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if self.device.type == "cuda" and checkpoint["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        print(f"visiontrain: resuming {self.run_dir.path} at epoch {self.state.epoch + 1}, "
+              f"step {self.state.step_in_epoch} (global step {self.state.global_step})", file=sys.stderr)
+
+    def elapsed(self) -> float:
+        """Wall seconds of this run: earlier processes (resume) plus this one since its command started."""
+        return self.state.elapsed + time.perf_counter() - self._clock
+
+    # -- the epoch loop ----------------------------------------------------------------------------------
+    def after_step(self, state: TrainState, epoch: int, step: int) -> None:
+        images_per_second = state.seen / max(1e-9, time.perf_counter() - self.epoch_start) if state.seen else 0.0
+        self.progress.step(epoch, step, state.loss_sum / max(1, state.seen), state.correct / max(1, state.seen),
+                           images_per_second)
+        at_boundary = (step + 1) % self.config.accumulate == 0
+        due = (self.config.checkpoint_every and state.global_step % self.config.checkpoint_every == 0) or (
+            self.config.checkpoint_minutes and time.perf_counter() - self.last_save > 60 * self.config.checkpoint_minutes)
+        if at_boundary and (due or self.stop_signal) and step + 1 < self.loader.steps_per_epoch:
+            self.save()
+        if self.stop_signal and at_boundary:
+            name = signal.Signals(self.stop_signal).name
+            raise TrainingStopped(f"stopped by {name} at epoch {epoch + 1}, step {step + 1}; checkpoint saved in "
+                                  f"{self.run_dir.last}. Continue with: visiontrain train --resume {self.run_dir.path}",
+                                  exit_code=128 + self.stop_signal)
+
+    def run_epochs(self) -> None:
+        config, state = self.config, self.state
+        while state.epoch < config.epochs:
+            epoch = state.epoch
+            self.epoch_start = time.perf_counter()
+            started = time.perf_counter()
+            self.trainer.train_one_epoch(state, epoch)
+            state.train_seconds += time.perf_counter() - started
+            row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                   "train_loss": state.loss_sum / max(1, state.seen), "train_acc": state.correct / max(1, state.seen)}
+            if self.dataset.val is not None:
+                logits = self.evaluate_logits(self.dataset.val.images)
+                row["val_loss"] = nn.functional.cross_entropy(logits, self.dataset.val.labels).item()
+                row["val_acc"] = (logits.argmax(1) == self.dataset.val.labels).double().mean().item()
+            row["seconds"] = self.elapsed()
+            improved = row.get("val_acc", -1.0) > state.best_val_acc if "val_acc" in row else True
+            if improved:
+                state.best_val_acc, state.best_epoch, state.stale_epochs = row.get("val_acc", -1.0), epoch + 1, 0
+            else:
+                state.stale_epochs += 1
+            state.rows.append(row)
+            state.epoch, state.step_in_epoch, state.loss_sum, state.correct, state.seen = epoch + 1, 0, 0.0, 0, 0
+            self.save(best=improved)
+            self.run_dir.write_metrics(state.rows)
+            self.progress.epoch_end(row)
+            if config.early_stop and state.stale_epochs >= config.early_stop:
+                self.progress.message(f"early stop: no better val_acc for {config.early_stop} epochs")
+                break
+
+    def evaluate_logits(self, images: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        model = model or self.model
+        if self.ema is not None and model is self.model:
+            backup = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(self.ema.state_dict())
+        logits = predict_logits(model, images, self.normalize, batch_size=self.config.eval_batch_size,
+                                tta=self.config.tta, allow_flip=self.dataset.allow_flip)
+        if self.ema is not None and model is self.model:
+            model.load_state_dict(backup)
+        return logits
+
+    # -- the whole run -----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.setup()
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
+            if _main_thread() else {}
+        try:
+            self.time_to_first_step = self.elapsed()
+            self.run_epochs()
+        except NonFiniteLoss as error:
+            raise TrainingStopped(self._nan_message(error)) from None
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return self.finish()
+
+    def _on_signal(self, signum: int, frame) -> None:  # noqa: ANN001
+        self.stop_signal = signum
+
+    def _nan_message(self, error: NonFiniteLoss) -> str:
+        healthy = self.run_dir.last if self.run_dir.last.is_file() else None
+        where = f"the last healthy checkpoint is {healthy}" if healthy else "no checkpoint had been written yet"
+        return (f"{error}; training stopped and no NaN weights were written ({where}). Likely causes: the learning "
+                f"rate is too high (lr={self.config.lr}; try a tenth), no gradient clipping (--clip-grad 1.0), fp16 "
+                "overflow, or bad input values")
+
+    def finish(self) -> dict[str, Any]:
+        from ..evaluate import write_evaluation
+
+        data, config, state = self.dataset, self.config, self.state
+        model = self.model
+        if data.val is not None and self.run_dir.best.is_file():  # keep the model the validation split picked
+            best = load_checkpoint(self.run_dir.best)
+            model = build_model(config, len(data.classes), data.in_channels, data.image_size)
+            model.load_state_dict(best["ema"] or best["model"])
+            model.to(self.device)
+            if self.precision.channels_last:
+                model.to(memory_format=torch.channels_last)
+        summary: dict[str, Any] = {"status": "complete", "format_version": 1}
+        if data.test is not None:
+            logits = self.evaluate_logits(data.test.images, model)
+            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False)
+            summary |= {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
+        else:
+            summary |= {"test_acc": None, "test_loss": None}
+        last = state.rows[-1] if state.rows else {}
+        summary |= {
+            "best_val_acc": state.best_val_acc if data.val is not None else None,
+            "best_epoch": state.best_epoch, "epochs_completed": state.epoch,
+            "final_val_acc": last.get("val_acc"), "final_train_acc": last.get("train_acc"),
+            "wall_seconds": self.elapsed(), "train_seconds": state.train_seconds,
+            "time_to_first_step": self.time_to_first_step,
+            "images_per_second": state.epoch * self.loader.steps_per_epoch * config.batch_size / max(1e-9, state.train_seconds),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "model_kept": "best (by validation accuracy)" if data.val is not None else "last epoch",
+            "dataset": {"name": data.name, "fingerprint": data.fingerprint, "classes": data.classes,
+                        "train": len(data.train), "val": len(data.val) if data.val is not None else 0,
+                        "val_source": data.val_source, "test": len(data.test) if data.test is not None else 0,
+                        "image_size": data.image_size, "channels": data.in_channels, "mean": data.mean, "std": data.std,
+                        "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
+                        "load_seconds": data.load_seconds, "cache": data.cache_status},
+            "decode_policy": data.decode_policy,
+            "hardware": self.precision.describe() | {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
+            "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "run_dir": str(self.run_dir.path),
+        }
+        self.run_dir.write_json(self.run_dir.summary_path, summary)
+        self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
+                                                           "complete": True})
+        return summary
+
+
+def newest_valid_checkpoint(run: RunDir) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """The loadable checkpoint with the most steps among last.pt and best.pt, and those skipped (with why)."""
+    found, skipped = [], []
+    for path in (run.last, run.best):
+        if not path.is_file():
+            continue
+        try:
+            found.append(load_checkpoint(path))
+        except CheckpointError as error:
+            skipped.append((path, str(error)))
+    if not found:
+        detail = "; ".join(f"{p}: {r}" for p, r in skipped) or "none were written"
+        raise CheckpointError(f"no usable checkpoint in {run.checkpoints} ({detail})")
+    return max(found, key=lambda c: c["state"]["global_step"]), skipped
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

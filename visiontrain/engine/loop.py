@@ -1,0 +1,162 @@
+"""The training loop, readable in one sitting: batches -> augment -> normalise -> model -> loss -> step.
+
+Plain PyTorch as a tutorial writes it; each feature (autocast, accumulation, clipping, EMA, the non-finite
+guard, step checkpoints) is one line at a named place.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import AugmentSpec, apply, make_params, step_generator
+from ..data.loader import TensorLoader
+from ..errors import TrainingStopped
+from .ema import EMA
+from .precision import Precision
+
+
+@dataclass
+class TrainState:
+    """Counters a checkpoint restores so that a resumed run continues exactly where it stopped."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches done in the current epoch
+    global_step: int = 0  # batches done in the whole run
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    stale_epochs: int = 0  # epochs since the best (early stopping)
+    loss_sum: float = 0.0  # running sums of the current epoch (so a resumed epoch's row is identical)
+    correct: int = 0
+    seen: int = 0
+    train_seconds: float = 0.0  # time spent in training steps (images/s)
+    elapsed: float = 0.0  # wall seconds used by earlier processes of this run
+    rows: list = field(default_factory=list)  # metrics.csv rows so far
+
+
+@dataclass
+class Normalizer:
+    """uint8 (B, C, H, W) -> float normalised, on the device, in the memory format the model wants."""
+
+    mean: list[float]
+    std: list[float]
+    precision: Precision
+
+    def __post_init__(self) -> None:
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        self.scale = (1 / (255 * std)).to(self.precision.device)
+        self.shift = (-torch.tensor(self.mean).view(1, -1, 1, 1) / std).to(self.precision.device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float() * self.scale + self.shift  # (B, C, H, W) float
+        return images.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else images
+
+
+def autocast(precision: Precision):
+    if precision.autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(precision.device.type, dtype=precision.autocast_dtype)
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+    loader: TensorLoader
+    images: torch.Tensor  # uint8 (N, C, H, W), training split
+    labels: torch.Tensor  # int64 (N,)
+    normalize: Normalizer
+    augment: AugmentSpec
+    seed: int
+    accumulate: int = 1
+    clip_grad: float | None = None
+    ema: EMA | None = None
+    scaler: torch.amp.GradScaler | None = None
+    after_step: Callable[[TrainState, int, int], None] = lambda state, epoch, step: None  # progress, checkpoints
+
+    def batch(self, indices: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.normalize.precision.device
+        images = self.images[indices].to(device, non_blocking=True).float()  # (B, C, H, W) 0..255
+        if self.augment.active:
+            params = make_params(self.augment, len(indices), step_generator(self.seed, epoch, step))
+            images = apply(images, params, self.augment)
+        return self.normalize(images), self.labels[indices].to(device, non_blocking=True)
+
+    def train_one_epoch(self, state: TrainState, epoch: int) -> None:
+        self.model.train()
+        for step, indices in self.loader.batches(epoch, state.step_in_epoch):
+            images, labels = self.batch(indices, epoch, step)
+            with autocast(self.normalize.precision):
+                logits = self.model(images)
+                loss = self.criterion(logits, labels)
+            check_finite(loss, epoch, step, state)
+            scaled = loss / self.accumulate
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            if (step + 1) % self.accumulate == 0:
+                self.optimizer_step()
+            state.loss_sum += loss.item() * len(labels)
+            state.correct += (logits.argmax(1) == labels).sum().item()
+            state.seen += len(labels)
+            state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
+            self.after_step(state, epoch, step)
+
+    def optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip_grad is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        if self.scaler:  # fp16: skips the step when gradients overflowed, and adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+
+def check_finite(loss: torch.Tensor, epoch: int, step: int, state: TrainState) -> None:
+    """Stop at the step where the loss stops being a number (never train on, never save NaN weights)."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(epoch, step, state.global_step, float(loss))
+
+
+class NonFiniteLoss(TrainingStopped):
+    def __init__(self, epoch: int, step: int, global_step: int, value: float):
+        self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
+        super().__init__(f"loss is {value} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1})")
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, normalize: Normalizer, *, batch_size: int = 1024,
+                   tta: bool = False, allow_flip: bool = True) -> torch.Tensor:
+    """Logits float (N, K) on the CPU for uint8 images (N, C, H, W); large batches, inference mode.
+
+    tta: average the logits over a horizontal flip (where allowed) and 1-pixel translations (airbench's TTA).
+    """
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(images[start:start + batch_size].to(normalize.precision.device))
+        with autocast(normalize.precision):
+            logits = model(batch).float()
+            if tta:
+                views = [batch.flip(3)] if allow_flip else []
+                views += [_shift(batch, 1), _shift(batch, -1)]
+                logits = (logits + sum(model(view).float() for view in views)) / (1 + len(views))
+        outputs.append(logits.cpu())
+    return torch.cat(outputs)
+
+
+def _shift(images: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Translate float (B, C, H, W) diagonally by `pixels`, reflecting at the border."""
+    padded = F.pad(images, (abs(pixels),) * 4, mode="reflect")
+    start = abs(pixels) + pixels
+    return padded[:, :, start:start + images.shape[2], start:start + images.shape[3]]

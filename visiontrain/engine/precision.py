@@ -1,0 +1,63 @@
+"""What the hardware can do: the device, the autocast dtype, channels_last. Recorded in summary.json."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """AVX512_BF16 or AMX: bf16 matmuls run natively (2.5x faster than fp32 here); elsewhere bf16 is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device: 'mps' was asked for but is not available here; use --device cpu or auto")
+    return device
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: fp32
+    channels_last: bool
+    grad_scaler: bool  # fp16 on CUDA needs loss scaling; bf16 does not
+
+    def describe(self) -> dict:
+        dtype = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+        return {"device": str(self.device), "precision": dtype, "channels_last": self.channels_last,
+                "grad_scaler": self.grad_scaler,
+                "cpu_native_bf16": cpu_has_native_bf16() if self.device.type == "cpu" else None,
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
+
+
+def choose_precision(requested: str, device: torch.device, channels_last: bool | None) -> Precision:
+    if requested == "auto":
+        if device.type == "cuda":
+            requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu":
+            requested = "bf16" if cpu_has_native_bf16() else "fp32"
+        else:
+            requested = "fp32"
+    if requested == "fp16" and device.type == "cpu":
+        raise ValueError("precision: fp16 is not supported for training on the CPU; use bf16 or fp32")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
+    use_channels_last = channels_last if channels_last is not None else device.type in ("cpu", "cuda")
+    return Precision(device, dtype, use_channels_last, dtype is torch.float16)

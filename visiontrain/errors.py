@@ -1,0 +1,25 @@
+"""Exceptions a user sees as one sentence (the CLI prints them without a traceback, exit status 2)."""
+
+
+class VisiontrainError(Exception):
+    """Base of the errors that are the user's to fix: the message names the file or field and what to do."""
+
+
+class DataError(VisiontrainError):
+    """A dataset file is missing, corrupt, of the wrong size, or fails its checksum."""
+
+
+class CheckpointError(VisiontrainError):
+    """A checkpoint is missing, unreadable, unsafe (contains Python objects) or from an incompatible version."""
+
+
+class RunError(VisiontrainError):
+    """A run folder is missing, not a run, or would be overwritten."""
+
+
+class TrainingStopped(VisiontrainError):
+    """Training stopped on purpose (non-finite loss, a signal); the checkpoint named in the message is intact."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

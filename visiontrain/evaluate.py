@@ -1,0 +1,88 @@
+"""Evaluation of a run on a split: metrics computed once from logits, written as plain files, printed as a table."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._io import atomic_write_text
+from .data.tensors import ImageTensors
+from .errors import DataError, RunError
+from .metrics.classification import classification_metrics
+from .run import RunDir
+
+
+def write_evaluation(run: RunDir, split: str, logits: torch.Tensor, data: ImageTensors, *, verbose: bool = True,
+                     top_k: int = 5) -> dict[str, Any]:
+    """Compute metrics from logits float (N, K) and write eval/<split>/{metrics.json, per_class.csv,
+    confusion_matrix.csv, predictions.csv} in the run folder."""
+    metrics = classification_metrics(logits, data.labels, data.classes)
+    folder = run.path / "eval" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(folder / "per_class.csv", _csv(["class", "precision", "recall", "f1", "support"],
+                                                     [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
+                                                       f"{r['f1']:.4f}", r["support"]] for r in metrics["per_class"]]))
+    atomic_write_text(folder / "confusion_matrix.csv",
+                      _csv(["true \\ predicted", *data.classes], [[c, *row] for c, row in zip(data.classes, metrics["confusion_matrix"])]))
+    probs = logits.float().softmax(1)
+    k = min(top_k, probs.shape[1])
+    top = probs.topk(k, 1)
+    rows = [[data.name_of(i), data.classes[int(data.labels[i])], data.classes[int(top.indices[i, 0])],
+             f"{float(top.values[i, 0]):.4f}", " ".join(f"{data.classes[int(c)]}:{float(p):.3f}"
+                                                       for c, p in zip(top.indices[i], top.values[i]))]
+            for i in range(len(data))]
+    atomic_write_text(folder / "predictions.csv", _csv(["image", "true", "predicted", "confidence", f"top{k}"], rows))
+    if verbose:
+        print(format_table(metrics, split))
+    return metrics
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def format_table(metrics: dict[str, Any], split: str) -> str:
+    width = max(12, *(len(r["class"]) for r in metrics["per_class"]))
+    lines = [f"{split}: accuracy {metrics['accuracy']:.2%}  loss {metrics['loss']:.4f}  "
+             f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro F1 {metrics['macro_f1']:.4f}  "
+             f"(n={metrics['n']})" + (f"  top-5 {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""),
+             f"{'class':<{width}}  {'accuracy':>8}  {'precision':>9}  {'f1':>6}  {'n':>6}"]
+    for row in metrics["per_class"]:
+        lines.append(f"{row['class']:<{width}}  {row['recall']:>8.2%}  {row['precision']:>9.2%}  {row['f1']:>6.3f}  "
+                     f"{row['support']:>6}")
+    if metrics.get("most_confused"):
+        lines.append("most confused: " + ", ".join(f"{m['true']} -> {m['predicted']} ({m['count']})"
+                                                   for m in metrics["most_confused"][:3]))
+    return "\n".join(lines)
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None, verbose: bool = True) -> dict:
+    """Evaluate the model a run keeps on `split` of its dataset (or of the image folder `data`)."""
+    from .api import load
+    from .config import build_config, load_yaml
+    from .engine.fit import load_config_dataset
+
+    run = RunDir.open(run_dir)
+    predictor = load(run.path)
+    config = build_config(load_yaml(run.config_path), apply_preset=False)
+    if data is not None:
+        config = config.replace(dataset=str(data), data_dir=None, val_fraction=0.0 if split == "test" else config.val_fraction)
+    dataset = load_config_dataset(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
+                                  verbose=verbose)
+    tensors = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
+    if tensors is None:
+        raise RunError(f"the dataset {config.dataset} has no {split} split; use --split val or --split test")
+    if tensors.classes != predictor.classes:
+        raise DataError(f"the classes of {config.dataset} ({', '.join(tensors.classes[:5])}...) differ from the run's "
+                        f"({', '.join(predictor.classes[:5])}...); evaluate on data with the same class folders")
+    logits = predictor.logits(tensors.images)
+    return write_evaluation(run, split, logits, tensors, verbose=verbose)

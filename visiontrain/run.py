@@ -1,0 +1,88 @@
+"""The run folder: runs/<name>/ with config.yaml, metrics.csv, summary.json, status.json and checkpoints/.
+
+Readable without visiontrain (YAML, CSV, JSON, and checkpoints that plain torch.load(weights_only=True) opens).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ._io import atomic_write_text
+from .config import Config, to_yaml
+from .errors import RunError
+
+METRICS_COLUMNS = ["epoch", "seconds", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.csv")
+    summary_path = property(lambda self: self.path / "summary.json")
+    status_path = property(lambda self: self.path / "status.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last = property(lambda self: self.path / "checkpoints" / "last.pt")
+    best = property(lambda self: self.path / "checkpoints" / "best.pt")
+
+    @classmethod
+    def create(cls, config: Config) -> "RunDir":
+        """A new folder; with an explicit name that exists, refuse rather than overwrite."""
+        runs = Path(config.runs_dir).expanduser()
+        if config.name is not None:
+            path = runs / config.name
+            if path.exists() and any(path.iterdir()):
+                raise RunError(f"run folder {path} already exists; choose another --name, or continue it with "
+                               f"--resume {path}")
+        else:
+            stem = f"{Path(config.dataset).name if '/' in config.dataset else config.dataset}-{config.model}"
+            number = 1
+            while (path := runs / (stem if number == 1 else f"{stem}-{number}")).exists():
+                number += 1
+        try:
+            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"cannot create the run folder {path} ({error.strerror}); check --runs-dir") from None
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunError(f"{run.path} does not exist; give a run folder such as runs/fashion-mnist-fastnet")
+        if not run.config_path.is_file():
+            raise RunError(f"{run.path} is not a visiontrain run folder (it has no config.yaml)")
+        return run
+
+    def write_config(self, config: Config) -> None:
+        atomic_write_text(self.config_path, to_yaml(config))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+        atomic_write_text(self.metrics_path, buffer.getvalue())
+
+    def read_metrics(self) -> list[dict[str, str]]:
+        if not self.metrics_path.is_file():
+            return []
+        with open(self.metrics_path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def write_json(self, path: Path, data: dict[str, Any]) -> None:
+        atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else {}
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
