@@ -141,6 +141,6 @@ def load(path: str | Path, *, device: str = "cpu") -> Predictor:
 
 def evaluate(run_dir: str | Path, *, split: str = "test", data: str | None = None, verbose: bool = False) -> dict:
     """Metrics of a run's model on a split (also written to run_dir/eval/<split>/)."""
-    from .evaluate import evaluate_run
+    from .evaluation import evaluate_run
 
     return evaluate_run(run_dir, split=split, data=data, verbose=verbose)

@@ -58,7 +58,10 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
                 pixels = _to_uint8(image)
     except DecodeError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's own, larger limit
+        raise DecodeError(f"declares too many pixels ({error}); above the limit of {policy.max_pixels:,} "
+                          "(a decompression-bomb guard)") from None
+    except UnidentifiedImageError as error:
         raise DecodeError(f"not a readable image ({type(error).__name__})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DecodeError(f"truncated or corrupt ({error})") from None

@@ -20,7 +20,7 @@ from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, t
 from .tensors import ImageTensors
 
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
-DEFAULT_MIXED_SIZE = 128  # side used when a folder's images differ in size and no image_size is given
+DEFAULT_MIXED_SIZE = 128  # cap on the side used when images differ in size and no image_size is given (the median short side below it)
 
 
 @dataclass
@@ -135,9 +135,9 @@ def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, cha
     if not all_arrays:
         raise DataError(f"no readable images under {root}")
     channels = channels or (1 if all(a.shape[0] == 1 for a in all_arrays) else 3)
-    shapes = {a.shape[1:] for a in all_arrays}
-    side = image_size or (next(iter(shapes))[0] if len(shapes) == 1 and len(set(next(iter(shapes)))) == 1
-                          else DEFAULT_MIXED_SIZE)
+    short_sides = sorted(min(a.shape[1:]) for a in all_arrays)
+    uniform = short_sides[0] == short_sides[-1]
+    side = image_size or (short_sides[0] if uniform else min(DEFAULT_MIXED_SIZE, short_sides[len(short_sides) // 2]))
     splits = {}
     for split, (arrays, items) in decoded.items():
         if not arrays:

@@ -254,7 +254,7 @@ class Fit:
                 "overflow, or bad input values")
 
     def finish(self) -> dict[str, Any]:
-        from ..evaluate import write_evaluation
+        from ..evaluation import write_evaluation
 
         data, config, state = self.dataset, self.config, self.state
         model = self.model

@@ -1,0 +1,67 @@
+"""The CLI as a user meets it: one sentence and exit 2 for every bad input, no traceback; real runs work."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from visiontrain.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--batch-size", "0"], ["batch_size", "out of range"]),
+    (["train", "--lr", "-0.1"], ["lr", "out of range"]),
+    (["train", "--epochs", "two"], ["epochs", "whole number"]),
+    (["train", "--model", "lenett"], ["did you mean 'lenet'"]),
+    (["train", "--dataset", "cifar11"], ["did you mean 'cifar10'"]),
+    (["train", "--dataset", "./missing/photos"], ["does not exist"]),
+    (["train", "--data-dir", "/no/such/dir"], ["data_dir", "not a folder"]),
+    (["train", "--config", "/no/such.yaml"], ["does not exist"]),
+    (["train", "--resume", "/no/such/run"], ["does not exist"]),
+    (["train", "--weights", "/no/such.pt", "--model", "lenet"], ["weights", "does not exist"]),
+    (["eval", "/no/such/run"], ["does not exist"]),
+])
+def test_bad_input_is_one_sentence_exit_2_no_traceback(args, words):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("visiontrain: error:")
+    for word in words:
+        assert word in result.stderr
+
+
+def test_eval_on_a_folder_that_is_not_a_run(tmp_path):
+    result = run_cli("eval", tmp_path)
+    assert result.returncode == 2 and "not a visiontrain run folder" in result.stderr
+
+
+def test_lists(tmp_path):
+    models = run_cli("models")
+    assert models.returncode == 0 and "lenet" in models.stdout and "resnet18" in models.stdout
+    datasets = run_cli("datasets")
+    assert "fashion-mnist" in datasets.stdout and "cifar100" in datasets.stdout
+
+
+def test_train_eval_and_refusing_to_overwrite(mnist_folder, tmp_path):
+    common = ["--dataset", mnist_folder, "--model", "lenet", "--epochs", "1", "--batch-size", "64", "--optimizer",
+              "adam", "--lr", "0.003", "--runs-dir", tmp_path, "--name", "r1", "--augment", "none"]
+    result = run_cli("train", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "run: " in result.stdout and "test accuracy" in result.stdout
+    assert "epoch 1/1" in result.stdout  # a plain line per epoch when stdout is not a terminal
+    again = run_cli("train", *common, cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--resume" in again.stderr
+    evaluation = run_cli("eval", tmp_path / "r1")
+    assert evaluation.returncode == 0 and "accuracy" in evaluation.stdout and "precision" in evaluation.stdout
+    repeat = run_cli("train", "--config", tmp_path / "r1" / "config.yaml", "--runs-dir", tmp_path, cwd=tmp_path)
+    assert repeat.returncode == 0, repeat.stderr
+    first = (tmp_path / "r1" / "metrics.csv").read_text().splitlines()[1].split(",")
+    second_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("mnist-png") and p.is_dir())
+    second = (second_dir / "metrics.csv").read_text().splitlines()[1].split(",")
+    assert first[2:] == second[2:]  # the saved config repeats the run exactly (apart from wall seconds)

@@ -1,0 +1,81 @@
+"""Every registered model (a sample of torchvision's): shapes, gradients, the common interface."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visiontrain.models import MODELS, create_model
+
+OWN = ["mlp", "simple-cnn", "lenet", "vgg-cifar", "fastnet", "fastnet-s1"]
+TORCHVISION_SAMPLE = ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+
+
+def test_registry_lists_seed_models_and_torchvision():
+    names = MODELS.names()
+    assert set(OWN) <= set(names) and "resnet50" in names and len(names) > 50
+
+
+@pytest.mark.parametrize("name", OWN + TORCHVISION_SAMPLE)
+@pytest.mark.parametrize("in_channels, size", [(1, 28), (3, 32)])
+def test_forward_backward_head_reset(name, in_channels, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=in_channels, image_size=size)
+    images = torch.randn(4, in_channels, size, size)
+    logits = model(images)
+    assert logits.shape == (4, 10) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    features = model.forward_head(model.forward_features(images), pre_logits=True)
+    assert features.shape[0] == 4 and features.ndim == 2
+    model.reset_classifier(3)
+    assert model(images).shape == (4, 3)
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_seed_networks_have_the_tutorial_parameter_counts():
+    # hand-computed from the tutorial's layers (weights + biases), 28x28 grayscale, 10 classes
+    mlp = 784 * 128 + 128 + 128 * 10 + 10
+    simple = (1 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (32 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
+    lenet = (1 * 6 * 25 + 6) + (6 * 12 * 25 + 12) + (12 * 4 * 4 * 120 + 120) + (120 * 60 + 60) + (60 * 10 + 10)
+    assert count(create_model("mlp", num_classes=10, in_channels=1, image_size=28)) == mlp == 101_770
+    assert count(create_model("simple-cnn", num_classes=10, in_channels=1, image_size=28)) == simple == 206_922
+    assert count(create_model("lenet", num_classes=10, in_channels=1, image_size=28)) == lenet == 32_998
+    convs = sum(i * o * 9 + o + 2 * o for i, o in [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256)])
+    vgg = convs + 256 * 4 * 4 * 512 + 512 + 512 * 10 + 10
+    assert count(create_model("vgg-cifar", num_classes=10, in_channels=3, image_size=32)) == vgg == 3_249_994
+
+
+def test_grayscale_into_an_rgb_backbone_sums_the_filters():
+    from torchvision.models import resnet18
+
+    from visiontrain.models.zoo import adapt_input_channels
+
+    rgb = resnet18()
+    gray = resnet18()
+    gray.load_state_dict(rgb.state_dict())
+    adapt_input_channels(gray, 1)
+    image = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(gray.conv1(image), rgb.conv1(image.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+def test_whitening_layer_decorrelates_patches():
+    from visiontrain.models.fast import Whitening
+
+    torch.manual_seed(0)
+    images = torch.randn(500, 1, 12, 12).cumsum(-1)  # strongly correlated neighbouring pixels
+    layer = Whitening(1)
+    layer.fit(images)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(images, layer.weight[:4])  # the 4 whitened components
+    flat = out.permute(1, 0, 2, 3).reshape(4, -1)
+    covariance = torch.cov(flat)
+    assert torch.allclose(covariance, torch.eye(4), atol=0.05)
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        MODELS.register("lenet")(lambda **_: None)

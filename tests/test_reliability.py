@@ -1,0 +1,198 @@
+"""The reliability contract (../shared/RELIABILITY.md), with faults injected from outside the product code."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import visiontrain
+from conftest import REPO, VISIONTRAIN, run_cli
+from visiontrain.errors import CheckpointError
+
+DRIVERS = Path(__file__).parent / "drivers"
+
+
+def tiny_args(folder, runs, name, epochs=3, extra=()):
+    return ["train", "--dataset", str(folder), "--model", "simple-cnn", "--epochs", str(epochs), "--batch-size", "32",
+            "--optimizer", "adam", "--lr", "0.002", "--threads", "1", "--runs-dir", str(runs), "--name", name,
+            "--checkpoint-every", "7", "--progress", "none", "--augment", "crop", "--ema", "0.9", *extra]
+
+
+def final_state(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+def assert_bit_identical(a: Path, b: Path) -> None:
+    first, second = final_state(a), final_state(b)
+    for part in ("model", "ema"):
+        assert all(torch.equal(first[part][k], second[part][k]) for k in first[part]), part
+    for k, v in first["optimizer"]["state"].items():
+        for name, tensor in v.items():
+            assert torch.equal(tensor, second["optimizer"]["state"][k][name]), (k, name)
+    strip = lambda p: [",".join(l.split(",")[:1] + l.split(",")[2:]) for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731,E741
+    assert strip(a) == strip(b)
+
+
+def wait_for(predicate, process, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def status(run: Path) -> dict:
+    try:
+        return json.loads((run / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def reference_run(mnist_folder, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("reference")
+    result = run_cli(*tiny_args(mnist_folder, runs, "ref"))
+    assert result.returncode == 0, result.stderr
+    return runs / "ref"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch-boundary"])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_bit_identical(mnist_folder, tmp_path, reference_run, where, how):
+    run = tmp_path / "x"
+    process = subprocess.Popen([*VISIONTRAIN, *tiny_args(mnist_folder, tmp_path, "x")], cwd=REPO,
+                               env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if where == "mid-epoch":
+        marker = lambda: status(run).get("epoch") == 1 and status(run).get("step_in_epoch", 0) >= 14  # noqa: E731
+    else:
+        marker = lambda: (run / "metrics.csv").is_file() and len((run / "metrics.csv").read_text().splitlines()) >= 2  # noqa: E731
+    assert wait_for(marker, process), process.communicate()[1].decode()[-2000:]
+    started = time.monotonic()
+    process.send_signal(how)
+    _, stderr = process.communicate(timeout=30)
+    if how == signal.SIGTERM:
+        assert time.monotonic() - started < 10 and process.returncode == 128 + signal.SIGTERM
+        assert b"--resume" in stderr and b"Traceback" not in stderr
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # loadable after the kill
+    resumed = run_cli("train", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    assert_bit_identical(run, reference_run)
+
+
+@pytest.mark.slow
+def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(mnist_folder, tmp_path, reference_run):
+    run = tmp_path / "x"
+    result = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "half", "4", "--",
+                             *tiny_args(mnist_folder, tmp_path, "x")], capture_output=True, text=True, cwd=REPO,
+                            env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert result.returncode == 137
+    assert list((run / "checkpoints").glob("*.tmp"))  # the half-written temp file is there...
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # ...and last.pt is the previous, whole
+    assert state["state"]["global_step"] > 0
+    resumed = run_cli("train", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list((run / "checkpoints").glob("*.tmp"))  # removed on the next start
+    assert_bit_identical(run, reference_run)
+
+
+def test_disk_full_names_the_checkpoint_and_keeps_the_previous(mnist_folder, tmp_path):
+    run = tmp_path / "x"
+    result = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "enospc", "3", "--",
+                             *tiny_args(mnist_folder, tmp_path, "x", epochs=1)], capture_output=True, text=True,
+                            cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "No space left" in result.stderr and "checkpoints" in result.stderr and "disk full" in result.stderr
+    before = hashlib.sha256((run / "checkpoints" / "last.pt").read_bytes()).hexdigest()
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]["global_step"] == 14
+    assert hashlib.sha256((run / "checkpoints" / "last.pt").read_bytes()).hexdigest() == before
+
+
+def test_nan_stops_at_the_step_and_writes_no_nan(mnist_folder, tmp_path):
+    result = run_cli(*tiny_args(mnist_folder, tmp_path, "nan", epochs=2, extra=["--lr", "99", "--optimizer", "sgd", "--momentum", "0.99"]))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "loss is" in result.stderr and "epoch 1, step" in result.stderr and "learning rate" in result.stderr
+    for path in (tmp_path / "nan" / "checkpoints").glob("*.pt"):
+        checkpoint = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("force_unsafe_env", [False, True])
+def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist_folder, force_unsafe_env):
+    monkeypatch.chdir(tmp_path)
+    if force_unsafe_env:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    evil = tmp_path / "evil.pt"
+    torch.save({"kind": "visiontrain-checkpoint", "payload": Evil()}, evil)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"dataset: {mnist_folder}\nmodel: lenet\n")
+    (run / "checkpoints" / "last.pt").write_bytes(evil.read_bytes())
+    with pytest.raises(CheckpointError, match="not a safe visiontrain checkpoint"):
+        visiontrain.load(evil)
+    with pytest.raises(CheckpointError, match="not a safe visiontrain checkpoint"):
+        visiontrain.load(run)
+    resume = run_cli("train", "--resume", run, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe_env else None)
+    assert resume.returncode == 2 and "not a safe visiontrain checkpoint" in resume.stderr
+    weights = run_cli("train", "--dataset", mnist_folder, "--model", "lenet", "--weights", evil, "--epochs", "1",
+                      "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert weights.returncode == 2 and "not a safe weights file" in weights.stderr
+    assert not (tmp_path / "PWNED").exists() and not (REPO / "PWNED").exists()
+
+
+def test_corrupt_checkpoint_is_named_and_resume_falls_back_to_the_newest_valid(reference_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(reference_run, run)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"{last}.*truncated or corrupt"):
+        visiontrain.load(last)
+    from visiontrain.engine.fit import newest_valid_checkpoint
+    from visiontrain.run import RunDir
+
+    checkpoint, skipped = newest_valid_checkpoint(RunDir(run))
+    assert skipped and skipped[0][0] == last and checkpoint["state"]["epoch"] >= 1
+
+
+def test_resume_with_a_changed_model_is_refused_listing_the_field(reference_run):
+    result = run_cli("train", "--resume", reference_run, "--model", "lenet", "--batch-size", "8")
+    assert result.returncode == 2 and "model" in result.stderr and "batch_size" in result.stderr
+
+
+def test_checkpoint_from_a_newer_format_is_refused(reference_run, tmp_path):
+    checkpoint = torch.load(reference_run / "checkpoints" / "best.pt", weights_only=True)
+    checkpoint["format_version"] = 99
+    torch.save(checkpoint, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="newer than this visiontrain"):
+        visiontrain.load(tmp_path / "future.pt")
+
+
+def test_raising_epochs_on_resume_extends_the_run(reference_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "more"
+    shutil.copytree(reference_run, run)
+    result = run_cli("train", "--resume", run, "--epochs", "4")
+    assert result.returncode == 0, result.stderr
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 4
+    assert "epochs: 4" in (run / "config.yaml").read_text()
