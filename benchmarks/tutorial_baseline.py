@@ -34,9 +34,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-MNIST_DIR = "/work/shared/data/mnist"
+SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-CIFAR_TARBALL = "/work/shared/data/cifar10-jpg.tar.gz"
+CIFAR_TARBALL = os.path.join(SHARED_DATA, "cifar10-jpg.tar.gz")
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 TASKS = ("fashion-mnist", "mnist", "cifar10")
 

@@ -65,3 +65,22 @@ def test_train_eval_and_refusing_to_overwrite(mnist_folder, tmp_path):
     second_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("mnist-png") and p.is_dir())
     second = (second_dir / "metrics.csv").read_text().splitlines()[1].split(",")
     assert first[2:] == second[2:]  # the saved config repeats the run exactly (apart from wall seconds)
+
+
+def test_summary_prints_the_layer_table():
+    result = run_cli("summary", "--model", "simple-cnn", "--input", "1x28x28")
+    assert result.returncode == 0 and "[32, 7, 7]" in result.stdout and "206,922 parameters" in result.stdout
+    bad = run_cli("summary", "--model", "lenet", "--input", "28x28")
+    assert bad.returncode == 2 and "--input" in bad.stderr
+
+
+def test_data_check_lists_bad_files_without_crashing(tmp_path):
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(tmp_path / "d" / name / f"{i}.png")
+    (tmp_path / "d" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    result = run_cli("data", tmp_path / "d")
+    assert result.returncode == 0 and "broken.jpg" in result.stdout and "unreadable files: 1" in result.stdout

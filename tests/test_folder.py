@@ -141,3 +141,29 @@ def test_unicode_spaces_and_symlinks(tmp_path):
     (root / "train" / "dog" / "link.png").symlink_to(root / "train" / "dog" / "0.png")
     data = load_dataset(str(root), val_fraction=0)
     assert len(data.train) == 14
+
+
+def test_data_check_finds_duplicates_across_splits(tmp_path):
+    import shutil
+
+    from visiontrain.data.inspect import inspect_dataset
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+    for i in range(10):
+        coarse = Image.fromarray(rng.integers(30, 230, (8, 9, 3), dtype=np.uint8))
+        smooth = coarse.resize((144, 128), Image.Resampling.BICUBIC)  # photo-like gradients, no flat regions
+        smooth.save(root / "train" / ("a" if i % 2 else "b") / f"{i}.png")
+    for i in range(4):
+        shutil.copy(root / "train" / ("a" if i % 2 else "b") / f"{i}.png", root / "test" / ("a" if i % 2 else "b") / f"copy{i}.png")
+    Image.open(root / "train" / "a" / "5.png").save(root / "test" / "a" / "reencoded.jpg", quality=90)
+    (root / "test" / "a" / "notes.txt").write_text("not an image")
+    report = inspect_dataset(str(root))
+    cross_exact = [g for g in report["exact_duplicates"] if g["cross_split"]]
+    assert len(cross_exact) == 4
+    assert any(g["cross_split"] and any("reencoded.jpg" in n for _, n in g["images"]) for g in report["near_duplicates"])
+    assert report["splits"]["train"]["per_class"] == {"a": 5, "b": 5}
+    assert any("notes.txt" in path for path, _ in report["ignored_files"])

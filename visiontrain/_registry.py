@@ -18,6 +18,15 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._lazy: list[Callable[[], None]] = []
+
+    def register_lazy(self, loader: Callable[[], None]) -> None:
+        """`loader` registers more names when first needed (torchvision's ~80 models cost 2 s to import)."""
+        self._lazy.append(loader)
+
+    def _load_lazy(self) -> None:
+        while self._lazy:
+            self._lazy.pop(0)()
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -30,18 +39,24 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
+            self._load_lazy()
+        if name not in self._items:
             raise UnknownNameError(self.unknown_message(name))
         return self._items[name]
 
     def unknown_message(self, name: str) -> str:
+        self._load_lazy()
         close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         return f"unknown {self.kind} {name!r}: {hint}valid names are: {', '.join(sorted(self._items))}"
 
     def names(self) -> list[str]:
+        self._load_lazy()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self._load_lazy()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

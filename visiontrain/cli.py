@@ -45,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["test", "val", "train"])
     evaluate.add_argument("--data", help="evaluate on this image folder instead (same class folders)")
 
+    summary = commands.add_parser("summary", help="layer-by-layer output shapes, parameters and multiply-adds")
+    summary.add_argument("--model", required=True)
+    summary.add_argument("--input", default="1x28x28", help="C x H x W of one image, e.g. 3x32x32")
+    summary.add_argument("--num-classes", type=int, default=10)
+    summary.add_argument("--width", type=float, default=1.0)
+
+    data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits")
+    data.add_argument("dataset", help="a dataset name or an image folder")
+    data.add_argument("--data-dir")
+    data.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
     commands.add_parser("models", help="list the registered models")
     commands.add_parser("datasets", help="list the named datasets")
     commands.add_parser("presets", help="list the tuned recipes")
@@ -93,6 +104,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         evaluate(args.run_dir, split=args.split, data=args.data, verbose=True)
         return 0
+    if args.command == "summary":
+        return _summary(args)
+    if args.command == "data":
+        return _data(args)
     if args.command == "models":
         from .models import MODELS
 
@@ -114,6 +129,42 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))
         return 0
     raise AssertionError(args.command)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .models import create_model
+    from .models.summary import format_table
+
+    try:
+        channels, height, width = (int(v) for v in args.input.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--input: {args.input!r} is not C x H x W, e.g. 1x28x28") from None
+    if height != width:
+        raise ConfigError(f"--input: {args.input!r} must be square (H = W)")
+    try:
+        model = create_model(args.model, num_classes=args.num_classes, in_channels=channels, image_size=height,
+                             width=args.width)
+    except ValueError as error:
+        raise ConfigError(f"--model {args.model}: {error}") from None
+    print(format_table(model, (channels, height, width), title=f"{args.model}, input {channels}x{height}x{width}"))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import build_config
+    from .data.inspect import format_report, inspect_dataset
+
+    build_config({"dataset": args.dataset, "data_dir": args.data_dir, "model": "lenet"}, apply_preset=False)
+    report = inspect_dataset(args.dataset, data_dir=args.data_dir)
+    print(format_report(report))
+    if args.json:
+        from ._io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -70,4 +70,4 @@ def _register_torchvision() -> None:
         MODELS.register(name)(build)
 
 
-_register_torchvision()
+MODELS.register_lazy(_register_torchvision)

@@ -1,0 +1,148 @@
+"""`visiontrain data`: what is in a dataset before any training: counts, bad files, kinds, duplicates.
+
+Exact duplicates are images whose decoded pixels are identical (SHA-256 of the pixels, so a re-saved PNG of the
+same image counts). Near duplicates (re-encoded JPEGs, small edits) share a 64-bit difference hash (dHash) of a
+9x8 grayscale thumbnail and differ on average by at most 5% of their mean brightness. Only images whose hashes are equal or
+one bit apart are compared, which keeps the check close to linear in the number of images; a copy edited enough
+to move its hash by two bits or more is not found.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .decode import DecodePolicy
+
+
+def dhash(image: torch.Tensor) -> int:
+    """64-bit difference hash of a uint8 (C, H, W) image."""
+    gray = image.float().mean(0, keepdim=True)[None]  # (1, 1, H, W)
+    small = torch.nn.functional.interpolate(gray, size=(8, 9), mode="area")[0, 0]  # (8, 9)
+    bits = (small[:, 1:] > small[:, :-1]).flatten().tolist()
+    return sum(1 << i for i, bit in enumerate(bits) if bit)
+
+
+def pixel_hash(image: torch.Tensor) -> str:
+    return hashlib.sha256(memoryview(image.contiguous().numpy()).cast("B")).hexdigest()
+
+
+def probe_file(path: Path) -> dict[str, Any]:
+    """Header facts of an image file without decoding it: mode, size, EXIF orientation."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+            return {"mode": image.mode, "size": image.size, "exif_rotated": orientation not in (None, 1),
+                    "alpha": image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info}
+    except (OSError, SyntaxError, ValueError):
+        return {}
+
+
+def inspect_dataset(dataset: str, *, data_dir: str | None = None) -> dict[str, Any]:
+    """The data check of a named dataset or an image folder (bad files are listed, never fatal here)."""
+    from . import load_dataset
+    from .folder import scan_folder
+
+    data = load_dataset(dataset, data_dir=data_dir, val_fraction=0.0, skip_bad=True, verbose=False,
+                        policy=DecodePolicy())
+    splits = {name: split for name, split in (("train", data.train), ("val", data.val), ("test", data.test)) if split is not None}
+    report: dict[str, Any] = {"dataset": dataset, "classes": data.classes, "splits": {}, "bad_files": data.bad_files,
+                              "image_size": data.image_size, "channels": data.in_channels}
+    for name, split in splits.items():
+        counts = torch.bincount(split.labels, minlength=len(data.classes)).tolist()
+        nonzero = [c for c in counts if c > 0]
+        report["splits"][name] = {"images": len(split), "per_class": dict(zip(data.classes, counts)),
+                                  "imbalance_ratio": max(nonzero) / min(nonzero) if nonzero else None}
+    report["exact_duplicates"], report["near_duplicates"] = _duplicates(splits)
+    if dataset not in _names():
+        scan = scan_folder(Path(dataset))
+        report["ignored_files"] = scan.ignored
+        files = [p for items in scan.splits.values() for p, _ in items]
+        probes = [probe_file(p) for p in files]
+        report["kinds"] = _kinds(probes)
+    return report
+
+
+def _names() -> list[str]:
+    from .registry import DATASETS
+
+    return DATASETS.names()
+
+
+def _kinds(probes: list[dict]) -> dict[str, int]:
+    modes = Counter(p.get("mode") for p in probes if p)
+    return {"grayscale": sum(v for m, v in modes.items() if m in ("L", "1", "LA")),
+            "16-bit": sum(v for m, v in modes.items() if m and m.startswith("I")),
+            "cmyk": modes.get("CMYK", 0), "palette": modes.get("P", 0), "rgb": modes.get("RGB", 0),
+            "with alpha": sum(1 for p in probes if p.get("alpha")),
+            "exif rotated": sum(1 for p in probes if p.get("exif_rotated")),
+            "tiny (< 32 px)": sum(1 for p in probes if p and min(p["size"]) < 32)}
+
+
+def _duplicates(splits: dict, tolerance: float = 0.05) -> tuple[list[dict], list[dict]]:
+    """Exact groups (identical pixels) and near pairs (same dHash, mean |difference| <= 5% of the mean brightness).
+
+    The pixel check confirms each dHash match: on small images such as 28x28 clothing, many different items
+    share a dHash, so the hash alone would report thousands of false pairs. The tolerance is relative to the
+    brightness because digits on black differ in few pixels: an absolute one would pair every thin '1'.
+    """
+    by_pixels: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    by_dhash: dict[int, list[tuple[str, int, str]]] = defaultdict(list)
+    for name, split in splits.items():
+        for index in range(len(split)):
+            image = split.images[index]
+            digest = pixel_hash(image)
+            by_pixels[digest].append((name, split.name_of(index)))
+            by_dhash[dhash(image)].append((name, index, digest))
+    exact = [{"images": members, "cross_split": len({s for s, _ in members}) > 1}
+             for members in by_pixels.values() if len(members) > 1]
+    near = []
+    for code, members in by_dhash.items():
+        # candidates: the same hash, or one bit away (JPEG re-encoding flips a bit of the hash about one time in four)
+        others = [m for bit in range(64) if (neighbour := code ^ (1 << bit)) > code for m in by_dhash.get(neighbour, [])]
+        pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]] + [(a, b) for a in members for b in others]
+        if len(members) > 200:  # a bucket of blank or near-uniform images: no signal in the hash
+            continue
+        for (split_a, index_a, digest_a), (split_b, index_b, digest_b) in pairs:
+            if digest_a == digest_b:
+                continue
+            a, b = splits[split_a].images[index_a].float(), splits[split_b].images[index_b].float()
+            if a.shape == b.shape and (a - b).abs().mean() <= tolerance * max(a.mean(), b.mean()):
+                near.append({"images": [(split_a, splits[split_a].name_of(index_a)),
+                                        (split_b, splits[split_b].name_of(index_b))],
+                             "cross_split": split_a != split_b})
+    return exact, near
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"dataset {report['dataset']}: {len(report['classes'])} classes, images {report['channels']}x"
+             f"{report['image_size']}x{report['image_size']}"]
+    width = max(10, *(len(c) for c in report["classes"]))
+    splits = list(report["splits"])
+    lines.append(f"{'class':<{width}} " + " ".join(f"{s:>8}" for s in splits))
+    for name in report["classes"]:
+        lines.append(f"{name:<{width}} " + " ".join(f"{report['splits'][s]['per_class'][name]:>8}" for s in splits))
+    lines.append(f"{'total':<{width}} " + " ".join(f"{report['splits'][s]['images']:>8}" for s in splits))
+    for split in splits:
+        ratio = report["splits"][split]["imbalance_ratio"]
+        lines.append(f"{split}: imbalance ratio (largest / smallest class) {ratio:.2f}" if ratio else f"{split}: empty")
+    if report.get("kinds"):
+        lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items() if v))
+    lines.append(f"unreadable files: {len(report['bad_files'])}")
+    lines += [f"  {path}: {reason}" for path, reason in report["bad_files"]]
+    for path, reason in report.get("ignored_files", [])[:20]:
+        lines.append(f"  ignored {path}: {reason}")
+    for label, key in (("exact duplicates (identical pixels)", "exact_duplicates"),
+                       ("near duplicates (dHash within 1 bit, mean difference <= 5% of brightness)", "near_duplicates")):
+        groups = report[key]
+        cross = [g for g in groups if g["cross_split"]]
+        lines.append(f"{label}: {len(groups)} groups, {len(cross)} across splits (train/test leakage)")
+        for group in (cross or groups)[:10]:  # leakage first: it inflates test accuracy
+            lines.append("  " + "  =  ".join(f"{s}:{n}" for s, n in group["images"][:4]))
+    return "\n".join(lines)

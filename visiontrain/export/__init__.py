@@ -1,0 +1,111 @@
+"""Export a trained run as a self-describing, verified bundle folder: ONNX, TorchScript or safetensors.
+
+    bundle = export_run("runs/mnist-fastnet", "onnx")   # -> runs/mnist-fastnet/export/onnx/
+    load_bundle(bundle).predict(["digit.png"])           # onnxruntime + numpy + Pillow are enough
+
+A bundle is the model file (model.onnx / model.ts / model.safetensors) and model.json (class names, input
+size, mean/std, the decode policy, the training config, metrics, versions and the verification numbers). ONNX
+and TorchScript models take float32 (N, C, H, W) pixels in 0..255 and normalise inside the graph, so a user
+cannot feed them the wrong mean/std. Nothing is written until the export, loaded back, matches the eager model
+on real images of the run's dataset (verify.py).
+
+This package imports torch only inside functions: `load_bundle` on an ONNX bundle runs without torch.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .._registry import Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from ..api import Predictor
+
+Runner = Callable[["np.ndarray"], "np.ndarray"]  # float32 (N, C, H, W) 0..255 -> logits float32 (N, K)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: how to write the model file and how to run it again.
+
+    filename: the model file's name inside the bundle.
+    serialize: (exportable model, example images float (2, C, H, W) 0..255) -> the file's bytes. The model is
+        verify.exportable(): eval mode, fp32, CPU, normalisation inside.
+    load: (model file, model.json dict) -> Runner, in this process (what a BundlePredictor uses).
+    load_isolated: like `load`, but proving the file runs without visiontrain (TorchScript: a fresh `python -I`
+        process); None: `load` is already that proof (onnxruntime never imports visiontrain or torch).
+    normalizes_inside: True when the model file takes 0..255 pixels; False when it holds weights only.
+    runtime: what runs it, for model.json.
+    """
+
+    filename: str
+    serialize: Callable[["nn.Module", Any], bytes]
+    load: Callable[[Path, dict], Runner]
+    runtime: Callable[[], str]
+    normalizes_inside: bool = True
+    load_isolated: Callable[[Path, dict, list], list] | None = None
+
+
+EXPORTERS: Registry[ExportFormat] = Registry("export format")
+
+from . import onnx, safetensors, torchscript  # noqa: E402,F401  (registration happens on import)
+from .bundle import BundleError, BundlePredictor, load_bundle  # noqa: E402
+
+
+def export_run(run_dir: str | Path, format: str = "onnx", out_dir: str | Path | None = None, *,
+               data: str | None = None) -> Path:
+    """Export a run's model (best checkpoint, else last; or a checkpoint file) and verify it.
+
+    Args:
+        run_dir: a run folder, or a checkpoint file.
+        format: a name in EXPORTERS: "onnx", "torchscript" or "safetensors".
+        out_dir: the bundle folder; default `<run_dir>/export/<format>/`.
+        data: verify on this image folder (same class folders) instead of the run's dataset.
+
+    Returns:
+        The bundle folder. Raises ExportVerificationError (nothing written) when the export does not match.
+    """
+    from ..api import load
+
+    EXPORTERS.get(format)  # an unknown format fails before the model is loaded
+    source = Path(run_dir)
+    predictor = load(source)
+    run_folder = source if source.is_dir() else None
+    out = Path(out_dir) if out_dir is not None else _default_out_dir(source, format)
+    return export_predictor(predictor, format, out, run_dir=run_folder, data=data, source=source)
+
+
+def _default_out_dir(source: Path, format: str) -> Path:
+    folder = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    return folder / "export" / format
+
+
+def export_predictor(predictor: "Predictor", format: str, out_dir: str | Path, *, run_dir: str | Path | None = None,
+                     data: str | None = None, source: str | Path | None = None) -> Path:
+    """Export a loaded model (visiontrain.load) into `out_dir`; see export_run.
+
+    The predictor's model is copied and put in eval mode, fp32, on the CPU, whatever state the caller left it
+    in; the caller's model is not changed.
+    """
+    from . import verify
+    from .bundle import describe, write_bundle
+
+    exporter = EXPORTERS.get(format)
+    model = verify.exportable(predictor)
+    images, split = verify.verification_images(predictor, run_dir=run_dir, data=data)
+    file_bytes = exporter.serialize(model, verify.example_input(images))
+    with tempfile.TemporaryDirectory(prefix="visiontrain-export-") as staging:
+        staged = Path(staging) / exporter.filename
+        staged.write_bytes(file_bytes)
+        meta = describe(predictor, format, exporter, run_dir=run_dir, source=source)
+        meta["verification"] = verify.verify_export(exporter, staged, meta, model, images) | {"split": split}
+    return write_bundle(Path(out_dir), exporter.filename, file_bytes, meta)
+
+
+__all__ = ["EXPORTERS", "ExportFormat", "export_run", "export_predictor", "load_bundle", "BundlePredictor",
+           "BundleError"]

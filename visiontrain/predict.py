@@ -1,0 +1,180 @@
+"""Top-k predictions for image files and folders, from a run folder, a checkpoint file or an export bundle.
+
+    rows, skipped = predict_paths("runs/mnist-fastnet", ["digit.png", "photos/"], top_k=3)
+    print(format_rows(rows, "table"))
+
+Each image is prepared exactly as evaluation prepares it: the recorded decode policy (data/decode.py), the
+shorter side resized to the model's size and centre-cropped, channels adapted by `to_channels` (noted in the
+row), then the model's mean/std (inside the exported graph for ONNX/TorchScript bundles). A file that cannot
+be read is listed in `skipped` with the reason and never stops the others. An ONNX bundle needs neither
+torch nor visiontrain's training code.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+import numpy as np
+
+from .errors import RunError
+from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .api import Predictor
+
+BUNDLE_SUFFIXES = (".onnx", ".ts", ".safetensors")
+OUTPUT_FORMATS = ("table", "csv", "json")
+Row = dict[str, Any]  # {"path": str, "top": [(class name, probability), ...], "note": str}
+
+
+class EagerModel:
+    """A visiontrain.load() Predictor seen through the BundlePredictor interface (numpy in, numpy out)."""
+
+    def __init__(self, predictor: "Predictor"):
+        self.predictor = predictor
+        self.classes, self.input_size = predictor.classes, predictor.input_size
+        self.decode_policy, self.allow_flip = predictor.decode_policy, predictor.allow_flip
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits float32 (N, K) for uint8 (N, C, H, W): the evaluation's predict_logits, without its TTA."""
+        import torch
+
+        from .engine.loop import predict_logits
+
+        predictor = self.predictor
+        return predict_logits(predictor.model, torch.from_numpy(images), predictor.normalize).float().numpy()
+
+
+def open_source(source: str | Path) -> EagerModel | BundlePredictor:
+    """A run folder or checkpoint file (loaded weights-only) or an export bundle (folder, model.json, model file)."""
+    path = Path(source)
+    if path.is_dir() and (path / "model.json").is_file():
+        return load_bundle(path)
+    if path.is_file() and (path.name == "model.json" or path.suffix in BUNDLE_SUFFIXES):
+        return load_bundle(path.parent)
+    if path.is_dir() and not (path / "config.yaml").is_file():
+        raise RunError(f"{path} is neither a run folder (it has no config.yaml) nor an export bundle (no model.json); "
+                       "give a run folder, a checkpoint file or a bundle folder")
+    from .api import load
+
+    return EagerModel(load(path))
+
+
+def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5, tta: bool = False,
+                  batch_size: int = 64) -> tuple[list[Row], list[tuple[str, str]]]:
+    """Predict the top-k classes of image files and folders (searched recursively, hidden files ignored).
+
+    Args:
+        source: a run folder, a checkpoint file, or an export bundle folder.
+        inputs: image files and folders.
+        top_k: how many classes per image (at most the number of classes).
+        tta: also predict the horizontally flipped image and average the logits, where the model's data may be
+            mirrored (the checkpoint's / model.json's allow_flip; digits may not).
+        batch_size: images decoded and run together.
+
+    Returns:
+        (rows, skipped): rows {"path", "top": [(class, probability)], "note"} in input order; skipped
+        [(path, reason)] for files that do not exist or cannot be decoded.
+    """
+    model = open_source(source)
+    decode = decode_module()
+    files, skipped = find_images(inputs, decode.IMAGE_EXTENSIONS)
+    flip_note = "" if not tta or model.allow_flip else "no flip TTA: this model's images must not be mirrored"
+    rows: list[Row] = []
+    for start in range(0, len(files), batch_size):
+        images, kept, notes = decode_batch(files[start:start + batch_size], model, decode, skipped)
+        if images is None:
+            continue
+        probs = softmax(flip_averaged_logits(model, images, tta))  # (B, K) float32
+        rows += [{"path": str(path), "top": top_classes(row, model.classes, top_k),
+                  "note": "; ".join(n for n in (note, flip_note) if n)} for path, row, note in zip(kept, probs, notes)]
+    return rows, skipped
+
+
+def find_images(inputs: Sequence[str | Path], extensions: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named directly, plus image files found under folders; returns (files, skipped)."""
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found, ignored = _images_under(path, extensions)
+            files += found
+            skipped += ignored
+        elif path.is_file():
+            files.append(path)  # named explicitly: decoded whatever its extension, so a wrong one gets a reason
+        else:
+            skipped.append((str(path), "does not exist" if not path.exists() else "not a regular file"))
+    return list(dict.fromkeys(files)), skipped  # a file named twice is predicted once
+
+
+def _images_under(folder: Path, extensions: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    found, ignored = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))  # .git, __MACOSX
+        for filename in sorted(f for f in filenames if not f.startswith(".")):
+            path = Path(dirpath) / filename
+            if path.suffix.lower() in extensions:
+                found.append(path)
+            else:
+                ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
+    return found, ignored
+
+
+def decode_batch(paths: list[Path], model: EagerModel | BundlePredictor, decode: "ModuleType",
+                 skipped: list[tuple[str, str]]) -> tuple[np.ndarray | None, list[Path], list[str]]:
+    """uint8 (B, C, H, W) of the readable files, those files, and a channel note per file; others -> skipped."""
+    policy = decode_policy(model.decode_policy)
+    channels, size = model.input_size[0], model.input_size[-1]
+    images, kept, notes = [], [], []
+    for path in paths:
+        try:
+            pixels = decode.decode_image(path, policy, size=size)  # (1 or 3, size, size) uint8
+        except decode.DecodeError as error:
+            skipped.append((str(path), str(error)))
+            continue
+        notes.append(channel_note(pixels.shape[0], channels))
+        images.append(decode.to_channels(pixels, channels))
+        kept.append(path)
+    return (np.stack(images) if images else None), kept, notes
+
+
+def channel_note(file_channels: int, model_channels: int) -> str:
+    if file_channels == model_channels:
+        return ""
+    if model_channels == 3:
+        return "grayscale image repeated to 3 channels for this RGB model"
+    return "RGB image converted to grayscale (ITU-R 601 luma) for this 1-channel model"
+
+
+def flip_averaged_logits(model: EagerModel | BundlePredictor, images: np.ndarray, tta: bool) -> np.ndarray:
+    """Logits float32 (B, K); with tta (and allow_flip) the mean over the image and its mirror image."""
+    logits = model.logits(images)
+    if tta and model.allow_flip:
+        logits = (logits + model.logits(np.ascontiguousarray(images[..., ::-1]))) / 2  # flip along W
+    return logits
+
+
+def format_rows(rows: list[Row], fmt: Literal["table", "csv", "json"] = "table") -> str:
+    """Rows as an aligned table, CSV (path, predicted, probability, top_k, note) or JSON."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"output format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if fmt == "json":
+        return json.dumps([{"path": r["path"], "predicted": r["top"][0][0], "probability": r["top"][0][1],
+                            "top": [{"class": c, "probability": p} for c, p in r["top"]], "note": r["note"]}
+                           for r in rows], indent=2) + "\n"
+    table = [[r["path"], r["top"][0][0], f"{r['top'][0][1]:.4f}", " ".join(f"{c}:{p:.3f}" for c, p in r["top"]),
+              r["note"]] for r in rows]
+    header = ["path", "predicted", "probability", "top_k", "note"]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([header, *table])
+        return buffer.getvalue()
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *table)]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in [header, *table])
