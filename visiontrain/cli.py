@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -177,6 +178,8 @@ def _train(args: argparse.Namespace) -> int:
         config.pop("name", None)  # repeating a run writes a new folder
     run = train(config | fields if not args.resume else fields, resume=args.resume, start_time=_START)
     summary = run.summary
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
     print(f"run: {run.path}  {test}  ({summary['wall_seconds']:.0f} s)")
     return 0

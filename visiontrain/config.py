@@ -65,6 +65,7 @@ class Config:
     compile: bool = False  # torch.compile the model (measured slower on CPU; see README)
     threads: Optional[int] = None  # torch CPU threads; None: all cores
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU: slower)
+    sync_bn: bool = False  # under torchrun: synchronise BatchNorm statistics across processes (slower, for small per-process batches)
     eval_batch_size: int = 1024
     checkpoint_every: int = 0  # also write a step checkpoint every N optimiser steps (0: epoch ends only)
     checkpoint_minutes: float = 5.0  # ... and at least this often in wall minutes (0: off)

@@ -29,6 +29,7 @@ from ..errors import CheckpointError, TrainingStopped
 from ..models import create_model
 from ..run import RunDir
 from .checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
+from .distributed import all_reduce_sum, any_rank, broadcast_string, init_distributed, shutdown
 from .ema import EMA
 from .loop import NonFiniteLoss, Normalizer, Trainer, TrainState, predict_logits
 from .optim import build_optimizer, build_scheduler
@@ -77,15 +78,21 @@ class Fit:
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
         self.device = resolve_device(config.device)
+        self.env = init_distributed(self.device.type)
+        if self.env.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.env.local_rank)
+            torch.cuda.set_device(self.device)
         self.precision = choose_precision(config.precision, self.device, config.channels_last)
         self.dataset = load_config_dataset(config)
         data = self.dataset
         if data.bad_files:
             print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
                   + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]), file=sys.stderr)
-        if self.run_dir is None:
-            self.run_dir = RunDir.create(config)
-        remove_stale_temp_files(self.run_dir.checkpoints)
+        if self.run_dir is None:  # rank 0 picks the folder, the others learn its name
+            path = str(RunDir.create(config).path) if self.env.is_main else None
+            self.run_dir = RunDir(broadcast_string(path, self.env))
+        if self.env.is_main:
+            remove_stale_temp_files(self.run_dir.checkpoints)
         torch.manual_seed(config.seed)
         self.model = build_model(config, len(data.classes), data.in_channels, data.image_size)
         self.normalize = Normalizer(data.mean, data.std, self.precision)
@@ -97,12 +104,13 @@ class Fit:
         self.model.to(self.device)
         if self.precision.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+        self.loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed, rank=self.env.rank,
+                                   world_size=self.env.world_size)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.loader.steps_per_epoch // config.accumulate)
         self.ema = EMA(self.model, config.ema) if config.ema else None
         scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
-        self.trainer = Trainer(self.model, self.optimizer, self.scheduler,
+        self.trainer = Trainer(self._ddp_wrapped(), self.optimizer, self.scheduler,
                                nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), self.loader,
                                data.train.images.to(self.device) if self.device.type != "cpu" else data.train.images,
                                data.train.labels, self.normalize, augment_spec(config, data), config.seed,
@@ -110,9 +118,20 @@ class Fit:
         self.state = TrainState()
         if self.resuming:
             self._restore()
-        self.run_dir.write_config(config)
-        self.progress = Progress(config.progress, config.epochs, self.loader.steps_per_epoch)
+        if self.env.is_main:
+            self.run_dir.write_config(config)
+        self.progress = Progress(config.progress if self.env.is_main else "none", config.epochs,
+                                 self.loader.steps_per_epoch)
         self.last_save = time.perf_counter()
+
+    def _ddp_wrapped(self) -> nn.Module:
+        """The module the loop calls: the model itself, or its DDP wrapper under torchrun (which averages grads)."""
+        if not self.env.enabled:
+            return self.model
+        if self.config.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _load_initial_weights(self, path: Path) -> None:
         state = load_state_dict_file(path)
@@ -127,7 +146,11 @@ class Fit:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
+        """Everything a resumed run needs. Collective under torchrun (the running sums are all-reduced)."""
         data = self.dataset
+        sums = all_reduce_sum([self.state.loss_sum, self.state.correct, self.state.seen], self.env, self.device)
+        state = dataclasses.asdict(self.state) | {"elapsed": self.elapsed(), "loss_sum": sums[0],
+                                                  "correct": int(sums[1]), "seen": int(sums[2])}
         return {
             "config": self.config.to_dict(), "classes": data.classes, "mean": data.mean, "std": data.std,
             "input_size": [data.in_channels, data.image_size, data.image_size], "in_channels": data.in_channels,
@@ -135,13 +158,15 @@ class Fit:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "scaler": self.trainer.scaler.state_dict() if self.trainer.scaler else None,
-            "state": dataclasses.asdict(self.state) | {"elapsed": self.elapsed()},
+            "state": state,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
         }
 
     def save(self, *, best: bool = False) -> None:
         checkpoint = self.checkpoint()
+        if not self.env.is_main:
+            return
         save_checkpoint(self.run_dir.last, checkpoint)
         if best:
             save_checkpoint(self.run_dir.best, checkpoint)
@@ -162,6 +187,8 @@ class Fit:
         if self.trainer.scaler and checkpoint.get("scaler"):
             self.trainer.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["state"])
+        if not self.env.is_main:  # the checkpoint holds the all-reduced sums; count them once
+            self.state.loss_sum, self.state.correct, self.state.seen = 0.0, 0, 0
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if self.device.type == "cuda" and checkpoint["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
@@ -180,9 +207,12 @@ class Fit:
         at_boundary = (step + 1) % self.config.accumulate == 0
         due = (self.config.checkpoint_every and state.global_step % self.config.checkpoint_every == 0) or (
             self.config.checkpoint_minutes and time.perf_counter() - self.last_save > 60 * self.config.checkpoint_minutes)
-        if at_boundary and (due or self.stop_signal) and step + 1 < self.loader.steps_per_epoch:
+        due = any_rank(bool(due), self.env, self.device) if at_boundary else False
+        stop = any_rank(bool(self.stop_signal), self.env, self.device) if at_boundary else False
+        if (due or stop) and step + 1 < self.loader.steps_per_epoch:
             self.save()
-        if self.stop_signal and at_boundary:
+        if stop:
+            self.stop_signal = self.stop_signal or signal.SIGTERM
             name = signal.Signals(self.stop_signal).name
             raise TrainingStopped(f"stopped by {name} at epoch {epoch + 1}, step {step + 1}; checkpoint saved in "
                                   f"{self.run_dir.last}. Continue with: visiontrain train --resume {self.run_dir.path}",
@@ -196,8 +226,9 @@ class Fit:
             started = time.perf_counter()
             self.trainer.train_one_epoch(state, epoch)
             state.train_seconds += time.perf_counter() - started
+            loss_sum, correct, seen = all_reduce_sum([state.loss_sum, state.correct, state.seen], self.env, self.device)
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": state.loss_sum / max(1, state.seen), "train_acc": state.correct / max(1, state.seen)}
+                   "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
             if self.dataset.val is not None:
                 logits = self.evaluate_logits(self.dataset.val.images)
                 row["val_loss"] = nn.functional.cross_entropy(logits, self.dataset.val.labels).item()
@@ -211,7 +242,8 @@ class Fit:
             state.rows.append(row)
             state.epoch, state.step_in_epoch, state.loss_sum, state.correct, state.seen = epoch + 1, 0, 0.0, 0, 0
             self.save(best=improved)
-            self.run_dir.write_metrics(state.rows)
+            if self.env.is_main:
+                self.run_dir.write_metrics(state.rows)
             self.progress.epoch_end(row)
             if config.early_stop and state.stale_epochs >= config.early_stop:
                 self.progress.message(f"early stop: no better val_acc for {config.early_stop} epochs")
@@ -236,12 +268,15 @@ class Fit:
         try:
             self.time_to_first_step = self.elapsed()
             self.run_epochs()
+            if self.env.enabled:
+                torch.distributed.barrier()  # rank 0 has written best.pt before anyone reads it
+            return self.finish()
         except NonFiniteLoss as error:
             raise TrainingStopped(self._nan_message(error)) from None
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-        return self.finish()
+            shutdown(self.env)
 
     def _on_signal(self, signum: int, frame) -> None:  # noqa: ANN001
         self.stop_signal = signum
@@ -268,7 +303,12 @@ class Fit:
         summary: dict[str, Any] = {"status": "complete", "format_version": 1}
         if data.test is not None:
             logits = self.evaluate_logits(data.test.images, model)
-            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False)
+            if self.env.is_main:
+                metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False)
+            else:
+                from ..metrics.classification import classification_metrics
+
+                metrics = classification_metrics(logits, data.test.labels, data.classes)
             summary |= {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
         else:
             summary |= {"test_acc": None, "test_loss": None}
@@ -279,7 +319,11 @@ class Fit:
             "final_val_acc": last.get("val_acc"), "final_train_acc": last.get("train_acc"),
             "wall_seconds": self.elapsed(), "train_seconds": state.train_seconds,
             "time_to_first_step": self.time_to_first_step,
-            "images_per_second": state.epoch * self.loader.steps_per_epoch * config.batch_size / max(1e-9, state.train_seconds),
+            "images_per_second": state.epoch * self.loader.steps_per_epoch * config.batch_size * self.env.world_size
+            / max(1e-9, state.train_seconds),
+            "distributed": {"world_size": self.env.world_size, "global_batch_size": config.batch_size
+                            * config.accumulate * self.env.world_size, "sync_bn": config.sync_bn and self.env.enabled,
+                            "lr_scaling": "none: --lr is used as given for the global batch"},
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "model_kept": "best (by validation accuracy)" if data.val is not None else "last epoch",
             "dataset": {"name": data.name, "fingerprint": data.fingerprint, "classes": data.classes,
@@ -293,9 +337,10 @@ class Fit:
             "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "run_dir": str(self.run_dir.path),
         }
-        self.run_dir.write_json(self.run_dir.summary_path, summary)
-        self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
-                                                           "complete": True})
+        if self.env.is_main:
+            self.run_dir.write_json(self.run_dir.summary_path, summary)
+            self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
+                                                               "complete": True})
         return summary
 
 

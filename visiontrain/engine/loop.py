@@ -119,7 +119,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(getattr(self.model, "module", self.model))  # unwrap DDP: the EMA keys are the model's
 
 
 def check_finite(loss: torch.Tensor, epoch: int, step: int, state: TrainState) -> None:

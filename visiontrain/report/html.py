@@ -106,7 +106,7 @@ def _duration(seconds: Any) -> str:
 def _plain(value: Any) -> str:
     """A config or environment value as text; dicts as 'key value, ...'."""
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items() if v not in (None, "", False))
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items() if v is not None and v is not False and v != "")
     return "—" if value is None else str(value)
 
 

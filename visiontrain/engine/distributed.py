@@ -1,0 +1,71 @@
+"""torchrun / DDP: the same code on one process or many. No home-made launcher: torchrun sets the environment.
+
+Each rank takes every world_size-th index of the epoch's permutation (data/loader.py), gradients are averaged by
+DistributedDataParallel, running sums are all-reduced so every rank reports the same metrics, and only rank 0
+writes files or prints.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str) -> DistEnv:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_*)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistEnv()
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        # a dead peer must end the job within a minute, not after the 30-minute default
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=60))
+    return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_sum(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
+    if not env.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
+    """True on every rank if it is True on any: keeps decisions (checkpoint now, stop now) collective."""
+    if not env.enabled:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def broadcast_string(text: str | None, env: DistEnv) -> str:
+    if not env.enabled:
+        return text or ""
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.enabled and dist.is_initialized():
+        dist.destroy_process_group()
