@@ -29,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def runs(mnist_folder, tmp_path_factory):
     """Two 3-epoch runs that differ only in lr, a 1-epoch run without a val split, and the misclassified gallery
-    of the first (about 10 s on 2 cores; shared by the module)."""
+    and a batch grid of the first (about 12 s on 2 cores; shared by the module)."""
     from visiontrain.data import load_dataset
 
     root = tmp_path_factory.mktemp("report-runs")
@@ -42,6 +42,8 @@ def runs(mnist_folder, tmp_path_factory):
         test = load_dataset(str(mnist_folder)).test
         logits = visiontrain.load(first.path).logits(test.images)
         plot_misclassified(first.path, test.images, test.labels, logits, test.classes)
+        image_grid(test.images[:16], [test.classes[int(label)] for label in test.labels[:16]],
+                   first.path / "plots" / "augmented_batch.png")  # as training would write it (augment="none")
     return SimpleNamespace(first=first.path, second=second.path, no_val=no_val.path, root=root, test_size=len(test),
                            classes=test.classes)
 
@@ -130,9 +132,8 @@ def test_confusion_matrix_stays_sane_for_100_classes(tmp_path):
     (run / "eval" / "test" / "metrics.json").write_text(json.dumps({
         "n": int(matrix.sum()), "accuracy": 0.5, "confusion_matrix": matrix.tolist(),
         "per_class": [{"class": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 1} for c in classes]}))
-    png = plot_confusion(run).read_bytes()
-    assert_png(png, min_side=1000)
-    page = Page(write_report(run).read_text())
+    page = Page(write_report(run).read_text())  # draws plots/confusion_matrix.png on the way
+    assert_png((run / "plots" / "confusion_matrix.png").read_bytes(), min_side=1000)
     assert sum(int(v) for row in page.tables["confusion-matrix"][1:] for v in row[1:]) == int(matrix.sum())
     assert ("details", {}) in page.tags  # the 100x100 counts table starts folded
 
@@ -155,7 +156,8 @@ def test_report_is_one_self_contained_file(runs):
     text = write_report(runs.first).read_text()
     page = Page(text)
     images = embedded_images(page)
-    assert len(images) == 4  # curves, confusion matrix, reliability, misclassified gallery
+    assert len(images) == 5  # curves, confusion matrix, reliability, misclassified gallery, the batch grid
+    assert "A training batch after augmentation" in page.text
     for png in images:
         assert_png(png)
     links = [value for _, attrs in page.tags for name, value in attrs.items() if name in ("src", "href", "srcset")]

@@ -57,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir")
     data.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
+    eject = commands.add_parser("eject", help="write a run as one plain PyTorch script (no visiontrain needed)")
+    eject.add_argument("run_dir")
+    eject.add_argument("-o", "--output", default="train_plain.py")
+
+    report = commands.add_parser("report", help="report.html of a run, or one page comparing several runs")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN")
+    report.add_argument("-o", "--output", metavar="HTML", help="comparison page (default compare.html)")
+    report.add_argument("--markdown", metavar="MD", help="also write the comparison as Markdown")
+
     commands.add_parser("models", help="list the registered models")
     commands.add_parser("datasets", help="list the named datasets")
     commands.add_parser("presets", help="list the tuned recipes")
@@ -103,10 +112,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from .api import evaluate
 
+        from .report import write_report
+
         evaluate(args.run_dir, split=args.split, data=args.data, verbose=True)
+        write_report(args.run_dir)  # the page picks up the new evaluation
         return 0
     if args.command == "summary":
         return _summary(args)
+    if args.command == "report":
+        from .report import compare_runs, write_report
+
+        if len(args.run_dirs) == 1 and not args.output and not args.markdown:
+            print(f"wrote {write_report(args.run_dirs[0])}")
+        else:
+            print(f"wrote {compare_runs(args.run_dirs, args.output or 'compare.html', args.markdown)}")
+        return 0
+    if args.command == "eject":
+        from .eject import eject
+
+        print(f"wrote {eject(args.run_dir, args.output)}")
+        return 0
     if args.command == "data":
         return _data(args)
     if args.command == "models":

@@ -56,7 +56,7 @@ class Config:
     clip_grad: Optional[float] = None  # max gradient norm (None: no clipping)
     ema: Optional[float] = None  # decay of an exponential moving average of the weights (e.g. 0.99); None: off
     early_stop: Optional[int] = None  # stop after this many epochs without a better val accuracy
-    tta: bool = False  # evaluate with flip (+1 px translate) test-time augmentation
+    tta: bool = False  # final test evaluation and predict average flip + 1 px translations (per-epoch val: plain, cheaper)
     # -- runtime -----------------------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -73,6 +73,7 @@ class Config:
     runs_dir: str = "runs"
     preset: Optional[str] = None  # a tuned recipe (see `visiontrain presets`); explicit fields override it
     progress: Literal["auto", "bar", "line", "none"] = "auto"  # auto: live bar on a terminal, else a line per epoch
+    report: bool = True  # write plots/ and report.html at the end of the run (about 2 s)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -41,7 +41,7 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     if bad:
         raise CheckpointError(f"refusing to write {path}: {', '.join(bad[:3])} hold NaN or inf")
     checkpoint = {"kind": KIND, "format_version": FORMAT_VERSION, "torch_version": str(torch.__version__),
-                  "visiontrain_version": __version__} | checkpoint
+                  "visiontrain_version": __version__} | _to_cpu(checkpoint)
     try:
         atomic_torch_save(path, checkpoint)
     except OSError as error:
@@ -50,6 +50,17 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
                                   "checkpoint is unchanged. Free space, then resume with --resume") from None
         raise CheckpointError(f"could not write checkpoint {path} ({error.strerror or error}); the previous "
                               "checkpoint is unchanged") from None
+
+
+def _to_cpu(value: Any) -> Any:
+    """GPU tensors -> CPU, so a checkpoint from a GPU run loads on any machine with plain torch.load."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -76,7 +76,9 @@ class Fit:
         if config.threads:
             torch.set_num_threads(config.threads)
         if config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
             torch.use_deterministic_algorithms(True, warn_only=False)
+            torch.backends.cudnn.benchmark = False
         self.device = resolve_device(config.device)
         self.env = init_distributed(self.device.type)
         if self.env.enabled and self.device.type == "cuda":
@@ -120,6 +122,8 @@ class Fit:
             self._restore()
         if self.env.is_main:
             self.run_dir.write_config(config)
+            if config.report and not self.resuming:
+                self.plot_augmented_batch()
         self.progress = Progress(config.progress if self.env.is_main else "none", config.epochs,
                                  self.loader.steps_per_epoch)
         self.last_save = time.perf_counter()
@@ -249,13 +253,14 @@ class Fit:
                 self.progress.message(f"early stop: no better val_acc for {config.early_stop} epochs")
                 break
 
-    def evaluate_logits(self, images: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    def evaluate_logits(self, images: torch.Tensor, model: nn.Module | None = None, tta: bool = False) -> torch.Tensor:
+        """Logits of `model` (default: the training model, with its EMA weights if any); TTA only when asked."""
         model = model or self.model
         if self.ema is not None and model is self.model:
             backup = {k: v.clone() for k, v in model.state_dict().items()}
             model.load_state_dict(self.ema.state_dict())
         logits = predict_logits(model, images, self.normalize, batch_size=self.config.eval_batch_size,
-                                tta=self.config.tta, allow_flip=self.dataset.allow_flip)
+                                tta=tta, allow_flip=self.dataset.allow_flip)
         if self.ema is not None and model is self.model:
             model.load_state_dict(backup)
         return logits
@@ -302,7 +307,7 @@ class Fit:
                 model.to(memory_format=torch.channels_last)
         summary: dict[str, Any] = {"status": "complete", "format_version": 1}
         if data.test is not None:
-            logits = self.evaluate_logits(data.test.images, model)
+            logits = self.evaluate_logits(data.test.images, model, tta=config.tta)
             if self.env.is_main:
                 metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False)
             else:
@@ -339,9 +344,33 @@ class Fit:
         }
         if self.env.is_main:
             self.run_dir.write_json(self.run_dir.summary_path, summary)
+            if config.report:
+                self.write_report(logits if data.test is not None else None)
             self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
                                                                "complete": True})
         return summary
+
+    def write_report(self, test_logits: torch.Tensor | None) -> None:
+        """plots/ and report.html; after summary.json, which the report reads."""
+        from ..report import plot_misclassified, write_report
+
+        if test_logits is not None:
+            test = self.dataset.test
+            plot_misclassified(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
+        write_report(self.run_dir.path)  # also draws the curves, confusion matrix and reliability diagram
+
+    def plot_augmented_batch(self) -> None:
+        """What the model actually sees: the first training batch after augmentation (epoch 0, step 0)."""
+        from ..data.augment import apply, make_params, step_generator
+        from ..report import image_grid
+
+        spec, indices = self.trainer.augment, next(self.loader.batches(0))[1][:32]
+        images = self.dataset.train.images[indices].float()  # (B, C, H, W) 0..255
+        if spec.active:
+            images = apply(images, make_params(spec, len(indices), step_generator(self.config.seed, 0, 0)), spec)
+        image_grid(images.round().clamp(0, 255).to(torch.uint8),
+                   [self.dataset.classes[int(label)] for label in self.dataset.train.labels[indices]],
+                   self.run_dir.path / "plots" / "augmented_batch.png", title="a training batch after augmentation")
 
 
 def newest_valid_checkpoint(run: RunDir) -> tuple[dict[str, Any], list[tuple[Path, str]]]:

@@ -248,7 +248,8 @@ def _summary_section(summary: dict[str, Any], metrics: dict[str, Any] | None, sp
 def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """Label and text per summary.json entry; '—' where the run does not have it (such rows are left out)."""
     dataset, best = summary.get("dataset") or {}, summary.get("best_val_acc")
-    speed = summary.get("images_per_second")
+    speed, distributed = summary.get("images_per_second"), summary.get("distributed") or {}
+    processes = distributed.get("world_size") or 1
     return [
         ("dataset", f"{dataset.get('name')}: {len(dataset.get('classes', []))} classes, train "
                     f"{_count(dataset.get('train'))}, val {_count(dataset.get('val'))}, "
@@ -261,6 +262,7 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("model kept", _plain(summary.get("model_kept"))),
         ("wall time", _duration(summary.get("wall_seconds"))),
         ("training speed", f"{float(speed):,.0f} images/s" if speed else "—"),
+        ("processes", f"{processes} (global batch {distributed.get('global_batch_size')})" if processes > 1 else "—"),
         ("parameters", _count(summary.get("parameters"))),
         ("hardware", _plain(summary.get("hardware"))),
         ("versions", _plain(summary.get("versions"))),

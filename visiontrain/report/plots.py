@@ -113,7 +113,7 @@ def plot_curves(run_dir: str | Path) -> Path:
     rows = run.read_metrics()
     if not rows:
         raise RunError(f"{run.path} has no epochs in metrics.csv yet; plot it after the first epoch")
-    epochs = [number(r["epoch"]) or i + 1 for i, r in enumerate(rows)]
+    epochs = [number(r.get("epoch")) or i + 1 for i, r in enumerate(rows)]
     figure = _figure(13, 3.8)
     loss, accuracy, lr = figure.subplots(1, 3)
     for axis, metric, label in ((loss, "loss", "loss (cross-entropy)"), (accuracy, "acc", "accuracy")):

@@ -1,0 +1,28 @@
+"""The CUDA path: data and augmentation on the GPU, bf16/fp16 autocast, channels_last. Skipped without CUDA."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import visiontrain
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cuda_run_records_device_and_precision(mnist_folder, tmp_path):
+    run = visiontrain.train(dataset=str(mnist_folder), model="simple-cnn", epochs=2, batch_size=64, optimizer="adam",
+                            lr=2e-3, augment="crop", device="cuda", runs_dir=str(tmp_path), progress="none")
+    hardware = run.summary["hardware"]
+    assert hardware["device"].startswith("cuda") and hardware["gpu"]
+    assert hardware["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    assert run.test_acc > 0.85
+    checkpoint = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)
+    assert all(t.device.type == "cpu" for t in checkpoint["model"].values())  # loadable on a CPU-only machine
+
+
+def test_deterministic_cuda_runs_are_identical(mnist_folder, tmp_path):
+    runs = [visiontrain.train(dataset=str(mnist_folder), model="simple-cnn", epochs=1, batch_size=64, device="cuda",
+                              deterministic=True, precision="fp32", runs_dir=str(tmp_path), progress="none")
+            for _ in range(2)]
+    states = [torch.load(r.path / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
