@@ -1,0 +1,32 @@
+"""`visiontrain eject`: the run as a plain PyTorch script that learns and never imports visiontrain."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import visiontrain
+from conftest import run_cli
+
+
+def test_ejected_script_learns_without_visiontrain(mnist_folder, tmp_path):
+    run = visiontrain.train(dataset=str(mnist_folder), model="simple-cnn", epochs=1, batch_size=64, optimizer="adam",
+                            lr=2e-3, schedule="step", augment="none", runs_dir=str(tmp_path), progress="none", threads=1)
+    script = tmp_path / "train_plain.py"
+    result = run_cli("eject", run.path, "-o", script)
+    assert result.returncode == 0, result.stderr
+    text = script.read_text()
+    assert "import visiontrain" not in text and "nn.Conv2d(1, 16" in text and "StepLR" in text
+    trained = subprocess.run([sys.executable, "-I", str(script), "--epochs", "1"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    accuracy = float(re.search(r"best model: test accuracy ([\d.]+)%", trained.stdout).group(1))
+    assert accuracy > 80  # one epoch on 2,000 real MNIST digits
+    assert "confusion matrix" in trained.stdout and (tmp_path / "best_model.pt").is_file()
+
+
+def test_eject_refuses_fastnet_with_a_pointer(mnist_folder, tmp_path):
+    run = visiontrain.train(dataset=str(mnist_folder), model="fastnet", epochs=1, runs_dir=str(tmp_path),
+                            progress="none", threads=1)
+    result = run_cli("eject", run.path, "-o", tmp_path / "x.py")
+    assert result.returncode == 2 and "models/fast.py" in result.stderr
