@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test data venv clean
+.PHONY: train test data browser venv clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -21,10 +21,16 @@ data:
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	fi
 
+# Headless Chromium renders report.html in the tests (skipped where it cannot be installed).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null; \
+	fi
+
 train: $(STAMP) data
 	$(BIN)/visiontrain train $(ARGS)
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(BIN)/python -m pytest $(ARGS)
 
 clean:

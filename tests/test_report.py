@@ -263,3 +263,34 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
         grey = image.convert("L")
         dark = sum(grey.histogram()[:200])  # pixels clearly darker than the white page
         assert image.size == (1280, 2000) and dark > 0.01 * grey.width * grey.height
+
+
+_PROBE = ("<script>window.onerror = () => { document.title = 'SCRIPT ERROR'; };"
+          "window.addEventListener('load', () => { const broken = [...document.images].filter("
+          "i => !(i.complete && i.naturalWidth > 0)); document.title = broken.length ? 'BROKEN ' + broken.length"
+          " : 'IMAGES OK ' + document.images.length; });</script>")
+
+
+def _browser_verdict(page: Path, tmp_path: Path) -> str:
+    """Open the page in headless Chromium with a probe that reports broken images and script errors."""
+    import re
+
+    probe = tmp_path / f"probe-{page.name}"
+    probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
+    result = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                             "--no-first-run", f"--user-data-dir={tmp_path / 'profile2'}",
+                             "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    match = re.search(r"<title>(.*?)</title>", result.stdout)
+    return match.group(1) if match else f"no title in the DOM: {result.stderr[-500:]}"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_report_and_comparison_have_no_broken_image_in_a_real_browser(runs, tmp_path):
+    report = write_report(runs.first)
+    verdict = _browser_verdict(report, tmp_path)
+    assert verdict.startswith("IMAGES OK") and int(verdict.split()[-1]) >= 3, verdict
+    compare = compare_runs([runs.first, runs.second], tmp_path / "compare.html")
+    verdict = _browser_verdict(compare, tmp_path)
+    assert verdict.startswith("IMAGES OK") and int(verdict.split()[-1]) >= 1, verdict
