@@ -84,3 +84,20 @@ def test_data_check_lists_bad_files_without_crashing(tmp_path):
     (tmp_path / "d" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     result = run_cli("data", tmp_path / "d")
     assert result.returncode == 0 and "broken.jpg" in result.stdout and "unreadable files: 1" in result.stdout
+
+
+def test_export_and_predict_from_the_command_line(mnist_folder, tmp_path):
+    result = run_cli("train", "--dataset", mnist_folder, "--model", "lenet", "--epochs", "1", "--batch-size", "64",
+                     "--augment", "none", "--runs-dir", tmp_path, "--name", "r", "--no-report")
+    assert result.returncode == 0, result.stderr
+    exported = run_cli("export", tmp_path / "r", "--format", "onnx")
+    assert exported.returncode == 0, exported.stderr
+    assert "top-1 agreement 100%" in exported.stdout and (tmp_path / "r" / "export" / "onnx" / "model.onnx").is_file()
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    digits = mnist_folder / "test" / "7"
+    for source in (tmp_path / "r", tmp_path / "r" / "export" / "onnx"):
+        predicted = run_cli("predict", source, digits, tmp_path / "bad.png", "--format", "csv", "-o", tmp_path / "p.csv")
+        assert predicted.returncode == 0, predicted.stderr
+        assert "skipped" in predicted.stderr and "bad.png" in predicted.stderr
+        lines = (tmp_path / "p.csv").read_text().splitlines()
+        assert lines[0].startswith("path,predicted") and len(lines) == 1 + len(list(digits.iterdir()))

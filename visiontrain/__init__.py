@@ -6,7 +6,8 @@ The public API is the CLI's verbs: train, evaluate, load, list_models, list_data
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "load", "list_models", "list_datasets", "Config", "__version__"]
+__all__ = ["train", "evaluate", "load", "predict_paths", "export_run", "write_report", "compare_runs", "list_models",
+           "list_datasets", "Config", "__version__"]
 
 
 def __getattr__(name: str):
@@ -14,6 +15,18 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
+    if name == "predict_paths":
+        from .predict import predict_paths
+
+        return predict_paths
+    if name == "export_run":
+        from .export import export_run
+
+        return export_run
+    if name in ("write_report", "compare_runs"):
+        from . import report
+
+        return getattr(report, name)
     if name == "list_models":
         from .models import list_models
 

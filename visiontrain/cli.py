@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     eject.add_argument("run_dir")
     eject.add_argument("-o", "--output", default="train_plain.py")
 
+    export = commands.add_parser("export", help="export a run as a verified ONNX / TorchScript / safetensors bundle")
+    export.add_argument("run_dir", help="a run folder or a checkpoint file")
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors"])
+    export.add_argument("-o", "--out", help="bundle folder (default RUN/export/FORMAT)")
+    export.add_argument("--data", help="verify on this image folder (same class folders) instead of the run's dataset")
+
+    predict = commands.add_parser("predict", help="top-k class names for image files and folders")
+    predict.add_argument("source", help="a run folder, a checkpoint file or an export bundle folder")
+    predict.add_argument("inputs", nargs="+", metavar="FILE|DIR")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--format", dest="output_format", default="table", choices=["table", "csv", "json"])
+    predict.add_argument("-o", "--output", help="write the rows to this file")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="test-time augmentation (default: as the run was trained)")
+
     report = commands.add_parser("report", help="report.html of a run, or one page comparing several runs")
     report.add_argument("run_dirs", nargs="+", metavar="RUN")
     report.add_argument("-o", "--output", metavar="HTML", help="comparison page (default compare.html)")
@@ -119,6 +134,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "summary":
         return _summary(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "report":
         from .report import compare_runs, write_report
 
@@ -155,6 +174,34 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))
         return 0
     raise AssertionError(args.command)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from .export import export_run
+
+    bundle = export_run(args.run_dir, args.format, args.out, data=args.data)
+    check = json.loads((bundle / "model.json").read_text())["verification"]
+    print(f"wrote {bundle} (verified on {check['images']} real images: max |logit difference| "
+          f"{check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.0%})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_text
+    from .predict import format_rows, predict_paths
+
+    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta)
+    for path, reason in skipped:
+        print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
+    text = format_rows(rows, args.output_format)
+    if args.output:
+        atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
+        print(f"wrote {len(rows)} predictions to {args.output}")
+    else:
+        print(text)
+    return 0 if rows else 2
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -15,11 +15,13 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .config import ConfigError
 from .errors import RunError
 from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .api import Predictor
 
 BUNDLE_SUFFIXES = (".onnx", ".ts", ".safetensors")
+BUNDLE_FILES = tuple(f"model{suffix}" for suffix in BUNDLE_SUFFIXES)
 OUTPUT_FORMATS = ("table", "csv", "json")
 Row = dict[str, Any]  # {"path": str, "top": [(class name, probability), ...], "note": str}
 
@@ -36,13 +39,14 @@ Row = dict[str, Any]  # {"path": str, "top": [(class name, probability), ...], "
 class EagerModel:
     """A visiontrain.load() Predictor seen through the BundlePredictor interface (numpy in, numpy out)."""
 
-    def __init__(self, predictor: "Predictor"):
+    def __init__(self, predictor: Predictor):
         self.predictor = predictor
         self.classes, self.input_size = predictor.classes, predictor.input_size
         self.decode_policy, self.allow_flip = predictor.decode_policy, predictor.allow_flip
+        self.tta = predictor.tta
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """Logits float32 (N, K) for uint8 (N, C, H, W): the evaluation's predict_logits, without its TTA."""
+        """Logits float32 (N, K) for uint8 (N, C, H, W): the evaluation's predict_logits (TTA is added by the caller)."""
         import torch
 
         from .engine.loop import predict_logits
@@ -54,8 +58,8 @@ class EagerModel:
 def open_source(source: str | Path) -> EagerModel | BundlePredictor:
     """A run folder or checkpoint file (loaded weights-only) or an export bundle (folder, model.json, model file)."""
     path = Path(source)
-    if path.is_dir() and (path / "model.json").is_file():
-        return load_bundle(path)
+    if path.is_dir() and any((path / name).is_file() for name in ("model.json", *BUNDLE_FILES)):
+        return load_bundle(path)  # also without model.json, to say that it is missing
     if path.is_file() and (path.name == "model.json" or path.suffix in BUNDLE_SUFFIXES):
         return load_bundle(path.parent)
     if path.is_dir() and not (path / "config.yaml").is_file():
@@ -66,7 +70,7 @@ def open_source(source: str | Path) -> EagerModel | BundlePredictor:
     return EagerModel(load(path))
 
 
-def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5, tta: bool = False,
+def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5, tta: bool | None = None,
                   batch_size: int = 64) -> tuple[list[Row], list[tuple[str, str]]]:
     """Predict the top-k classes of image files and folders (searched recursively, hidden files ignored).
 
@@ -74,15 +78,19 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
         source: a run folder, a checkpoint file, or an export bundle folder.
         inputs: image files and folders.
         top_k: how many classes per image (at most the number of classes).
-        tta: also predict the horizontally flipped image and average the logits, where the model's data may be
-            mirrored (the checkpoint's / model.json's allow_flip; digits may not).
+        tta: average the logits over the mirror image (where the model's data may be mirrored: allow_flip; digits
+            may not) and 1-pixel shifts, exactly as the evaluation does; None: as the run was configured (--tta).
         batch_size: images decoded and run together.
 
     Returns:
         (rows, skipped): rows {"path", "top": [(class, probability)], "note"} in input order; skipped
-        [(path, reason)] for files that do not exist or cannot be decoded.
+        [(path, reason)] for paths that do not exist, files that cannot be decoded, and files in the folders
+        whose extension is not an image's.
     """
+    if top_k < 1:
+        raise ConfigError(f"top_k: {top_k} is not allowed; use a whole number of classes >= 1")
     model = open_source(source)
+    tta = model.tta if tta is None else tta
     decode = decode_module()
     files, skipped = find_images(inputs, decode.IMAGE_EXTENSIONS)
     flip_note = "" if not tta or model.allow_flip else "no flip TTA: this model's images must not be mirrored"
@@ -91,7 +99,7 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
         images, kept, notes = decode_batch(files[start:start + batch_size], model, decode, skipped)
         if images is None:
             continue
-        probs = softmax(flip_averaged_logits(model, images, tta))  # (B, K) float32
+        probs = softmax(tta_logits(model, images, tta))  # (B, K) float32
         rows += [{"path": str(path), "top": top_classes(row, model.classes, top_k),
                   "note": "; ".join(n for n in (note, flip_note) if n)} for path, row, note in zip(kept, probs, notes)]
     return rows, skipped
@@ -127,7 +135,7 @@ def _images_under(folder: Path, extensions: Sequence[str]) -> tuple[list[Path], 
     return found, ignored
 
 
-def decode_batch(paths: list[Path], model: EagerModel | BundlePredictor, decode: "ModuleType",
+def decode_batch(paths: list[Path], model: EagerModel | BundlePredictor, decode: ModuleType,
                  skipped: list[tuple[str, str]]) -> tuple[np.ndarray | None, list[Path], list[str]]:
     """uint8 (B, C, H, W) of the readable files, those files, and a channel note per file; others -> skipped."""
     policy = decode_policy(model.decode_policy)
@@ -153,18 +161,28 @@ def channel_note(file_channels: int, model_channels: int) -> str:
     return "RGB image converted to grayscale (ITU-R 601 luma) for this 1-channel model"
 
 
-def flip_averaged_logits(model: EagerModel | BundlePredictor, images: np.ndarray, tta: bool) -> np.ndarray:
-    """Logits float32 (B, K); with tta (and allow_flip) the mean over the image and its mirror image."""
+def tta_logits(model: EagerModel | BundlePredictor, images: np.ndarray, tta: bool) -> np.ndarray:
+    """Logits float32 (B, K); with tta, the evaluation's test-time augmentation (engine/loop.py predict_logits):
+    the mean over the image, its mirror image (where allow_flip) and 1-pixel diagonal shifts either way."""
     logits = model.logits(images)
-    if tta and model.allow_flip:
-        logits = (logits + model.logits(np.ascontiguousarray(images[..., ::-1]))) / 2  # flip along W
-    return logits
+    if not tta:
+        return logits
+    views = ([images[..., ::-1]] if model.allow_flip else []) + [_shift(images, 1), _shift(images, -1)]
+    return (logits + sum(model.logits(np.ascontiguousarray(view)) for view in views)) / (1 + len(views))
+
+
+def _shift(images: np.ndarray, pixels: int) -> np.ndarray:
+    """uint8 (B, C, H, W) translated diagonally by `pixels`, reflecting at the border (as loop._shift)."""
+    height, width = images.shape[2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (abs(pixels),) * 2, (abs(pixels),) * 2), mode="reflect")
+    start = abs(pixels) + pixels
+    return padded[:, :, start:start + height, start:start + width]
 
 
 def format_rows(rows: list[Row], fmt: Literal["table", "csv", "json"] = "table") -> str:
     """Rows as an aligned table, CSV (path, predicted, probability, top_k, note) or JSON."""
     if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"output format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        raise ConfigError(f"output format {fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     if fmt == "json":
         return json.dumps([{"path": r["path"], "predicted": r["top"][0][0], "probability": r["top"][0][1],
                             "top": [{"class": c, "probability": p} for c, p in r["top"]], "note": r["note"]}
@@ -176,5 +194,6 @@ def format_rows(rows: list[Row], fmt: Literal["table", "csv", "json"] = "table")
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows([header, *table])
         return buffer.getvalue()
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *table)]
-    return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n" for line in [header, *table])
+    widths = [max(len(cell) for cell in column) for column in zip(header, *table)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *table]]
+    return "\n".join(lines) + "\n"

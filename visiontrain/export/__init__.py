@@ -14,9 +14,10 @@ This package imports torch only inside functions: `load_bundle` on an ONNX bundl
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
 
@@ -44,7 +45,7 @@ class ExportFormat:
     """
 
     filename: str
-    serialize: Callable[["nn.Module", Any], bytes]
+    serialize: Callable[[nn.Module, Any], bytes]
     load: Callable[[Path, dict], Runner]
     runtime: Callable[[], str]
     normalizes_inside: bool = True
@@ -81,11 +82,14 @@ def export_run(run_dir: str | Path, format: str = "onnx", out_dir: str | Path | 
 
 
 def _default_out_dir(source: Path, format: str) -> Path:
-    folder = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    """<run>/export/<format>/; for a checkpoint file, the run folder above its checkpoints/ folder."""
+    if source.is_dir():
+        return source / "export" / format
+    folder = source.parent.parent if source.parent.name == "checkpoints" else source.parent
     return folder / "export" / format
 
 
-def export_predictor(predictor: "Predictor", format: str, out_dir: str | Path, *, run_dir: str | Path | None = None,
+def export_predictor(predictor: Predictor, format: str, out_dir: str | Path, *, run_dir: str | Path | None = None,
                      data: str | None = None, source: str | Path | None = None) -> Path:
     """Export a loaded model (visiontrain.load) into `out_dir`; see export_run.
 
@@ -107,5 +111,12 @@ def export_predictor(predictor: "Predictor", format: str, out_dir: str | Path, *
     return write_bundle(Path(out_dir), exporter.filename, file_bytes, meta)
 
 
-__all__ = ["EXPORTERS", "ExportFormat", "export_run", "export_predictor", "load_bundle", "BundlePredictor",
-           "BundleError"]
+__all__ = [
+    "EXPORTERS",
+    "BundleError",
+    "BundlePredictor",
+    "ExportFormat",
+    "export_predictor",
+    "export_run",
+    "load_bundle",
+]

@@ -14,10 +14,11 @@ import hashlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class BundleError(VisiontrainError):
 
 
 # -- writing ---------------------------------------------------------------------------------------------
-def describe(predictor: "Predictor", format: str, exporter: "ExportFormat", *, run_dir: str | Path | None = None,
+def describe(predictor: Predictor, format: str, exporter: ExportFormat, *, run_dir: str | Path | None = None,
              source: str | Path | None = None) -> dict[str, Any]:
     """model.json's content (without the checksum and the verification numbers, which come later)."""
     import platform
@@ -80,7 +81,7 @@ def describe(predictor: "Predictor", format: str, exporter: "ExportFormat", *, r
     }
 
 
-def input_convention(exporter: "ExportFormat", channels: int, height: int, width: int) -> dict[str, Any]:
+def input_convention(exporter: ExportFormat, channels: int, height: int, width: int) -> dict[str, Any]:
     """What the model file takes, written out so that nobody has to guess the normalisation."""
     convention = {"name": "images", "dtype": "float32", "shape": ["N", channels, height, width], "layout": "NCHW",
                   "channel_order": "gray" if channels == 1 else "RGB"}
@@ -154,7 +155,7 @@ def _check_shapes(path: Path, meta: dict[str, Any]) -> None:
         raise BundleError(f"{path}: 'model_file' must be a file name inside the bundle, got {meta['model_file']!r}")
 
 
-def load_bundle(path: str | Path) -> "BundlePredictor":
+def load_bundle(path: str | Path) -> BundlePredictor:
     """Load an export bundle (its folder, model.json or model file) for inference, after checking it.
 
     Raises BundleError, one sentence, if model.json is missing, edited so that it no longer matches the model
@@ -193,6 +194,7 @@ class BundlePredictor:
         self.mean, self.std = list(meta["mean"]), list(meta["std"])
         self.decode_policy: dict = dict(meta.get("decode_policy") or {})
         self.allow_flip = bool(meta.get("allow_flip", True))
+        self.tta = bool((meta.get("config") or {}).get("tta", False))  # predict uses the run's TTA by default
         self._runner = runner
 
     def check_output_size(self) -> None:

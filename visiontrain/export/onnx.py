@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
-def serialize(model: "nn.Module", example: "torch.Tensor") -> bytes:
+def serialize(model: nn.Module, example: torch.Tensor) -> bytes:
     """The ONNX file's bytes for `model` (float32 (N, C, H, W) 0..255 -> logits), N dynamic."""
     import torch
 
@@ -30,7 +30,7 @@ def serialize(model: "nn.Module", example: "torch.Tensor") -> bytes:
     return program.model_proto.SerializeToString()
 
 
-def load(path: Path, meta: dict) -> "Runner":
+def load(path: Path, meta: dict) -> Runner:
     """An onnxruntime session on the CPU; refuses a file whose input shape differs from model.json's input_size."""
     import onnxruntime
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
@@ -38,7 +38,8 @@ def load(path: Path, meta: dict) -> "Runner":
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except (Fail, InvalidGraph, InvalidProtobuf) as error:
-        raise BundleError(f"{path} is not a loadable ONNX model ({type(error).__name__}); export the run again") from None
+        raise BundleError(f"{path} is not a loadable ONNX model ({type(error).__name__}); export the run "
+                          "again") from None
     (model_input,) = session.get_inputs()
     if list(model_input.shape[1:]) != list(meta["input_size"]):
         raise BundleError(f"{path.parent / 'model.json'} gives input_size {meta['input_size']} but {path.name} takes "

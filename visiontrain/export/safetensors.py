@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from . import Runner
 
 
-def serialize(model: "nn.Module", example: "torch.Tensor") -> bytes:
+def serialize(model: nn.Module, example: torch.Tensor) -> bytes:
     """The weights of model.classifier (an exportable() model) as safetensors bytes."""
     from safetensors.torch import save
 
@@ -32,7 +32,7 @@ def serialize(model: "nn.Module", example: "torch.Tensor") -> bytes:
     return save(state, metadata={"format": "visiontrain classifier state dict", "described_by": "model.json"})
 
 
-def load(path: Path, meta: dict) -> "Runner":
+def load(path: Path, meta: dict) -> Runner:
     """Rebuild the model named in model.json, load the weights, and put the normalisation in front."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -49,14 +49,14 @@ class Normalized(nn.Module):
         return self.classifier(images * self.scale + self.shift)  # (N, C, H, W) normalised -> (N, K)
 
 
-def exportable(predictor: "Predictor") -> Normalized:
+def exportable(predictor: Predictor) -> Normalized:
     """A copy of the predictor's model, eval mode (also if the caller left it in train()), fp32, CPU."""
     classifier = copy.deepcopy(predictor.model).float().cpu().eval()
     classifier.requires_grad_(False)
     return Normalized(classifier, predictor.mean, predictor.std).eval()
 
 
-def torch_runner(model: nn.Module) -> "Runner":
+def torch_runner(model: nn.Module) -> Runner:
     """Wrap a torch module taking float32 (N, C, H, W) 0..255 as a numpy Runner."""
 
     @torch.inference_mode()
@@ -71,25 +71,25 @@ def example_input(images: torch.Tensor) -> torch.Tensor:
     return images[[0, -1]].float()
 
 
-def verification_images(predictor: "Predictor", *, run_dir: str | Path | None = None,
+def verification_images(predictor: Predictor, *, run_dir: str | Path | None = None,
                         data: str | None = None) -> tuple[torch.Tensor, str]:
     """Up to 64 real images, uint8 (n, C, H, W), of the run's dataset (test split, else val, else train).
 
     The run's config.yaml names the dataset (the checkpoint's copy of the config when only a checkpoint file is
     given); `data` replaces it with an image folder that has the same class folders.
     """
-    from ..config import build_config, load_yaml
+    from ..config import ConfigError, build_config, load_yaml
     from ..engine.fit import load_config_dataset
 
     config_path = Path(run_dir) / "config.yaml" if run_dir is not None else None
-    values = load_yaml(config_path) if config_path is not None and config_path.is_file() else predictor.config
-    config = build_config(values, apply_preset=False)
+    values = dict(load_yaml(config_path) if config_path is not None and config_path.is_file() else predictor.config)
     if data is not None:
-        config = config.replace(dataset=str(data), data_dir=None, val_fraction=0.0)
+        values |= {"dataset": str(data), "data_dir": None, "val_fraction": 0.0}
     channels, size = predictor.input_size[0], predictor.input_size[-1]
     try:
-        dataset = load_config_dataset(config.replace(image_size=size, channels=channels), verbose=False)
-    except DataError as error:
+        config = build_config(values | {"image_size": size, "channels": channels}, apply_preset=False)
+        dataset = load_config_dataset(config, verbose=False)
+    except (ConfigError, DataError) as error:
         raise ExportVerificationError(f"cannot verify the export on real images ({error}); export where the run's "
                                       "dataset is, or pass an image folder with the same classes as --data") from None
     split, tensors = next((name, t) for name, t in (("test", dataset.test), ("val", dataset.val),
@@ -102,7 +102,7 @@ def verification_images(predictor: "Predictor", *, run_dir: str | Path | None = 
     return tensors.images[indices], split
 
 
-def verify_export(exporter: "ExportFormat", path: Path, meta: dict[str, Any], model: Normalized,
+def verify_export(exporter: ExportFormat, path: Path, meta: dict[str, Any], model: Normalized,
                   images: torch.Tensor) -> dict[str, Any]:
     """Run the file at `path` on uint8 `images` (n, C, H, W) and compare with the eager `model`.
 
