@@ -32,24 +32,10 @@ SEED_MODELS = ("mlp", "simple-cnn", "lenet", "vgg-cifar", "fastnet")
 TINY = {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "augment": "none", "threads": 1,
         "progress": "none"}
 
-# Exactly as in the README ("Using an exported model without visiontrain"); run from a folder that holds
-# bundle/ (visiontrain export RUN --format onnx -o bundle) and digit.png.
-README_SNIPPET = """\
-import json
-
-import numpy as np
-import onnxruntime as ort
-from PIL import Image, ImageOps
-
-meta = json.load(open("bundle/model.json"))
-channels, height, width = meta["input_size"]
-image = ImageOps.exif_transpose(Image.open("digit.png")).convert("L" if channels == 1 else "RGB")
-image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)  # shorter side, centre crop
-pixels = np.asarray(image, dtype=np.float32).reshape(1, height, width, channels).transpose(0, 3, 1, 2)
-session = ort.InferenceSession("bundle/model.onnx")
-logits = session.run(None, {"images": pixels})[0]  # (1, K): pixels stay 0..255, the model normalises them
-print(meta["classes"][int(logits.argmax())])
-"""
+# The README's own snippet ("this snippet is run as written by the tests"), read from README.md itself so the two
+# can never drift apart; run from a folder that holds bundle/ (visiontrain export RUN -o bundle) and digit.png.
+_README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README_SNIPPET = _README.split("this snippet is run as written by the tests):\n\n```python\n")[1].split("```")[0]
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
 
 
