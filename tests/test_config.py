@@ -5,7 +5,7 @@ from visiontrain.config import Config, ConfigError, build_config, load_yaml, to_
 
 def test_defaults_resolve_to_the_fashion_mnist_preset():
     config = build_config({})
-    assert config.preset == "fashion-mnist" and config.dataset == "fashion-mnist" and config.model == "fastnet"
+    assert config.preset == "fashion-mnist" and config.dataset == "fashion-mnist" and config.model == "fastnet-s1"
 
 
 def test_explicit_model_skips_the_dataset_preset():

@@ -37,10 +37,14 @@ def test_no_weight_decay_on_biases_and_norms():
 
     model = create_model("vgg-cifar", num_classes=10, in_channels=3, image_size=32)
     config = build_config({"model": "vgg-cifar", "weight_decay": 0.01, "optimizer": "adamw"}, apply_preset=False)
-    optimizer = build_optimizer(model, config)
-    decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
-    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in plain["params"])
+    optimizer = build_optimizer(model, config, backbone_lr=0.1)
+    groups = optimizer.param_groups
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for group in groups:
+        decays = group["weight_decay"] == 0.01
+        assert all((p.ndim > 1) == decays for p in group["params"])
+        is_head = any(p is model.fc.weight or p is model.fc.bias for p in group["params"])
+        assert group["lr"] == pytest.approx(config.lr * (1.0 if is_head else 0.1))  # discriminative lr
 
 
 def test_accumulation_clipping_and_early_stopping_run(mnist_folder, tmp_path):

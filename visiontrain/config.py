@@ -39,6 +39,9 @@ class Config:
     width: float = 1.0  # channel-width multiplier for models that have one (fastnet)
     pretrained: bool = False  # start from pretrained weights (installed package or --weights FILE)
     weights: Optional[str] = None  # a state-dict file to start from (loaded weights-only)
+    finetune: Literal["auto", "full", "head", "gradual"] = "auto"  # auto: gradual from pretrained weights, else full
+    head_epochs: int = 1  # gradual: epochs that train only the new head (backbone and its BatchNorm frozen)
+    backbone_lr: float = 0.1  # with pretrained weights: the backbone's lr as a fraction of --lr (discriminative lr)
     # -- optimisation ------------------------------------------------------------------------------------
     epochs: int = 10
     batch_size: int = 128  # images per optimiser step (per process); accumulate multiplies it
@@ -95,6 +98,8 @@ _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is 
     "rotation": (0.0, 180.0, "degrees from 0 to 180"),
     "width": (0.05, 16.0, "a multiplier from 0.05 to 16"),
     "epochs": (1, 100_000, "a whole number of epochs >= 1"),
+    "head_epochs": (0, 100_000, "a whole number of epochs >= 0"),
+    "backbone_lr": (0.0, 10.0, "a fraction of --lr from 0 to 10"),
     "batch_size": (1, 1 << 20, "a whole number >= 1"),
     "lr": (1e-12, 100.0, "a positive number such as 0.001"),
     "momentum": (0.0, 0.9999, "from 0 to below 1"),

@@ -1,15 +1,18 @@
 """Tuned recipes, selectable by name (`--preset`). The plain `visiontrain train` uses the Fashion-MNIST one.
 
-Each was measured on 2 Zen 4 cores; the figures and commands are in the README. Explicit flags override fields.
+Tuned on this project's machines (2 cores of an AMD EPYC, AVX2 only, fp32 + channels_last); figures and
+commands are in the README. Explicit flags override any field.
 """
 from .config import PRESETS
 
-_FAST = {"model": "fastnet", "optimizer": "sgd", "momentum": 0.85, "nesterov": True, "schedule": "onecycle",
-         "label_smoothing": 0.2, "tta": True, "augment": "auto", "crop_padding": 2, "val_fraction": 0.1}
+# airbench-style: fastnet with a stride-1 whitening stem at a quarter of airbench's widths (16/32/64 channels),
+# SGD with Nesterov momentum, one-cycle, label smoothing 0.2, flip + translate TTA at the end. At 2.4-3.7k
+# images/s on 2 cores it beat the stride-2 stem at twice the width per second of training (91.6% vs 90.5% test
+# after 3 epochs of Fashion-MNIST).
+_FAST = {"model": "fastnet-s1", "width": 0.25, "optimizer": "sgd", "momentum": 0.85, "nesterov": True,
+         "schedule": "onecycle", "lr": 0.8, "weight_decay": 5e-4, "label_smoothing": 0.2, "batch_size": 256,
+         "tta": True, "augment": "auto", "crop_padding": 2, "val_fraction": 0.1}
 
-PRESETS.register("fashion-mnist")(_FAST | {"dataset": "fashion-mnist", "width": 0.5, "epochs": 10, "batch_size": 256,
-                                           "lr": 0.2, "weight_decay": 5e-4})
-PRESETS.register("mnist")(_FAST | {"dataset": "mnist", "width": 0.5, "epochs": 5, "batch_size": 256, "lr": 0.2,
-                                   "weight_decay": 5e-4})
-PRESETS.register("cifar10")(_FAST | {"dataset": "cifar10", "width": 1.0, "epochs": 10, "batch_size": 512, "lr": 0.2,
-                                     "weight_decay": 5e-4, "crop_padding": 4})
+PRESETS.register("fashion-mnist")(_FAST | {"dataset": "fashion-mnist", "epochs": 8})
+PRESETS.register("mnist")(_FAST | {"dataset": "mnist", "epochs": 3})
+PRESETS.register("cifar10")(_FAST | {"dataset": "cifar10", "width": 0.5, "epochs": 8, "crop_padding": 4})

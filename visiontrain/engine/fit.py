@@ -85,6 +85,11 @@ class Fit:
             self.device = torch.device("cuda", self.env.local_rank)
             torch.cuda.set_device(self.device)
         self.precision = choose_precision(config.precision, self.device, config.channels_last)
+        if config.pretrained and config.image_size is None:  # the backbone's own input size, recorded in config.yaml
+            from ..models.pretrained import PRETRAINED
+
+            if config.model in PRETRAINED:
+                self.config = config = config.replace(image_size=PRETRAINED.get(config.model).image_size)
         self.dataset = load_config_dataset(config)
         data = self.dataset
         if data.bad_files:
@@ -96,8 +101,8 @@ class Fit:
         if self.env.is_main:
             remove_stale_temp_files(self.run_dir.checkpoints)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, len(data.classes), data.in_channels, data.image_size)
-        self.normalize = Normalizer(data.mean, data.std, self.precision)
+        self.model, self.mean, self.std = self._initial_model(data)
+        self.normalize = Normalizer(self.mean, self.std, self.precision)
         if hasattr(self.model, "init_from_data"):  # e.g. fastnet's whitening layer, fitted to training patches
             sample = data.train.images[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:5000]]
             self.model.init_from_data(self.normalize(sample.to(self.device)).float().contiguous().cpu())
@@ -108,7 +113,11 @@ class Fit:
             self.model.to(memory_format=torch.channels_last)
         self.loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed, rank=self.env.rank,
                                    world_size=self.env.world_size)
-        self.optimizer = build_optimizer(self.model, config)
+        self.trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        self.finetune = config.finetune if config.finetune != "auto" else (
+            "gradual" if config.pretrained or config.weights else "full")
+        self.optimizer = build_optimizer(self.model, config, backbone_lr=config.backbone_lr
+                                         if config.pretrained or config.weights else 1.0)
         self.scheduler = build_scheduler(self.optimizer, config, self.loader.steps_per_epoch // config.accumulate)
         self.ema = EMA(self.model, config.ema) if config.ema else None
         scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
@@ -127,6 +136,29 @@ class Fit:
         self.progress = Progress(config.progress if self.env.is_main else "none", config.epochs,
                                  self.loader.steps_per_epoch)
         self.last_save = time.perf_counter()
+
+    def _initial_model(self, data: Dataset) -> tuple[nn.Module, list[float], list[float]]:
+        """(model, mean, std): pretrained backbones bring their own preprocessing, which every checkpoint records."""
+        config = self.config
+        if not config.pretrained:
+            return build_model(config, len(data.classes), data.in_channels, data.image_size), data.mean, data.std
+        from ..models.pretrained import pretrained_model
+
+        model, source = pretrained_model(config.model, num_classes=len(data.classes), in_channels=data.in_channels,
+                                         image_size=data.image_size)
+        if data.in_channels == 1:  # the summed RGB filters see a gray image: normalise it with the mean statistics
+            return model, [sum(source.mean) / 3], [sum(source.std) / 3]
+        return model, list(source.mean), list(source.std)
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Fine-tuning: train only the new head (backbone weights and BatchNorm statistics fixed) or everything."""
+        if self.finetune == "full":
+            return
+        head = set(map(id, self.model.fc.parameters()))
+        for parameter in self.model.parameters():
+            if id(parameter) in self.trainable and id(parameter) not in head:  # never thaw what the model froze
+                parameter.requires_grad_(not frozen)
+        self.trainer.frozen_backbone = frozen
 
     def _ddp_wrapped(self) -> nn.Module:
         """The module the loop calls: the model itself, or its DDP wrapper under torchrun (which averages grads)."""
@@ -156,7 +188,7 @@ class Fit:
         state = dataclasses.asdict(self.state) | {"elapsed": self.elapsed(), "loss_sum": sums[0],
                                                   "correct": int(sums[1]), "seen": int(sums[2])}
         return {
-            "config": self.config.to_dict(), "classes": data.classes, "mean": data.mean, "std": data.std,
+            "config": self.config.to_dict(), "classes": data.classes, "mean": self.mean, "std": self.std,
             "input_size": [data.in_channels, data.image_size, data.image_size], "in_channels": data.in_channels,
             "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -228,6 +260,8 @@ class Fit:
             epoch = state.epoch
             self.epoch_start = time.perf_counter()
             started = time.perf_counter()
+            self.set_backbone_frozen(self.finetune == "head" or (self.finetune == "gradual"
+                                                                 and epoch < config.head_epochs))
             self.trainer.train_one_epoch(state, epoch)
             state.train_seconds += time.perf_counter() - started
             loss_sum, correct, seen = all_reduce_sum([state.loss_sum, state.correct, state.seen], self.env, self.device)
@@ -330,11 +364,14 @@ class Fit:
                             * config.accumulate * self.env.world_size, "sync_bn": config.sync_bn and self.env.enabled,
                             "lr_scaling": "none: --lr is used as given for the global batch"},
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "finetune": {"mode": self.finetune, "pretrained": config.pretrained, "weights": config.weights,
+                         "head_epochs": config.head_epochs if self.finetune == "gradual" else None,
+                         "backbone_lr": config.backbone_lr if config.pretrained or config.weights else 1.0},
             "model_kept": "best (by validation accuracy)" if data.val is not None else "last epoch",
             "dataset": {"name": data.name, "fingerprint": data.fingerprint, "classes": data.classes,
                         "train": len(data.train), "val": len(data.val) if data.val is not None else 0,
                         "val_source": data.val_source, "test": len(data.test) if data.test is not None else 0,
-                        "image_size": data.image_size, "channels": data.in_channels, "mean": data.mean, "std": data.std,
+                        "image_size": data.image_size, "channels": data.in_channels, "mean": self.mean, "std": self.std,
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
                         "load_seconds": data.load_seconds, "cache": data.cache_status},
             "decode_policy": data.decode_policy,

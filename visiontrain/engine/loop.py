@@ -79,6 +79,7 @@ class Trainer:
     ema: EMA | None = None
     scaler: torch.amp.GradScaler | None = None
     after_step: Callable[[TrainState, int, int], None] = lambda state, epoch, step: None  # progress, checkpoints
+    frozen_backbone: bool = False  # fine-tuning's head stage: the backbone runs in eval mode (BatchNorm stats fixed)
 
     def batch(self, indices: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.normalize.precision.device
@@ -90,6 +91,8 @@ class Trainer:
 
     def train_one_epoch(self, state: TrainState, epoch: int) -> None:
         self.model.train()
+        if self.frozen_backbone:
+            getattr(self.model, "module", self.model).features.eval()
         for step, indices in self.loader.batches(epoch, state.step_in_epoch):
             images, labels = self.batch(indices, epoch, step)
             with autocast(self.normalize.precision):

@@ -13,12 +13,19 @@ from torch import nn
 from ..config import Config
 
 
-def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: nn.Module, config: Config, backbone_lr: float = 1.0) -> torch.optim.Optimizer:
+    """Groups: (backbone | head) x (decay | no decay on biases and norms); the backbone's lr is scaled by backbone_lr
+    (discriminative learning rates for fine-tuning pretrained weights)."""
+    head = set(map(id, model.fc.parameters())) if hasattr(model, "fc") else set()
+    groups = []
+    for is_head in (False, True):
+        scale = 1.0 if is_head else backbone_lr
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == is_head]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
+                               "lr": config.lr * scale})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW

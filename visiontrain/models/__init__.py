@@ -7,7 +7,7 @@ from .._registry import Registry
 
 MODELS: Registry = Registry("model")
 
-from . import fast, tutorial, zoo  # noqa: E402,F401  (registration happens on import)
+from . import fast, pretrained, tutorial, zoo  # noqa: E402,F401  (registration happens on import)
 from .base import Classifier  # noqa: E402
 
 

