@@ -101,3 +101,14 @@ def test_export_and_predict_from_the_command_line(mnist_folder, tmp_path):
         assert "skipped" in predicted.stderr and "bad.png" in predicted.stderr
         lines = (tmp_path / "p.csv").read_text().splitlines()
         assert lines[0].startswith("path,predicted") and len(lines) == 1 + len(list(digits.iterdir()))
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "/no/such/run"], ["predict", "/no/such/run", "x.png"], ["export", "/no/such/run"],
+    ["report", "/no/such/run"], ["eject", "/no/such/run"], ["data", "/no/such/folder"],
+    ["summary", "--model", "no-such-model"], ["train", "--resume", "/no/such/run"],
+])
+def test_every_verb_names_a_missing_path_or_name_exit_2(args):
+    result = run_cli(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "/no/such" in result.stderr or "no-such-model" in result.stderr

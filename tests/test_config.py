@@ -51,3 +51,30 @@ def test_a_file_given_as_dataset_is_refused(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(ConfigError, match="is a file"):
         build_config({"dataset": str(path)})
+
+
+def _wrong_value(name, hint):
+    import typing
+
+    if typing.get_origin(hint) is typing.Literal:
+        return "no-such-choice"
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return {bool: "maybe", int: "many", float: "lots", str: 42}[args[0]]
+
+
+def test_every_field_rejects_a_wrong_type_naming_the_field():
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(Config)
+    for field in dataclasses.fields(Config):
+        with pytest.raises(ConfigError) as error:
+            build_config({field.name: _wrong_value(field.name, hints[field.name])}, apply_preset=False)
+        assert str(error.value).startswith(field.name) or field.name in str(error.value), field.name
+
+
+def test_a_config_file_from_a_newer_visiontrain_is_refused(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("format_version: 99\nepochs: 2\n")
+    with pytest.raises(ConfigError, match="newer than this visiontrain"):
+        load_yaml(path)

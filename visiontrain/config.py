@@ -254,7 +254,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must be a mapping of field: value")
-    data.pop("format_version", None)
+    version = data.pop("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ConfigError(f"config: {path} has format_version {version!r}, newer than this visiontrain understands "
+                          f"({FORMAT_VERSION}); upgrade visiontrain")
     return data
 
 
