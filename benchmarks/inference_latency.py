@@ -1,7 +1,7 @@
 """Inference on this CPU: eager PyTorch vs TorchScript vs ONNX Runtime, latency (batch 1) and throughput (batch 64).
 
     python benchmarks/inference_latency.py [--models fastnet resnet18] [--resnet-size 64] [--repeats 30]
-        [--threads N] [--json inference_latency.json]
+        [--threads N] [--json benchmarks/results/inference_latency.json]
 
 What is timed is what `visiontrain export` writes: the model in eval mode, fp32, with the normalisation inside
 the graph, taking float32 pixels in 0..255 (verify.exportable() + the registered exporters). Weights are random:
@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import os
+from pathlib import Path
 import platform
 import statistics
 import sys
@@ -101,7 +102,8 @@ def main() -> None:
     parser.add_argument("--resnet-size", type=int, default=MODELS["resnet18"][1], help="image side for resnet18")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per cell at batch 1 (a quarter at 64)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--json", default="inference_latency.json", help="where to write the results")
+    parser.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "inference_latency.json"),
+                        help="where to write the results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = []
@@ -115,6 +117,7 @@ def main() -> None:
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                            "python": platform.python_version()},
               "results": results}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"wrote {args.json} ({report['cpu']}, {args.threads} threads, load average {report['load_average'][0]:.1f})")

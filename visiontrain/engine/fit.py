@@ -131,8 +131,6 @@ class Fit:
             self._restore()
         if self.env.is_main:
             self.run_dir.write_config(config)
-            if config.report and not self.resuming:
-                self.plot_augmented_batch()
         self.progress = Progress(config.progress if self.env.is_main else "none", config.epochs,
                                  self.loader.steps_per_epoch)
         self.last_save = time.perf_counter()
@@ -391,6 +389,7 @@ class Fit:
         """plots/ and report.html; after summary.json, which the report reads."""
         from ..report import plot_misclassified, write_report
 
+        self.plot_augmented_batch()  # here, not at start-up: matplotlib costs ~1.5 s before the first step
         if test_logits is not None:
             test = self.dataset.test
             plot_misclassified(self.run_dir.path, test.images, test.labels, test_logits, test.classes)

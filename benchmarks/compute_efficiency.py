@@ -1,0 +1,69 @@
+"""Compute efficiency of a preset's training step: FLOPs counted by torch.utils.flop_counter, divided by time.
+
+    python benchmarks/compute_efficiency.py [--preset cifar10] [--batch-size N] [--steps 20]
+
+Prints GFLOP per image (forward + backward), images/s and GFLOP/s for the step visiontrain runs (same model,
+precision and memory format as `visiontrain train --preset ...` picks on this machine), median of the timed steps.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from visiontrain.config import build_config
+from visiontrain.engine.precision import choose_precision, resolve_device
+from visiontrain.models import create_model
+
+SHAPES = {"fashion-mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cifar10", choices=sorted(SHAPES))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args(argv)
+    config = build_config({"preset": args.preset})
+    channels, size = SHAPES[args.preset]
+    batch = args.batch_size or config.batch_size
+    device = resolve_device(config.device)
+    precision = choose_precision(config.precision, device, config.channels_last)
+    model = create_model(config.model, num_classes=10, in_channels=channels, image_size=size, width=config.width).to(device)
+    images = torch.randn(batch, channels, size, size, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=precision.autocast_dtype or torch.float32,
+                            enabled=precision.autocast_dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    print(f"preset {args.preset}: model {config.model} width {config.width}, batch {batch}, "
+          f"{precision.describe()['precision']}, channels_last {precision.channels_last}, {torch.get_num_threads()} threads")
+    print(f"{flops / batch / 1e9:.3f} GFLOP per image per training step (forward + backward)")
+    print(f"median step {seconds * 1000:.1f} ms: {batch / seconds:,.0f} images/s, {flops / seconds / 1e9:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
