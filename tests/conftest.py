@@ -51,19 +51,23 @@ def read_real_mnist(count_train: int, count_test: int):
             test[0][:count_test, 0].numpy(), test[1][:count_test].numpy())
 
 
-@pytest.fixture(scope="session")
-def mnist_folder(tmp_path_factory) -> Path:
-    """A slice of the real MNIST (2,000 train, 500 test) as PNG files in root/{train,test}/<digit>/."""
+def write_mnist_folder(root: Path, train: int, test: int) -> Path:
+    """The first `train` + `test` real MNIST digits as PNG files in root/{train,test}/<digit>/."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("mnist-png")
-    train_x, train_y, test_x, test_y = read_real_mnist(2000, 500)
+    train_x, train_y, test_x, test_y = read_real_mnist(train, test)
     for split, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
         for index, (image, label) in enumerate(zip(images, labels)):
             folder = root / split / str(int(label))
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"{index:05d}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_folder(tmp_path_factory) -> Path:
+    """A slice of the real MNIST (2,000 train, 500 test) as PNG files in root/{train,test}/<digit>/."""
+    return write_mnist_folder(tmp_path_factory.mktemp("mnist-png"), 2000, 500)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_JPG, REPO, read_real_mnist
+from conftest import CIFAR_JPG, REPO, write_mnist_folder
 
 import visiontrain
 from visiontrain.errors import CheckpointError
@@ -40,16 +40,8 @@ NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` now
 
 
 def tiny_mnist_folder(root: Path, train: int = 600, test: int = 200) -> Path:
-    """The first real MNIST digits as PNG files in root/{train,test}/<digit>/ (smaller than conftest's, so faster)."""
-    from PIL import Image
-
-    train_x, train_y, test_x, test_y = read_real_mnist(train, test)
-    for split, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
-        for index, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / str(int(label))
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{index:05d}.png")
-    return root
+    """Fewer real MNIST digits than conftest's mnist_folder, so the many exports here stay fast."""
+    return write_mnist_folder(root, train, test)
 
 
 def tiny_cifar_folder(root: Path, per_class: int = 14, test_from: int = 10) -> Path:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import visiontrain
 from visiontrain.config import build_config

@@ -9,7 +9,7 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 

@@ -1,6 +1,7 @@
 """Data: named datasets and image folders, decoded once into uint8 tensors and cached."""
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ def _entry_from_splits(splits: dict[str, ImageTensors], bad: list) -> dict:
         entry[f"{split}_sources"] = tensors.sources
     entry["mean"], entry["std"] = channel_stats(splits["train"].images)
     fingerprint = "".join(splits[s].fingerprint() for s in ("train", "val", "test") if s in splits)
-    entry["fingerprint"] = fingerprint if len(splits) == 1 else __import__("hashlib").sha256(fingerprint.encode()).hexdigest()
+    entry["fingerprint"] = fingerprint if len(splits) == 1 else hashlib.sha256(fingerprint.encode()).hexdigest()
     return entry
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import zipfile
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -58,8 +60,8 @@ def cached(name: str, key: dict[str, Any], build: Callable[[], dict[str, Any]]) 
             entry = torch.load(path, weights_only=True)
             if isinstance(entry, dict) and entry.get("checksum") == _tensor_digest(entry):
                 return entry, "hit"
-        except Exception:  # noqa: BLE001 - any unreadable cache file is rebuilt; the source files are the truth
-            pass
+        except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile):
+            pass  # an unreadable cache file is rebuilt: the source files are the truth
         print(f"visiontrain: the cached copy {path} is corrupt; cache rebuilt from the source files", file=sys.stderr)
         path.unlink(missing_ok=True)
         status = "rebuilt"

@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .decode import DecodePolicy
