@@ -361,3 +361,10 @@ def test_an_onnx_bundle_predicts_with_only_onnxruntime_numpy_and_pillow(zoo):
                             env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [r["top"][0][0] for r in visiontrain.load(zoo.run("simple-cnn")).predict(files)]
+
+
+def test_predict_reports_progress_per_batch(zoo):
+    seen = []
+    files = sample_digits(zoo.mnist_folder, 6)
+    rows, _ = predict_paths(zoo.run("mlp"), files, batch_size=4, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(4, 6), (6, 6)] and len(rows) == 6

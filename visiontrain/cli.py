@@ -192,7 +192,11 @@ def _predict(args: argparse.Namespace) -> int:
     from ._io import atomic_write_text
     from .predict import format_rows, predict_paths
 
-    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta)
+    def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
+        if sys.stderr.isatty():
+            print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
     for path, reason in skipped:
         print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
     text = format_rows(rows, args.output_format)

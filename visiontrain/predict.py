@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def open_source(source: str | Path) -> EagerModel | BundlePredictor:
 
 
 def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5, tta: bool | None = None,
-                  batch_size: int = 64) -> tuple[list[Row], list[tuple[str, str]]]:
+                  batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Row], list[tuple[str, str]]]:
     """Predict the top-k classes of image files and folders (searched recursively, hidden files ignored).
 
     Args:
@@ -81,6 +81,7 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
         tta: average the logits over the mirror image (where the model's data may be mirrored: allow_flip; digits
             may not) and 1-pixel shifts, exactly as the evaluation does; None: as the run was configured (--tta).
         batch_size: images decoded and run together.
+        on_progress: called as on_progress(files_done, files_total) after each batch (the CLI's progress line).
 
     Returns:
         (rows, skipped): rows {"path", "top": [(class, probability)], "note"} in input order; skipped
@@ -102,6 +103,8 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
         probs = softmax(tta_logits(model, images, tta))  # (B, K) float32
         rows += [{"path": str(path), "top": top_classes(row, model.classes, top_k),
                   "note": "; ".join(n for n in (note, flip_note) if n)} for path, row, note in zip(kept, probs, notes)]
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(files)), len(files))
     return rows, skipped
 
 
