@@ -78,3 +78,20 @@ def test_a_config_file_from_a_newer_visiontrain_is_refused(tmp_path):
     path.write_text("format_version: 99\nepochs: 2\n")
     with pytest.raises(ConfigError, match="newer than this visiontrain"):
         load_yaml(path)
+
+
+def test_every_ranged_field_rejects_a_value_out_of_range():
+    from visiontrain.config import _RANGES
+
+    for name, (low, high, allowed) in _RANGES.items():
+        too_big = high * 2 + 1
+        with pytest.raises(ConfigError) as error:
+            build_config({name: too_big if isinstance(high, int) else float(too_big)}, apply_preset=False)
+        assert str(error.value).startswith(f"{name}: ") and allowed in str(error.value), name
+
+
+def test_a_file_given_as_data_dir_is_refused(tmp_path):
+    path = tmp_path / "mnist.gz"
+    path.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="data_dir: .* is not a folder"):
+        build_config({"data_dir": str(path)})
