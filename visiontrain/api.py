@@ -117,8 +117,7 @@ class Predictor:
     def _decode(self, path: str | Path) -> torch.Tensor:
         from .data.decode import DecodePolicy, decode_image, to_channels
 
-        policy = DecodePolicy(**{k: v for k, v in self.decode_policy.items() if k in DecodePolicy.__dataclass_fields__})
-        pixels = decode_image(path, policy, size=self.input_size[-1])
+        pixels = decode_image(path, DecodePolicy.from_dict(self.decode_policy), size=self.input_size[-1])
         return torch.from_numpy(to_channels(pixels, self.input_size[0]))
 
 

@@ -31,6 +31,11 @@ class DecodePolicy:
     exif_transpose: bool = True  # apply the EXIF orientation tag
     max_side: int = 256  # images larger than this are reduced at decode time (memory stays bounded)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "DecodePolicy":
+        """The policy recorded by to_dict() in a checkpoint or model.json (its descriptive extra keys dropped)."""
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict:
         return asdict(self) | {"sixteen_bit": "value/257", "alpha": "composited on white", "cmyk": "converted to RGB"}
 

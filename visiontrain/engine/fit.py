@@ -42,7 +42,7 @@ def augment_spec(config: Config, dataset: Dataset) -> AugmentSpec:
     if mode == "auto":
         mode = "crop+flip" if dataset.allow_flip else "crop"
     return AugmentSpec(crop_padding=config.crop_padding if "crop" in mode else 0,
-                       flip="flip" in mode and dataset.allow_flip if config.augment == "auto" else "flip" in mode,
+                       flip="flip" in mode,  # "auto" already left flips out for digits
                        rotation=config.rotation, pad_mode=dataset.pad_mode)
 
 

@@ -239,8 +239,7 @@ def top_classes(probs: np.ndarray, classes: list[str], top_k: int) -> list[tuple
 
 def decode_policy(values: dict[str, Any]) -> Any:
     """The DecodePolicy recorded in a checkpoint or model.json (descriptive extra keys dropped)."""
-    policy = decode_module().DecodePolicy
-    return policy(**{k: v for k, v in values.items() if k in policy.__dataclass_fields__})
+    return decode_module().DecodePolicy.from_dict(values)
 
 
 def decode_module() -> ModuleType:
