@@ -26,3 +26,25 @@ def test_deterministic_cuda_runs_are_identical(mnist_folder, tmp_path):
             for _ in range(2)]
     states = [torch.load(r.path / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_cuda_resume_continues_bit_identical(mnist_folder, tmp_path):
+    """Checkpoints made on the GPU (CUDA RNG, optimiser state on the device) resume exactly."""
+    args = dict(dataset=str(mnist_folder), model="simple-cnn", batch_size=64, schedule="constant", lr=0.01,
+                optimizer="sgd", augment="crop", device="cuda", deterministic=True, precision="fp32",
+                runs_dir=str(tmp_path), progress="none", report=False)
+    whole = visiontrain.train(**args, epochs=2, name="whole")
+    visiontrain.train(**args, epochs=1, name="split")
+    resumed = visiontrain.train(resume=tmp_path / "split", epochs=2)
+    states = [torch.load(r.path / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (whole, resumed)]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_cuda_fp16_with_grad_scaler_and_compile_learn(mnist_folder, tmp_path):
+    """The fp16 path (loss scaling) and torch.compile both train to a useful accuracy on the GPU."""
+    for name, extra in (("fp16", dict(precision="fp16")), ("compiled", dict(compile=True))):
+        run = visiontrain.train(dataset=str(mnist_folder), model="simple-cnn", epochs=2, batch_size=64, lr=2e-3,
+                                optimizer="adam", augment="crop", device="cuda", runs_dir=str(tmp_path), name=name, progress="none",
+                                report=False, **extra)
+        assert run.test_acc > 0.85, (name, run.test_acc)
+        assert run.summary["hardware"]["grad_scaler"] == (name == "fp16")

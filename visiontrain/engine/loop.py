@@ -5,6 +5,7 @@ guard, step checkpoints) is one line at a named place.
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
@@ -80,6 +81,8 @@ class Trainer:
     scaler: torch.amp.GradScaler | None = None
     after_step: Callable[[TrainState, int, int], None] = lambda state, epoch, step: None  # progress, checkpoints
     frozen_backbone: bool = False  # fine-tuning's head stage: the backbone runs in eval mode (BatchNorm stats fixed)
+    sync_every: int = 1  # steps between host syncs of the running loss (CPU: 1, free; GPU: more, see flush)
+    pending: list = field(default_factory=list)  # (loss, correct, count, epoch, step) not yet added to the state
 
     def batch(self, indices: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.normalize.precision.device
@@ -92,22 +95,43 @@ class Trainer:
     def train_one_epoch(self, state: TrainState, epoch: int) -> None:
         self.model.train()
         if self.frozen_backbone:
-            getattr(self.model, "module", self.model).features.eval()
+            unwrap(self.model).features.eval()
         for step, indices in self.loader.batches(epoch, state.step_in_epoch):
             images, labels = self.batch(indices, epoch, step)
             with autocast(self.normalize.precision):
                 logits = self.model(images)
                 loss = self.criterion(logits, labels)
-            check_finite(loss, epoch, step, state)
             scaled = loss / self.accumulate
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if (step + 1) % self.accumulate == 0:
                 self.optimizer_step()
-            state.loss_sum += loss.item() * len(labels)
-            state.correct += (logits.argmax(1) == labels).sum().item()
-            state.seen += len(labels)
+            self.pending.append((loss.detach(), (logits.argmax(1) == labels).sum(), len(labels), epoch, step))
             state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
+            if len(self.pending) >= self.sync_every:
+                self.flush(state)
             self.after_step(state, epoch, step)
+        self.flush(state)
+
+    def flush(self, state: TrainState) -> None:
+        """Move the pending steps' loss and accuracy sums to `state`: one host sync for `sync_every` steps.
+
+        On a GPU, reading a loss every step (`.item()`) stalls the CPU until the GPU catches up, so the next
+        step's kernels cannot be queued in advance; the small networks here lose ~2x to that. The non-finite
+        check runs here, before any checkpoint is written (Fit.save flushes first), and names the exact step.
+        """
+        if not self.pending:
+            return
+        losses = torch.stack([p[0] for p in self.pending]).float().tolist()
+        correct = torch.stack([p[1] for p in self.pending]).tolist()
+        first_step = state.global_step - len(self.pending)
+        for i, ((_, _, count, epoch, step), loss, right) in enumerate(zip(self.pending, losses, correct)):
+            if not math.isfinite(loss):
+                self.pending.clear()
+                raise NonFiniteLoss(epoch, step, first_step + i, loss)
+            state.loss_sum += loss * count
+            state.correct += int(right)
+            state.seen += count
+        self.pending.clear()
 
     def optimizer_step(self) -> None:
         if self.scaler:
@@ -122,13 +146,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update(getattr(self.model, "module", self.model))  # unwrap DDP: the EMA keys are the model's
+            self.ema.update(unwrap(self.model))  # the EMA keys are the plain model's
 
 
-def check_finite(loss: torch.Tensor, epoch: int, step: int, state: TrainState) -> None:
-    """Stop at the step where the loss stops being a number (never train on, never save NaN weights)."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLoss(epoch, step, state.global_step, float(loss))
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain model inside torch.compile's and DDP's wrappers (their state_dict keys carry prefixes)."""
+    while True:
+        if isinstance(getattr(module, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            module = module._orig_mod
+        elif isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        else:
+            return module
 
 
 class NonFiniteLoss(TrainingStopped):

@@ -77,11 +77,11 @@ class FastNet(Classifier):
         self.features[0].fit(images)
 
 
-def _fastnet(num_classes: int, in_channels: int, image_size: int, width: float, stem_stride: int) -> FastNet:
+def _fastnet(num_classes: int, in_channels: int, image_size: int, width: float, stem_stride: int,
+             widths: tuple[int, int, int] = (64, 128, 256)) -> FastNet:
     if image_size < 8 * stem_stride:
         raise ValueError(f"needs images of at least {8 * stem_stride} pixels, got {image_size}")
-    widths = tuple(max(8, round(w * width)) for w in (64, 128, 256))
-    return FastNet(num_classes, in_channels, widths, stem_stride)
+    return FastNet(num_classes, in_channels, tuple(max(8, round(w * width)) for w in widths), stem_stride)
 
 
 @MODELS.register("fastnet")
@@ -94,3 +94,9 @@ def fastnet(*, num_classes: int, in_channels: int, image_size: int, width: float
 def fastnet_s1(*, num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> Classifier:
     """airbench94's layout: stride-1 whitening stem; ~4x the FLOPs of fastnet, higher accuracy per epoch."""
     return _fastnet(num_classes, in_channels, image_size, width, stem_stride=1)
+
+
+@MODELS.register("fastnet-wide")
+def fastnet_wide(*, num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> Classifier:
+    """airbench94's widths (64/256/256) with the stride-1 stem: the GPU preset's network (2.3x fastnet-s1's FLOPs)."""
+    return _fastnet(num_classes, in_channels, image_size, width, stem_stride=1, widths=(64, 256, 256))
