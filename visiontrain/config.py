@@ -34,6 +34,10 @@ class Config:
     crop_padding: int = 2  # pixels of padding for random-crop (translate) augmentation
     rotation: float = 0.0  # max random rotation in degrees (0: off)
     skip_bad: bool = False  # exclude unreadable image files (listed) instead of stopping before training
+    split_file: Optional[str] = None  # a split.csv (path, class, split, sha1): an image folder's train/val/test
+    sampler: Literal["shuffle", "balanced"] = "shuffle"  # balanced: each epoch draws images with p ~ 1 / class count
+    class_weights: Literal["none", "auto"] = "none"  # auto: CrossEntropyLoss weighted by 1 / class count (mean 1)
+    imbalance_threshold: float = 3.0  # train largest/smallest class above this: keep the best val balanced accuracy
     # -- model -------------------------------------------------------------------------------------------
     model: str = "fastnet"  # registry name (see `visiontrain models`)
     width: float = 1.0  # channel-width multiplier for models that have one (fastnet)
@@ -60,6 +64,8 @@ class Config:
     ema: Optional[float] = None  # decay of an exponential moving average of the weights (e.g. 0.99); None: off
     early_stop: Optional[int] = None  # stop after this many epochs without a better val accuracy
     tta: bool = False  # final test evaluation and predict average flip + 1 px translations (per-epoch val: plain, cheaper)
+    overfit_batch: int = 0  # sanity check: train only on this many fixed train images (one batch, no augmentation); 0: off
+    overfit_steps: int = 200  # ... for this many steps (one epoch), then report whether loss -> 0 and accuracy -> 100%
     # -- runtime -----------------------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -87,11 +93,13 @@ class Config:
 
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
-                        "optimizer", "schedule", "seed", "val_fraction")
+                        "optimizer", "schedule", "seed", "val_fraction", "split_file", "sampler", "class_weights",
+                        "imbalance_threshold", "overfit_batch")
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
 _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is allowed)
     "val_fraction": (0.0, 0.9, "a fraction from 0 (no validation split) to 0.9"),
+    "imbalance_threshold": (1.0, 1e6, "a ratio >= 1 of the largest to the smallest class count, e.g. 3"),
     "image_size": (8, 4096, "pixels from 8 to 4096"),
     "channels": (1, 3, "1 or 3"),
     "crop_padding": (0, 64, "pixels from 0 to 64"),
@@ -116,6 +124,8 @@ _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is 
     "eval_batch_size": (1, 1 << 20, "a whole number >= 1"),
     "checkpoint_every": (0, 1 << 40, "a whole number of steps >= 0"),
     "checkpoint_minutes": (0.0, 1e6, "minutes >= 0"),
+    "overfit_batch": (0, 1 << 16, "a number of images >= 0 (0: off), e.g. 32"),
+    "overfit_steps": (1, 1_000_000, "a whole number of steps >= 1"),
 }
 _NAMES = {f.name for f in fields(Config)}
 
@@ -226,6 +236,12 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f"dataset: {config.dataset!r} is a file; give the folder that holds one sub-folder per class")
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         raise ConfigError(f"data_dir: {config.data_dir!r} is not a folder")
+    if config.split_file is not None:
+        if not Path(config.split_file).expanduser().is_file():
+            raise ConfigError(f"split_file: the file {config.split_file!r} does not exist")
+        if config.dataset in DATASETS:
+            raise ConfigError(f"split_file: {config.dataset!r} is a named dataset; a split file lists the files of an "
+                              "image folder")
     if config.weights is not None and not Path(config.weights).expanduser().is_file():
         raise ConfigError(f"weights: the file {config.weights!r} does not exist")
     from .models import MODELS

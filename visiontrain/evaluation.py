@@ -66,16 +66,26 @@ def format_table(metrics: dict[str, Any], split: str) -> str:
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None = None, verbose: bool = True) -> dict:
-    """Evaluate the model a run keeps on `split` of its dataset (or of the image folder `data`)."""
+    """Evaluate the model a run keeps on `split` of its dataset (or of the image folder `data`).
+
+    A run with a split.csv (it carved its own validation split, or trained with --split-file) is evaluated on
+    exactly that split: the same files in the same split, with files added since then left out (and reported).
+    """
     from .api import load
     from .config import build_config, load_yaml
     from .engine.fit import load_config_dataset
 
     run = RunDir.open(run_dir)
     predictor = load(run.path)
-    config = build_config(load_yaml(run.config_path), apply_preset=False)
+    values = load_yaml(run.config_path)
+    if data is not None:
+        values["split_file"] = None  # another folder: its own split
+    elif run.split_path.is_file():
+        values["split_file"] = str(run.split_path)
+    config = build_config(values, apply_preset=False)
     if data is not None:
         config = config.replace(dataset=str(data), data_dir=None, val_fraction=0.0 if split == "test" else config.val_fraction)
+
     dataset = load_config_dataset(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
                                   verbose=verbose)
     tensors = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)

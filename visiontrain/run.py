@@ -15,6 +15,7 @@ from .config import Config, to_yaml
 from .errors import RunError
 
 METRICS_COLUMNS = ["epoch", "seconds", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+OPTIONAL_COLUMNS = ["val_balanced_acc"]  # written only when the rows hold it (the best epoch is chosen by it)
 
 
 class RunDir:
@@ -28,6 +29,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
+    split_path = property(lambda self: self.path / "split.csv")  # the train/val/test split (data/splitfile.py)
 
     @classmethod
     def create(cls, config: Config) -> "RunDir":
@@ -63,10 +65,11 @@ class RunDir:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        columns = METRICS_COLUMNS + [k for k in OPTIONAL_COLUMNS if any(k in row for row in rows)]
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+            writer.writerow({k: _fmt(row.get(k)) for k in columns})
         atomic_write_text(self.metrics_path, buffer.getvalue())
 
     def read_metrics(self) -> list[dict[str, str]]:

@@ -12,8 +12,9 @@ import torch
 from ..errors import DataError
 from . import cache
 from .decode import DecodePolicy
-from .folder import load_folder
+from .folder import load_folder, missing_class_warnings
 from .registry import DATASETS, channel_stats, source_files
+from .splitfile import apply_split_file
 from .tensors import ImageTensors, stratified_split
 
 __all__ = ["Dataset", "ImageTensors", "load_dataset", "list_datasets", "DATASETS"]
@@ -35,7 +36,9 @@ class Dataset:
     fingerprint: str  # SHA-256 of the decoded training + test pixels and labels
     decode_policy: dict
     bad_files: list[tuple[str, str]] = field(default_factory=list)
-    val_source: str = "dataset"  # 'dataset' (its own val split), 'train' (carved from train) or 'none'
+    val_source: str = "dataset"  # 'dataset' (its own val split), 'train' (carved from train), 'split_file' or 'none'
+    root: str | None = None  # an image folder's root (the paths in split files are relative to it)
+    split_info: dict | None = None  # the split file used, and what it left out or found changed (summary.json)
     load_seconds: float = 0.0
     cache_status: str = ""
 
@@ -66,10 +69,12 @@ def _entry_from_splits(splits: dict[str, ImageTensors], bad: list) -> dict:
 
 def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: float = 0.1, seed: int = 0,
                  image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
-                 policy: DecodePolicy | None = None, verbose: bool = True) -> Dataset:
+                 policy: DecodePolicy | None = None, verbose: bool = True,
+                 split_file: str | Path | None = None) -> Dataset:
     """Load a named dataset or an image folder (decoded tensors come from the cache after the first time).
 
     When the dataset has no validation split, a seeded, stratified `val_fraction` of train is held out.
+    `split_file` (image folders only) assigns every image to train/val/test as that split.csv says instead.
     """
     start = time.perf_counter()
     policy = policy or DecodePolicy()
@@ -112,16 +117,32 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
 
     train, val, test = split("train"), split("val"), split("test")
     val_source = "dataset" if val is not None else "none"
-    if val is None and val_fraction > 0:
+    split_info, origins = None, {}
+    if split_file is not None:
+        if train.sources is None:
+            raise DataError(f"split file {split_file}: the dataset {name} has no file paths; split files are for "
+                            "image folders")
+        decoded = [t for t in (train, val, test) if t is not None]
+        splits, split_info, warnings = apply_split_file(split_file, root, decoded, entry["bad_files"])
+        for warning in warnings:
+            print(f"visiontrain: warning: {warning}", file=sys.stderr)
+        train, val, test = splits["train"], splits["val"], splits["test"]
+        val_source = "split_file" if val is not None else "none"
+        origins = dict.fromkeys(("val", "test"), f"as the split file {split_file} assigns it")
+    elif val is None and val_fraction > 0:
         kept, held = stratified_split(train.labels, val_fraction, seed)
         train, val, val_source = train.subset(kept), train.subset(held), "train"
+        origins["val"] = "carved from train: a class needs 2 or more images to have one held out"
+    for warning in missing_class_warnings({"val": val, "test": test}, name, origins):
+        print(f"visiontrain: warning: {warning}", file=sys.stderr)
     mean, std = entry["mean"], entry["std"]
     if channels is not None and len(mean) != channels:
         mean, std = channel_stats(train.images)
     return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
                    allow_flip=allow_flip, pad_mode=pad_mode, fingerprint=entry["fingerprint"],
                    decode_policy=policy.to_dict(), bad_files=[tuple(b) for b in entry["bad_files"]],
-                   val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status)
+                   val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status,
+                   root=None if dataset in DATASETS else str(root), split_info=split_info)
 
 
 def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -79,10 +79,6 @@ def scan_folder(root: Path) -> FolderScan:
         if extra:
             raise DataError(f"{split_dirs[split]} has class folder(s) {', '.join(extra)} that the training split "
                             f"{split_dirs['train']} lacks; rename or remove them (labels are matched by name)")
-        missing = [c for c in classes if c not in dirs]
-        if missing and split != "train":
-            scan.warnings.append(f"{split_dirs[split]} has no folder for class(es) {', '.join(missing)}; "
-                                 "their per-class metrics will show n=0")
         scan.splits[split] = [(f, name) for name, d in dirs.items() for f in _files_of_class(d, ignored)]
     empty = [c for c in classes if not any(name == c for _, name in scan.splits["train"])]
     if empty:
@@ -91,6 +87,26 @@ def scan_folder(root: Path) -> FolderScan:
     if len(classes) < 2:
         raise DataError(f"{split_dirs['train']} has only one class folder ({classes[0]}); a classifier needs at least two")
     return scan
+
+
+def missing_class_warnings(splits: dict[str, ImageTensors | None], name: str,
+                           origins: dict[str, str] | None = None) -> list[str]:
+    """One warning per val/test split that lacks images of some class (labels index the training split's classes).
+
+    Checked on the final splits, so it covers a class folder missing from val/ or test/, a carved validation split
+    (a class with one image has none held out) and a split file alike. `origins` says where a split came from.
+    """
+    warnings = []
+    for split, tensors in splits.items():
+        if tensors is None:
+            continue
+        present = set(tensors.labels.unique().tolist())
+        missing = [c for label, c in enumerate(tensors.classes) if label not in present]
+        if missing:
+            origin = f" ({origins[split]})" if origins and split in origins else ""
+            warnings.append(f"{name}: the {split} split{origin} has no images of class(es) {', '.join(missing)}; "
+                            "their per-class metrics will show n=0")
+    return warnings
 
 
 def _decode_one(args: tuple[str, DecodePolicy, int | None]) -> tuple[np.ndarray | None, str | None]:

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from ..config import Config
 from .decode import DecodePolicy
+from .tensors import imbalance_ratio
 
 
 def dhash(image: torch.Tensor) -> int:
@@ -55,9 +57,8 @@ def inspect_dataset(dataset: str, *, data_dir: str | None = None) -> dict[str, A
                               "image_size": data.image_size, "channels": data.in_channels}
     for name, split in splits.items():
         counts = torch.bincount(split.labels, minlength=len(data.classes)).tolist()
-        nonzero = [c for c in counts if c > 0]
         report["splits"][name] = {"images": len(split), "per_class": dict(zip(data.classes, counts)),
-                                  "imbalance_ratio": max(nonzero) / min(nonzero) if nonzero else None}
+                                  "imbalance_ratio": imbalance_ratio(counts)}
     report["exact_duplicates"], report["near_duplicates"] = _duplicates(splits)
     if dataset not in _names():
         scan = scan_folder(Path(dataset))
@@ -131,6 +132,9 @@ def format_report(report: dict[str, Any]) -> str:
     for split in splits:
         ratio = report["splits"][split]["imbalance_ratio"]
         lines.append(f"{split}: imbalance ratio (largest / smallest class) {ratio:.2f}" if ratio else f"{split}: empty")
+        if split == "train" and ratio and ratio > Config.imbalance_threshold:
+            lines.append(f"  above {Config.imbalance_threshold:g} (--imbalance-threshold): training keeps the best "
+                         "epoch by val balanced accuracy; --class-weights auto or --sampler balanced can help")
     if report.get("kinds"):
         lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items() if v))
     lines.append(f"unreadable files: {len(report['bad_files'])}")

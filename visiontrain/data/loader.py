@@ -1,7 +1,9 @@
 """Batches straight from in-memory tensors: a seeded permutation per epoch, sliced; no per-image DataLoader.
 
 The permutation of epoch e is a pure function of (seed, epoch), so resuming at (epoch, step) replays exactly
-the batches an uninterrupted run would have seen, and DDP ranks agree on it without communication.
+the batches an uninterrupted run would have seen, and DDP ranks agree on it without communication. With
+per-sample weights (--sampler balanced) the epoch's order is a weighted draw with replacement instead, seeded
+the same way, so the same holds.
 """
 from __future__ import annotations
 
@@ -23,10 +25,19 @@ class TensorLoader:
         seed: base seed; the epoch's permutation uses epoch_seed(seed, epoch).
         rank, world_size: DDP shard; each rank takes every world_size-th index of the permutation.
         drop_last: drop the short last batch (keeps BatchNorm statistics sane in training).
+        weights: optional float (N,) per-sample weights (balanced sampling: 1 / the size of the sample's class).
+            Each epoch then draws N indices with replacement, index i with probability weights[i] / sum(weights),
+            instead of a permutation; the epoch keeps its length and its steps.
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = True):
+                 drop_last: bool = True, weights: torch.Tensor | None = None):
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+            if len(weights) != num_samples or not torch.isfinite(weights).all() or (weights < 0).any() \
+                    or weights.sum() <= 0:
+                raise ValueError(f"sampling weights must be {num_samples} finite numbers >= 0, not all 0")
+        self.weights = weights
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         per_rank = num_samples // world_size
@@ -36,7 +47,10 @@ class TensorLoader:
                              "lower --batch-size")
 
     def permutation(self, epoch: int) -> torch.Tensor:
+        """The epoch's order of sample indices: a permutation, or a weighted draw with replacement (weights)."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
         return torch.randperm(self.num_samples, generator=generator)
 
     def shard(self, epoch: int) -> torch.Tensor:
@@ -48,3 +62,23 @@ class TensorLoader:
         indices = self.shard(epoch)
         for step in range(start_step, self.steps_per_epoch):
             yield step, indices[step * self.batch_size:(step + 1) * self.batch_size]
+
+
+class FixedBatchLoader(TensorLoader):
+    """The same batch, all N samples, at every one of `steps_per_epoch` steps: the --overfit-batch sanity check.
+
+    A model that cannot drive the loss on one fixed batch to ~0 has a bug (labels, lr, architecture); no shuffling
+    and no augmentation here, so nothing but the model and the optimiser can be blamed.
+    """
+
+    def __init__(self, num_samples: int, steps_per_epoch: int):
+        super().__init__(num_samples, num_samples)
+        self.steps_per_epoch = steps_per_epoch
+
+    def shard(self, epoch: int) -> torch.Tensor:
+        return torch.arange(self.num_samples)
+
+    def batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        indices = torch.arange(self.num_samples)
+        for step in range(start_step, self.steps_per_epoch):
+            yield step, indices

@@ -49,6 +49,12 @@ class ImageTensors:
         return digest.hexdigest()
 
 
+def imbalance_ratio(counts: list[int]) -> float | None:
+    """Largest / smallest class count, over the classes that have images (None when none has)."""
+    nonzero = [c for c in counts if c > 0]
+    return max(nonzero) / min(nonzero) if nonzero else None
+
+
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded split of indices into (kept, held_out) with `fraction` of every class held out (at least one)."""
     generator = torch.Generator().manual_seed(seed)

@@ -24,13 +24,16 @@ from ..config import Config
 from ..data import Dataset, load_dataset
 from ..data.augment import AugmentSpec
 from ..data.decode import DecodePolicy
-from ..data.loader import TensorLoader
+from ..data.loader import FixedBatchLoader, TensorLoader
+from ..data.splitfile import record_split
 from ..errors import CheckpointError, TrainingStopped
+from ..metrics.classification import balanced_accuracy
 from ..models import create_model
 from ..run import RunDir
 from .checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
 from .distributed import all_reduce_sum, any_rank, broadcast_string, init_distributed, shutdown
 from .ema import EMA
+from .imbalance import choose_selection, inverse_frequency, notice, sample_weights
 from .loop import NonFiniteLoss, Normalizer, Trainer, TrainState, predict_logits
 from .optim import build_optimizer, build_scheduler
 from .precision import choose_precision, resolve_device
@@ -46,10 +49,11 @@ def augment_spec(config: Config, dataset: Dataset) -> AugmentSpec:
                        rotation=config.rotation, pad_mode=dataset.pad_mode)
 
 
-def load_config_dataset(config: Config, verbose: bool = True) -> Dataset:
+def load_config_dataset(config: Config, verbose: bool = True, split_file: str | Path | None = None) -> Dataset:
+    """The config's dataset; `split_file` (default: config.split_file) fixes an image folder's train/val/test."""
     return load_dataset(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
                         image_size=config.image_size, channels=config.channels, skip_bad=config.skip_bad,
-                        policy=DecodePolicy(), verbose=verbose)
+                        policy=DecodePolicy(), verbose=verbose, split_file=split_file or config.split_file)
 
 
 def build_model(config: Config, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -85,12 +89,20 @@ class Fit:
             self.device = torch.device("cuda", self.env.local_rank)
             torch.cuda.set_device(self.device)
         self.precision = choose_precision(config.precision, self.device, config.channels_last)
+        if self.device.type == "cuda" and not config.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN time its algorithms once
         if config.pretrained and config.image_size is None:  # the backbone's own input size, recorded in config.yaml
             from ..models.pretrained import PRETRAINED
 
             if config.model in PRETRAINED:
                 self.config = config = config.replace(image_size=PRETRAINED.get(config.model).image_size)
-        self.dataset = load_config_dataset(config)
+        own_split = self.run_dir.split_path if self.run_dir is not None and self.run_dir.split_path.is_file() else None
+        self.dataset = self.loaded_dataset = load_config_dataset(config, split_file=own_split)  # resume: its own split
+        if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
+            from .overfit import prepare
+
+            self.config, self.dataset = prepare(config, self.dataset)
+            config = self.config
         data = self.dataset
         if data.bad_files:
             print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
@@ -100,6 +112,7 @@ class Fit:
             self.run_dir = RunDir(broadcast_string(path, self.env))
         if self.env.is_main:
             remove_stale_temp_files(self.run_dir.checkpoints)
+            record_split(self.run_dir.split_path, self.loaded_dataset)  # split.csv, once, when the run made the split
         torch.manual_seed(config.seed)
         self.model, self.mean, self.std = self._initial_model(data)
         self.normalize = Normalizer(self.mean, self.std, self.precision)
@@ -111,8 +124,17 @@ class Fit:
         self.model.to(self.device)
         if self.precision.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed, rank=self.env.rank,
-                                   world_size=self.env.world_size)
+        # the metric that keeps the best epoch, and the imbalance remedies (engine/imbalance.py)
+        self.selection = choose_selection(data.train.labels, len(data.classes), config.imbalance_threshold,
+                                          data.val is not None)
+        text = notice(self.selection, config.class_weights, config.sampler)
+        if text and self.env.is_main and not self.resuming:
+            print(f"visiontrain: {text}", file=sys.stderr)
+        class_weights = inverse_frequency(data.train.labels, len(data.classes)).to(self.device) \
+            if config.class_weights == "auto" else None
+        self.loader = FixedBatchLoader(len(data.train), config.overfit_steps) if config.overfit_batch else TensorLoader(
+            len(data.train), config.batch_size, seed=config.seed, rank=self.env.rank, world_size=self.env.world_size,
+            weights=sample_weights(data.train.labels, len(data.classes)) if config.sampler == "balanced" else None)
         self.trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
         self.finetune = config.finetune if config.finetune != "auto" else (
             "gradual" if config.pretrained or config.weights else "full")
@@ -122,10 +144,12 @@ class Fit:
         self.ema = EMA(self.model, config.ema) if config.ema else None
         scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
         self.trainer = Trainer(self._ddp_wrapped(), self.optimizer, self.scheduler,
-                               nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), self.loader,
+                               nn.CrossEntropyLoss(weight=class_weights, label_smoothing=config.label_smoothing),
+                               self.loader,
                                data.train.images.to(self.device) if self.device.type != "cpu" else data.train.images,
                                data.train.labels, self.normalize, augment_spec(config, data), config.seed,
-                               config.accumulate, config.clip_grad, self.ema, scaler, self.after_step)
+                               config.accumulate, config.clip_grad, self.ema, scaler, self.after_step,
+                               sync_every=32 if self.device.type == "cuda" else 1)
         self.state = TrainState()
         if self.resuming:
             self._restore()
@@ -159,13 +183,15 @@ class Fit:
         self.trainer.frozen_backbone = frozen
 
     def _ddp_wrapped(self) -> nn.Module:
-        """The module the loop calls: the model itself, or its DDP wrapper under torchrun (which averages grads)."""
-        if not self.env.enabled:
-            return self.model
-        if self.config.sync_bn:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        """The module the loop calls: the model itself, or its DDP wrapper under torchrun (which averages grads),
+        compiled with --compile. Checkpoints and evaluation use the plain self.model (same parameters)."""
+        module = self.model
+        if self.env.enabled:
+            if self.config.sync_bn:
+                self.model = module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        return torch.compile(module) if self.config.compile else module
 
     def _load_initial_weights(self, path: Path) -> None:
         state = load_state_dict_file(path)
@@ -182,6 +208,7 @@ class Fit:
     def checkpoint(self) -> dict[str, Any]:
         """Everything a resumed run needs. Collective under torchrun (the running sums are all-reduced)."""
         data = self.dataset
+        self.trainer.flush(self.state)  # the pending steps' losses: checked for NaN before anything is written
         sums = all_reduce_sum([self.state.loss_sum, self.state.correct, self.state.seen], self.env, self.device)
         state = dataclasses.asdict(self.state) | {"elapsed": self.elapsed(), "loss_sum": sums[0],
                                                   "correct": int(sums[1]), "seen": int(sums[2])}
@@ -269,10 +296,15 @@ class Fit:
                 logits = self.evaluate_logits(self.dataset.val.images)
                 row["val_loss"] = nn.functional.cross_entropy(logits, self.dataset.val.labels).item()
                 row["val_acc"] = (logits.argmax(1) == self.dataset.val.labels).double().mean().item()
+                if self.selection.balanced:  # imbalanced train classes: the best epoch is kept by this instead
+                    row["val_balanced_acc"] = balanced_accuracy(logits.argmax(1), self.dataset.val.labels,
+                                                                len(self.dataset.classes))
             row["seconds"] = self.elapsed()
-            improved = row.get("val_acc", -1.0) > state.best_val_acc if "val_acc" in row else True
+            score = row.get(self.selection.column or "val_acc")  # state.best_val_acc holds the best of this metric
+            improved = score > state.best_val_acc if score is not None else True
             if improved:
-                state.best_val_acc, state.best_epoch, state.stale_epochs = row.get("val_acc", -1.0), epoch + 1, 0
+                state.best_val_acc = -1.0 if score is None else score
+                state.best_epoch, state.stale_epochs = epoch + 1, 0
             else:
                 state.stale_epochs += 1
             state.rows.append(row)
@@ -282,7 +314,7 @@ class Fit:
                 self.run_dir.write_metrics(state.rows)
             self.progress.epoch_end(row)
             if config.early_stop and state.stale_epochs >= config.early_stop:
-                self.progress.message(f"early stop: no better val_acc for {config.early_stop} epochs")
+                self.progress.message(f"early stop: no better {self.selection.column} for {config.early_stop} epochs")
                 break
 
     def evaluate_logits(self, images: torch.Tensor, model: nn.Module | None = None, tta: bool = False) -> torch.Tensor:
@@ -350,8 +382,9 @@ class Fit:
         else:
             summary |= {"test_acc": None, "test_loss": None}
         last = state.rows[-1] if state.rows else {}
+        best_row = next((row for row in state.rows if row["epoch"] == state.best_epoch), {})
         summary |= {
-            "best_val_acc": state.best_val_acc if data.val is not None else None,
+            "best_val_acc": best_row.get("val_acc") if data.val is not None else None,
             "best_epoch": state.best_epoch, "epochs_completed": state.epoch,
             "final_val_acc": last.get("val_acc"), "final_train_acc": last.get("train_acc"),
             "wall_seconds": self.elapsed(), "train_seconds": state.train_seconds,
@@ -365,18 +398,29 @@ class Fit:
             "finetune": {"mode": self.finetune, "pretrained": config.pretrained, "weights": config.weights,
                          "head_epochs": config.head_epochs if self.finetune == "gradual" else None,
                          "backbone_lr": config.backbone_lr if config.pretrained or config.weights else 1.0},
-            "model_kept": "best (by validation accuracy)" if data.val is not None else "last epoch",
+            "model_kept": f"best (by validation {self.selection.metric.replace('_', ' ')})" if data.val is not None
+            else "last epoch",
+            "selection_metric": self.selection.metric, "selection_reason": self.selection.reason,
+            "imbalance": {"train_ratio": self.selection.imbalance_ratio, "threshold": config.imbalance_threshold,
+                          "class_weights": config.class_weights, "sampler": config.sampler},
             "dataset": {"name": data.name, "fingerprint": data.fingerprint, "classes": data.classes,
                         "train": len(data.train), "val": len(data.val) if data.val is not None else 0,
                         "val_source": data.val_source, "test": len(data.test) if data.test is not None else 0,
                         "image_size": data.image_size, "channels": data.in_channels, "mean": self.mean, "std": self.std,
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
-                        "load_seconds": data.load_seconds, "cache": data.cache_status},
+                        "load_seconds": data.load_seconds, "cache": data.cache_status, "split_file": data.split_info},
             "decode_policy": data.decode_policy,
             "hardware": self.precision.describe() | {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
             "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "run_dir": str(self.run_dir.path),
         }
+        if self.selection.balanced:
+            summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")
+        if config.overfit_batch:  # the verdict on the batch it trained on, with the final (not the best-val) weights
+            from .overfit import verdict
+
+            summary["overfit_batch"] = verdict(self.evaluate_logits(data.train.images), data.train.labels, config,
+                                               len(data.classes))
         if self.env.is_main:
             self.run_dir.write_json(self.run_dir.summary_path, summary)
             if config.report:

@@ -84,7 +84,10 @@ def verification_images(predictor: Predictor, *, run_dir: str | Path | None = No
     config_path = Path(run_dir) / "config.yaml" if run_dir is not None else None
     values = dict(load_yaml(config_path) if config_path is not None and config_path.is_file() else predictor.config)
     if data is not None:
-        values |= {"dataset": str(data), "data_dir": None, "val_fraction": 0.0}
+        values |= {"dataset": str(data), "data_dir": None, "val_fraction": 0.0, "split_file": None}
+    elif run_dir is not None and (Path(run_dir) / "split.csv").is_file():  # the run's own split (data/splitfile.py)
+        values["split_file"] = str(Path(run_dir) / "split.csv")
+
     channels, size = predictor.input_size[0], predictor.input_size[-1]
     try:
         config = build_config(values | {"image_size": size, "channels": channels}, apply_preset=False)

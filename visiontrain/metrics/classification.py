@@ -10,6 +10,14 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
+def balanced_accuracy(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
+    """The mean of the per-class recalls over the classes present in `targets` (sklearn's balanced_accuracy_score)."""
+    matrix = confusion_matrix(predictions, targets, num_classes)
+    support = matrix.sum(1)
+    present = support > 0
+    return (matrix.diag()[present].double() / support[present]).mean().item()
+
+
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict:
     """From logits float (N, K) and targets int64 (N,): accuracy, top-5, loss, per-class P/R/F1, confusion, ECE."""
     num_classes = len(classes)
