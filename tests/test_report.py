@@ -156,7 +156,7 @@ def test_report_is_one_self_contained_file(runs):
     text = write_report(runs.first).read_text()
     page = Page(text)
     images = embedded_images(page)
-    assert len(images) == 5  # curves, confusion matrix, reliability, misclassified gallery, the batch grid
+    assert len(images) == 6  # curves, confusion matrix, reliability, misclassified gallery, its Grad-CAM, batch grid
     assert "A training batch after augmentation" in page.text
     for png in images:
         assert_png(png)

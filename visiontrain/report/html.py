@@ -217,7 +217,7 @@ def write_report(run_dir: str | Path) -> Path:
     summary, rows = run.read_summary(), run.read_metrics()
     split = next(iter(eval_splits(run)), "test")  # the report leads with test; val when only val was evaluated
     metrics = read_eval(run, split)
-    shown = {plot_path(run, stem, split) for stem in ("confusion_matrix", "reliability", "misclassified")}
+    shown = {plot_path(run, stem, split) for stem in ("confusion_matrix", "reliability", "misclassified", "gradcam")}
     shown.add(run.path / "plots" / "curves.png")
     sections = [
         _summary_section(summary, metrics, split),
@@ -227,6 +227,7 @@ def write_report(run_dir: str | Path) -> Path:
         _confusion_section(run, metrics, split) if metrics else "",
         _png_section(plot_path(run, "reliability", split), f"Calibration ({split})", "reliability"),
         _png_section(plot_path(run, "misclassified", split), f"Highest-loss {split} images", "misclassified"),
+        _gradcam_section(run, split),
         _other_plots_section(run, shown),
         _config_section(run),
     ]
@@ -288,6 +289,15 @@ def _diagnosis_html(rows: list[dict[str, str]]) -> str:
 
 def _png_section(path: Path, title: str, section_id: str) -> str:
     return _section(title, _image(path.read_bytes(), title), section_id) if path.is_file() else ""
+
+
+def _gradcam_section(run: RunDir, split: str) -> str:
+    """plots/gradcam.png (explain.write_misclassified_gradcam), or its note of why there is none (e.g. no conv)."""
+    path, title = plot_path(run, "gradcam", split), f"Grad-CAM of misclassified {split} images"
+    if path.is_file():
+        return _png_section(path, title, "gradcam")
+    note = path.with_suffix(".txt")
+    return _section(title, f"<p class=muted>{_e(note.read_text().strip())}</p>", "gradcam") if note.is_file() else ""
 
 
 def _per_class_section(metrics: dict[str, Any], split: str) -> str:

@@ -302,6 +302,8 @@ def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "tor
         classes: K class names; index = label.
         split: which split the images come from (names the file and the heading).
         count: how many images to show.
+
+    Also writes plots/gradcam.png: Grad-CAM of a few of these mistakes (explain.write_misclassified_gradcam).
     """
     import torch
 
@@ -319,7 +321,11 @@ def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "tor
     wrong = int((predicted != labels).sum())
     heading = (f"{run.path.name}: the {len(order)} {split} images with the highest loss "
                f"({wrong} of {len(labels)} misclassified)")
-    return image_grid(images.cpu()[order], titles, plot_path(run, "misclassified", split), title=heading)
+    path = image_grid(images.cpu()[order], titles, plot_path(run, "misclassified", split), title=heading)
+    from ..explain import write_misclassified_gradcam  # and where the model looked in its worst mistakes
+
+    write_misclassified_gradcam(run.path, images, labels, logits, classes, split)  # plots/gradcam.png or .txt
+    return path
 
 
 # -- everything the files allow ---------------------------------------------------------------------------------
