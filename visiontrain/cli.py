@@ -52,6 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--num-classes", type=int, default=10)
     summary.add_argument("--width", type=float, default=1.0)
 
+    shapes = commands.add_parser("explain-shapes", help="walk one random batch through a model: each layer's output "
+                                 "shape, dtype and value range")
+    shapes.add_argument("--model", required=True)
+    shapes.add_argument("--input", default="1x28x28", help="C x H x W of one image, e.g. 3x32x32")
+    shapes.add_argument("--batch-size", type=int, default=4)
+    shapes.add_argument("--num-classes", type=int, default=10)
+    shapes.add_argument("--width", type=float, default=1.0)
+
+    show = commands.add_parser("show-batch", help="a labelled grid of training images, raw or augmented as in training")
+    show.add_argument("dataset", help="a dataset name or an image folder")
+    show.add_argument("--augmented", action="store_true", help="after the augmentation the trainer would apply")
+    show.add_argument("--data-dir")
+    show.add_argument("-n", type=int, default=32, dest="count", help="how many images (default 32)")
+    show.add_argument("-o", "--output", metavar="FILE.png", help="default: <dataset>-batch[-augmented].png")
+    show.add_argument("--seed", type=int, default=0, help="the training seed: it picks the order and the augmentation")
+    show.add_argument("--augment", help="override the config's augment mode (auto, none, crop, flip, crop+flip)")
+    show.add_argument("--rotation", type=float, help="override the config's random rotation, degrees")
+
     data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits")
     data.add_argument("dataset", help="a dataset name or an image folder")
     data.add_argument("--data-dir")
@@ -76,10 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                          help="test-time augmentation (default: as the run was trained)")
 
+    explain = commands.add_parser("explain", help="Grad-CAM: where the model looked, one PNG per image")
+    explain.add_argument("source", metavar="RUN_DIR", help="a run folder or a checkpoint file")
+    explain.add_argument("inputs", nargs="+", metavar="FILE|DIR")
+    explain.add_argument("-o", "--out", metavar="OUT_DIR", help="folder for the PNGs (default RUN_DIR/explain)")
+    explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class, not the predicted one")
+    explain.add_argument("--layer", metavar="NAME", help="module to explain (default: the last conv of `features`)")
+
     report = commands.add_parser("report", help="report.html of a run, or one page comparing several runs")
     report.add_argument("run_dirs", nargs="+", metavar="RUN")
     report.add_argument("-o", "--output", metavar="HTML", help="comparison page (default compare.html)")
     report.add_argument("--markdown", metavar="MD", help="also write the comparison as Markdown")
+
+    sweep = commands.add_parser("sweep", help="train a grid of settings (comma-separated values), resumable, and "
+                                "compare the runs", description="Every config flag given comma-separated values "
+                                "(--lr 0.01,0.001 --model lenet,mlp) is an axis of the grid; the other flags are "
+                                "shared. Runs go to RUNS_DIR/sweep-NAME/; rerunning the command skips finished runs "
+                                "and resumes an interrupted one.")
+    sweep.add_argument("--config", dest="config_file", metavar="FILE",
+                       help="a YAML file of config fields; a list value (lr: [0.01, 0.001]) is an axis too")
+    _add_config_flags(sweep)
+
+    lr_find = commands.add_parser("lr-find", help="learning-rate range test: loss vs an exponentially rising lr, "
+                                  "and a suggested lr (writes lr_find.png and lr_find.csv, trains no run)")
+    lr_find.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
+    lr_find.add_argument("--start-lr", type=float, default=1e-6, help="first lr (default 1e-6)")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
+    lr_find.add_argument("--steps", type=int, default=100, help="optimiser steps from start to end (default 100)")
+    lr_find.add_argument("-o", "--output", default="lr-find", metavar="DIR", help="output folder (default lr-find)")
+    _add_config_flags(lr_find)
 
     commands.add_parser("models", help="list the registered models")
     commands.add_parser("datasets", help="list the named datasets")
@@ -124,6 +167,10 @@ def _report(error: Exception, debug: bool) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
         return _train(args)
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "lr-find":
+        return _lr_find(args)
     if args.command == "eval":
         from .api import evaluate
 
@@ -134,10 +181,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "summary":
         return _summary(args)
+    if args.command == "explain-shapes":
+        from .models.shapes import explain, parse_input
+
+        print(explain(args.model, parse_input(args.input), batch_size=args.batch_size, num_classes=args.num_classes,
+                      width=args.width))
+        return 0
+    if args.command == "show-batch":
+        return _show_batch(args)
     if args.command == "export":
         return _export(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "report":
         from .report import compare_runs, write_report
 
@@ -188,6 +245,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import default_out_dir, explain_paths
+
+    out = args.out or default_out_dir(args.source)
+    rows, skipped, layer = explain_paths(args.source, args.inputs, out, class_name=args.class_name, layer=args.layer)
+    for path, reason in skipped:
+        print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
+    if not rows:
+        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
+        return 2
+    print(f"wrote {len(rows)} Grad-CAM images (layer {layer}) to {out}")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ._io import atomic_write_text
     from .predict import format_rows, predict_paths
@@ -228,6 +299,16 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_batch(args: argparse.Namespace) -> int:
+    from .report.batch import show_batch
+
+    overrides = {k: v for k, v in (("augment", args.augment), ("rotation", args.rotation)) if v is not None}
+    path = show_batch(args.dataset, augmented=args.augmented, data_dir=args.data_dir, count=args.count,
+                      output=args.output, seed=args.seed, **overrides)
+    print(f"wrote {path}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     import json
 
@@ -258,6 +339,40 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
     print(f"run: {run.path}  {test}  ({summary['wall_seconds']:.0f} s)")
+    if "overfit_batch" in summary:  # the sanity check's verdict; a failed check exits 1 so scripts notice
+        print(summary["overfit_batch"]["message"])
+        return 0 if summary["overfit_batch"]["ok"] else 1
+    return 0
+
+
+def _config_values(args: argparse.Namespace) -> dict:
+    """The config fields of --config FILE, overridden by the flags given (a file's run name is dropped)."""
+    from .config import load_yaml
+
+    values = load_yaml(args.config_file) if args.config_file else {}
+    values.pop("name", None)
+    return values | {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import format_table, run_sweep
+
+    result = run_sweep(_config_values(args))  # --name names the sweep (its folder), not one run
+    print(format_table(result))
+    print(f"wrote {result.compare_html} and {result.compare_md}")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from .config import build_config
+    from .lrfind import lr_find
+
+    result = lr_find(build_config(_config_values(args)), start_lr=args.start_lr, end_lr=args.end_lr,
+                     steps=args.steps, output=args.output)
+    print(f"lr range test: {len(result.lrs)} steps, {result.lrs[0]:.2g} to {result.lrs[-1]:.2g}; {result.stopped}")
+    print(f"suggested lr: {result.suggested_lr:.2g} (steepest descent of the smoothed loss); "
+          f"min-loss lr / 10: {result.min_loss_lr / 10:.2g}")
+    print(f"wrote {result.plot} and {result.csv}")
     return 0
 
 

