@@ -1,6 +1,7 @@
 """The CLI as a user meets it: one sentence and exit 2 for every bad input, no traceback; real runs work."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -65,6 +66,27 @@ def test_train_eval_and_refusing_to_overwrite(mnist_folder, tmp_path):
     second_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("mnist-png") and p.is_dir())
     second = (second_dir / "metrics.csv").read_text().splitlines()[1].split(",")
     assert first[2:] == second[2:]  # the saved config repeats the run exactly (apart from wall seconds)
+
+
+def test_eval_names_a_missing_checkpoint_and_foreign_classes_and_takes_a_plain_folder(mnist_folder, tmp_path):
+    import shutil
+
+    result = run_cli("train", "--dataset", mnist_folder, "--model", "mlp", "--epochs", "1", "--runs-dir", tmp_path,
+                     "--name", "r", "--progress", "none", "--no-report")
+    assert result.returncode == 0, result.stderr
+    shutil.copytree(tmp_path / "r", tmp_path / "bare")
+    shutil.rmtree(tmp_path / "bare" / "checkpoints")
+    bare = run_cli("eval", tmp_path / "bare")
+    assert bare.returncode == 2 and "has no checkpoint" in bare.stderr and "Traceback" not in bare.stderr
+    shutil.copytree(mnist_folder / "test", tmp_path / "renamed")
+    (tmp_path / "renamed" / "9").rename(tmp_path / "renamed" / "nine")
+    foreign = run_cli("eval", tmp_path / "r", "--data", tmp_path / "renamed")
+    assert foreign.returncode == 2 and "it lacks 9" in foreign.stderr and "it has nine" in foreign.stderr
+    plain = run_cli("eval", tmp_path / "r", "--data", mnist_folder / "test")  # a plain folder of class sub-folders
+    assert plain.returncode == 0, plain.stderr
+    metrics = json.loads((tmp_path / "r" / "eval" / "data-test" / "metrics.json").read_text())
+    own = json.loads((tmp_path / "r" / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["accuracy"] == own["accuracy"]  # the same 500 test images, written beside, not over, eval/test
 
 
 def test_summary_prints_the_layer_table():

@@ -89,10 +89,17 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     dataset = load_config_dataset(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
                                   verbose=verbose)
     tensors = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
+    if data is not None and split == "test" and dataset.test is None and dataset.val is None:
+        tensors = dataset.train  # a plain folder of class sub-folders: every image in it is for evaluation
     if tensors is None:
         raise RunError(f"the dataset {config.dataset} has no {split} split; use --split val or --split test")
     if tensors.classes != predictor.classes:
-        raise DataError(f"the classes of {config.dataset} ({', '.join(tensors.classes[:5])}...) differ from the run's "
-                        f"({', '.join(predictor.classes[:5])}...); evaluate on data with the same class folders")
+        missing = [c for c in predictor.classes if c not in tensors.classes]
+        extra = [c for c in tensors.classes if c not in predictor.classes]
+        detail = "; ".join([f"it lacks {', '.join(missing[:5])}"] * bool(missing)
+                           + [f"it has {', '.join(extra[:5])}, which the run never saw"] * bool(extra)) or "another order"
+        raise DataError(f"the classes of {config.dataset} differ from the run's ({detail}); evaluate on data with the "
+                        "same class folders")
     logits = predictor.logits(tensors.images)
-    return write_evaluation(run, split, logits, tensors, verbose=verbose)
+    # another folder's results go beside the run's own (eval/data-<folder>/), never over eval/test/
+    return write_evaluation(run, split if data is None else f"data-{Path(data).name}", logits, tensors, verbose=verbose)
