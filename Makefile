@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,export,pretrained]'
+	$(BIN)/pip install -q -e '.[dev,export,pretrained,medical]'
 	touch $(STAMP)
 
 venv: $(STAMP)

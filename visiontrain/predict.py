@@ -131,7 +131,7 @@ def _images_under(folder: Path, extensions: Sequence[str]) -> tuple[list[Path], 
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))  # .git, __MACOSX
         for filename in sorted(f for f in filenames if not f.startswith(".")):
             path = Path(dirpath) / filename
-            if path.suffix.lower() in extensions:
+            if path.suffix.lower() in extensions or decode_module().has_dicom_magic(path):  # extension-less DICOM
                 found.append(path)
             else:
                 ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))

@@ -87,6 +87,10 @@ def _values(key: str, value: Any) -> list[Any]:
     """A field's values: a list, or text split at commas (unless the text is an existing path that has commas)."""
     if isinstance(value, (list, tuple)):
         items = list(value)
+    elif key == "window" and isinstance(value, str):  # "40,400" is one window: numbers pair up, presets stand alone
+        from .data.decode import split_windows
+
+        items = split_windows(value)
     elif isinstance(value, str) and "," in value and not Path(value).expanduser().exists():
         items = [item.strip() for item in value.split(",")]
     else:

@@ -3,13 +3,18 @@
 The policy (recorded in summary.json and in every checkpoint):
 - files that declare more than `max_pixels` pixels are refused from their header, before any memory is used;
 - the EXIF orientation of phone photos is applied (`exif_transpose`), unless switched off;
-- 16-bit images (PNG/TIFF 'I;16', 'I') are scaled from 0..65535 to 0..255 (value / 257), never clipped;
+- 16-bit images (PNG/TIFF 'I;16', 'I') are scaled from 0..65535 to 0..255 (value / 257), never clipped, unless a
+  `window` is set: then LEVEL - WIDTH/2 .. LEVEL + WIDTH/2 of the raw values maps to 0..255 and the rest is clipped;
+- DICOM files (.dcm/.dicom, or any file with 'DICM' at byte 128; read with the optional pydicom) get
+  RescaleSlope/RescaleIntercept (Hounsfield units for CT), then the window: `window` if set, else the file's own
+  first WindowCenter/WindowWidth, else the slice's min..max; MONOCHROME1 is inverted; multi-frame files are refused;
 - transparency (RGBA, LA, P with a transparent colour) is composited onto a white background;
 - CMYK, palette and other modes are converted to RGB; grayscale stays one channel;
 - a truncated or corrupt file is an error (Pillow's LOAD_TRUNCATED_IMAGES stays off).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
+                    *DICOM_EXTENSIONS)  # plus extension-less DICOM files, found by their magic (is_dicom)
 _GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -30,6 +37,11 @@ class DecodePolicy:
     max_pixels: int = 64_000_000  # width x height above which a file is refused (decompression-bomb guard)
     exif_transpose: bool = True  # apply the EXIF orientation tag
     max_side: int = 256  # images larger than this are reduced at decode time (memory stays bounded)
+    window: str | None = None  # "LEVEL,WIDTH" for DICOM and 16-bit gray files (a preset name becomes its numbers)
+
+    def __post_init__(self) -> None:
+        if self.window is not None:  # ValueError (one sentence) for a bad window
+            object.__setattr__(self, "window", format_window(*parse_window(self.window)))
 
     @classmethod
     def from_dict(cls, values: dict) -> "DecodePolicy":
@@ -37,7 +49,11 @@ class DecodePolicy:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"sixteen_bit": "value/257", "alpha": "composited on white", "cmyk": "converted to RGB"}
+        window = f"window {self.window} (level,width) of the raw values, clipped" if self.window else None
+        dicom = (f"rescale slope/intercept, then window {self.window}, clipped" if self.window else
+                 "rescale slope/intercept, then the file's WindowCenter/WindowWidth, else the slice's min..max")
+        return asdict(self) | {"sixteen_bit": window or "value/257", "alpha": "composited on white",
+                               "cmyk": "converted to RGB", "dicom": dicom + "; MONOCHROME1 inverted"}
 
 
 def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None) -> np.ndarray:
@@ -50,17 +66,21 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
     try:
         if path.stat().st_size == 0:
             raise DecodeError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size  # from the header: nothing decoded yet
-                if width * height > policy.max_pixels:
-                    raise DecodeError(f"declares {width}x{height} pixels, above the limit of {policy.max_pixels:,} "
-                                      "(a decompression-bomb guard; raise max_pixels if the file is genuine)")
-                image.load()
-                if policy.exif_transpose:
-                    image = ImageOps.exif_transpose(image)
-                pixels = _to_uint8(image)
+        if is_dicom(path):
+            pixels = _decode_dicom(path, policy)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size  # from the header: nothing decoded yet
+                    if width * height > policy.max_pixels:
+                        raise DecodeError(f"declares {width}x{height} pixels, above the limit of "
+                                          f"{policy.max_pixels:,} (a decompression-bomb guard; raise max_pixels if "
+                                          "the file is genuine)")
+                    image.load()
+                    if policy.exif_transpose:
+                        image = ImageOps.exif_transpose(image)
+                    pixels = _to_uint8(image, policy.window)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's own, larger limit
@@ -76,15 +96,18 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
     return pixels.transpose(2, 0, 1).copy()  # (H, W, C) -> (C, H, W)
 
 
-def _to_uint8(image: Image.Image) -> np.ndarray:
-    """(H, W, 1) or (H, W, 3) uint8 under the policy above."""
+def _to_uint8(image: Image.Image, window: str | None = None) -> np.ndarray:
+    """(H, W, 1) or (H, W, 3) uint8 under the policy above (`window` applies to 16-bit, 32-bit and float gray)."""
     mode = image.mode
     if mode in _GRAY_MODES:
         if mode in ("1", "L"):
             array = np.asarray(image.convert("L"), dtype=np.uint8)
         else:
             wide = np.asarray(image, dtype=np.float64)
-            array = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 / 257 = 255
+            if window is not None:
+                array = apply_window(wide, *parse_window(window))
+            else:
+                array = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 / 257 = 255
         return array[:, :, None]
     if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -114,3 +137,157 @@ def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(pixels, 3, axis=0)
     weights = np.array([299, 587, 114], dtype=np.uint32)[:, None, None]
     return ((pixels.astype(np.uint32) * weights).sum(0, keepdims=True) // 1000).astype(np.uint8)
+
+
+# -- windows and DICOM -----------------------------------------------------------------------------------
+# Named windows (level, width) in Hounsfield units, the usual CT reading settings.
+WINDOW_PRESETS = {"soft-tissue": (40.0, 400.0), "lung": (-600.0, 1500.0), "bone": (400.0, 1800.0),
+                  "brain": (40.0, 80.0)}
+PYDICOM_MISSING = "reading DICOM files needs pydicom, an optional extra: pip install 'visiontrain[medical]'"
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: an index, no pixels
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """(level, width) of "LEVEL,WIDTH" (numbers, width > 0) or of a preset name; ValueError in one sentence."""
+    name = str(text).strip().lower()
+    if name in WINDOW_PRESETS:
+        return WINDOW_PRESETS[name]
+    try:
+        level, width = (float(part) for part in name.split(","))
+    except ValueError:
+        level = width = math.nan
+    if not (math.isfinite(level) and math.isfinite(width) and width > 0):
+        presets = ", ".join(f"{k} ({v[0]:g},{v[1]:g})" for k, v in WINDOW_PRESETS.items())
+        raise ValueError(f"{text!r} is not a window; use \"LEVEL,WIDTH\" (two numbers, width > 0, e.g. 40,400: "
+                         f"Hounsfield units for CT, raw values for 16-bit PNG/TIFF) or a preset: {presets}")
+    return level, width
+
+
+def split_windows(text: str) -> list[str]:
+    """Several windows in one comma-separated text (a sweep axis): numbers pair up, preset names stand alone.
+
+    "lung,40,400" -> ["lung", "40,400"]; "40,400" -> ["40,400"] (one window, not two values).
+    """
+    tokens, windows = [token.strip() for token in str(text).split(",")], []
+    while tokens:
+        token = tokens.pop(0)
+        windows.append(token if token.lower() in WINDOW_PRESETS or not tokens else f"{token},{tokens.pop(0)}")
+    return windows
+
+
+def format_window(level: float, width: float) -> str:
+    """The canonical "LEVEL,WIDTH" text (recorded in the decode policy; exact for every float)."""
+    return ",".join(str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v)) for v in (level, width))
+
+
+def apply_window(values: np.ndarray, level: float, width: float) -> np.ndarray:
+    """uint8 of a linear window: LEVEL - WIDTH/2 -> 0, LEVEL + WIDTH/2 -> 255, values outside clipped, rounded."""
+    scaled = (np.asarray(values, dtype=np.float64) - (level - width / 2.0)) / width
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def has_dicom_magic(path: str | Path) -> bool:
+    """Whether the file holds 'DICM' at byte 128 (the DICOM Part 10 preamble), whatever its name."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in DICOM_EXTENSIONS or has_dicom_magic(path)
+
+
+def _decode_dicom(path: Path, policy: DecodePolicy) -> np.ndarray:
+    """(H, W, 1) or (H, W, 3) uint8 of a single-frame DICOM file (see the module docstring); DecodeError otherwise."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
+    except ImportError:
+        raise DecodeError(PYDICOM_MISSING) from None
+    try:
+        ds = pydicom.dcmread(path, force=True)  # force: also a .dcm without the 128-byte preamble
+        meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+        if meta.get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS:
+            raise DecodeError("a DICOMDIR (the index of a DICOM folder), not an image")
+        if "PixelData" not in ds:
+            kind = "FloatPixelData" if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds else None
+            raise DecodeError(f"a DICOM file with float pixel data ({kind}), which visiontrain does not read" if kind
+                              else "a DICOM file without pixel data (no PixelData element): a report, a structured "
+                                   "report, a header only or a truncated file, not an image")
+        frames = int(ds.get("NumberOfFrames") or 1)
+        if frames > 1:
+            raise DecodeError(f"a multi-frame DICOM ({frames} frames); visiontrain reads single slices, so save each "
+                              "frame as its own file")
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        if rows * columns > policy.max_pixels:
+            raise DecodeError(f"declares {columns}x{rows} pixels, above the limit of {policy.max_pixels:,} "
+                              "(a decompression-bomb guard; raise max_pixels if the file is genuine)")
+        syntax = meta.get("TransferSyntaxUID")
+        if syntax is None:  # a bare dataset without file meta: the encoding it was read with
+            implicit, little = ds.original_encoding
+            syntax = pydicom.uid.ImplicitVRLittleEndian if implicit else (
+                pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+            ds.file_meta = meta
+            meta.TransferSyntaxUID = syntax
+        if syntax.is_compressed:
+            try:
+                decoder = get_decoder(syntax)
+            except NotImplementedError:
+                raise DecodeError(f"compressed as {syntax.name} ({syntax}), which pydicom cannot decode") from None
+            if not decoder.is_available:
+                raise DecodeError(f"compressed as {syntax.name} ({syntax}), which pydicom decodes only with a handler "
+                                  f"that is not installed: install {_handlers(decoder.missing_dependencies)}")
+        raw = ds.pixel_array
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if photometric == "PALETTE COLOR":
+            raw = apply_color_lut(raw, ds)
+        if raw.ndim == 3:  # RGB (pydicom converts YBR to RGB): the file's own colours; the window is for gray
+            bits = 16 if raw.dtype.itemsize > 1 else 8
+            if photometric != "PALETTE COLOR":
+                bits = min(bits, int(ds.get("BitsStored") or bits))
+            scale = 255.0 / (2 ** bits - 1)
+            return np.clip(np.rint(raw.astype(np.float64) * scale), 0, 255).astype(np.uint8)[:, :, :3]
+        if raw.ndim != 2:
+            raise DecodeError(f"DICOM pixel data of unexpected shape {raw.shape}")
+        values = apply_modality_lut(raw, ds).astype(np.float64)  # RescaleSlope/Intercept (or a Modality LUT)
+    except DecodeError:
+        raise
+    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds for a broken file; the file is unreadable
+        raise DecodeError(f"not a readable DICOM file ({type(error).__name__}: {error})") from None
+    pixels = apply_window(values, *_dicom_window(ds, values, policy))
+    if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
+        pixels = 255 - pixels
+    return pixels[:, :, None]
+
+
+def _dicom_window(ds, values: np.ndarray, policy: DecodePolicy) -> tuple[float, float]:  # noqa: ANN001
+    """(level, width): the policy's window, else the file's first WindowCenter/WindowWidth, else min..max."""
+    if policy.window is not None:
+        return parse_window(policy.window)
+    try:
+        center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if center is not None and width is not None:
+            level, span = _first_number(center), _first_number(width)  # several windows: the first
+            if math.isfinite(level) and math.isfinite(span) and span > 0:
+                return level, span
+    except (TypeError, ValueError, IndexError):
+        pass  # an unreadable window in the header: the slice's range instead
+    low, high = float(values.min()), float(values.max())
+    return ((low + high) / 2.0, high - low) if high > low else (low + 0.5, 1.0)  # constant: all 0
+
+
+def _first_number(value) -> float:  # noqa: ANN001 - a DS value or pydicom's MultiValue of them
+    return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, (str, bytes)) else float(value)
+
+
+def _handlers(missing: list[str]) -> str:
+    """pydicom's 'gdcm - requires gdcm>=3.0.10' lines as 'gdcm (gdcm>=3.0.10, pip package python-gdcm) or ...'."""
+    options = []
+    for line in missing:
+        name, _, needs = line.partition(" - requires ")
+        note = ", pip package python-gdcm" if name.strip() == "gdcm" else ""
+        options.append(f"{name.strip()} ({needs.strip()}{note})" if needs else line)
+    return "one of " + ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else "".join(options)
