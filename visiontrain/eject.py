@@ -51,7 +51,7 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
     text = _TEMPLATE.format(
         run=run.path, dataset=config.dataset, data_source=_data_source(config, data), model_source=model_source,
         mean=tuple(round(m, 4) for m in data["mean"]), std=tuple(round(s, 4) for s in data["std"]),
-        train_transforms=_train_transforms(config, data), epochs=config.epochs, batch_size=config.batch_size,
+        train_transforms=_train_transforms(config, data, run), epochs=config.epochs, batch_size=config.batch_size,
         optimizer=_optimizer(config), scheduler=_scheduler(config), label_smoothing=config.label_smoothing,
         seed=config.seed, classes=data["classes"], gray="transforms.Grayscale(), " if data["channels"] == 1 else "",
         size=data["image_size"])
@@ -79,15 +79,47 @@ def _data_source(config, data: dict) -> str:  # noqa: ANN001
             f"    return train, test")
 
 
-def _train_transforms(config, data: dict) -> str:  # noqa: ANN001
-    steps = []
-    augment = config.augment if config.augment != "auto" else ("crop" if config.dataset == "mnist" else "crop+flip")
-    if "crop" in augment and config.crop_padding:
-        steps.append(f"transforms.RandomCrop({data['image_size']}, padding={config.crop_padding})")
-    if "flip" in augment:
+def recorded_allow_flip(run: RunDir, dataset: str) -> bool:
+    """Whether the run's images could be mirrored, as its checkpoint recorded it (what training used)."""
+    from .engine.checkpoint import load_checkpoint
+    from .errors import CheckpointError
+
+    for path in (run.best, run.last):
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if "allow_flip" in checkpoint:
+            return bool(checkpoint["allow_flip"])
+    from .data import flip_and_border
+
+    return flip_and_border(dataset)[0]  # no readable checkpoint records it: the dataset's own rule
+
+
+def _train_transforms(config, data: dict, run: RunDir) -> str:  # noqa: ANN001
+    """torchvision transforms for the run's AugmentSpec, resolved by the training code itself, in apply's order."""
+    from types import SimpleNamespace
+
+    from .data import flip_and_border
+    from .engine.fit import augment_spec
+
+    recorded = SimpleNamespace(allow_flip=recorded_allow_flip(run, config.dataset),
+                               pad_mode=flip_and_border(config.dataset)[1])
+    spec, size, steps = augment_spec(config, recorded), data["image_size"], []
+    if spec.rotation:
+        steps.append(f"transforms.RandomRotation({spec.rotation}, interpolation=transforms.InterpolationMode.BILINEAR)")
+    if spec.crop_padding:
+        mode = ", padding_mode='reflect'" if spec.pad_mode == "reflect" else ""
+        steps.append(f"transforms.RandomCrop({size}, padding={spec.crop_padding}{mode})")
+    if spec.crop_scale:
+        low, high = spec.crop_ratio
+        steps.append(f"transforms.RandomResizedCrop({size}, scale=({spec.crop_scale}, 1.0), "
+                     f"ratio=({low:.6g}, {high:.6g}))")
+    if spec.flip:
         steps.append("transforms.RandomHorizontalFlip()")
-    if config.rotation:
-        steps.append(f"transforms.RandomRotation({config.rotation})")
+    if spec.jitter:
+        saturation = f", saturation={spec.jitter}" if data["channels"] == 3 else ""
+        steps.append(f"transforms.ColorJitter(brightness={spec.jitter}, contrast={spec.jitter}{saturation})")
     return "".join(f"{s}, " for s in steps)
 
 

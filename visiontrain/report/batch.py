@@ -17,10 +17,13 @@ from ..data.augment import AugmentSpec
 
 
 def describe(spec: AugmentSpec) -> str:
-    """'crop +-2 px (constant border), flip, rotation +-10 deg' or 'none'."""
-    parts = [f"crop +-{spec.crop_padding} px ({spec.pad_mode} border)"] if spec.crop_padding else []
+    """'crop +-2 px (constant border), flip, rotation +-10 deg' or 'none', in the order apply() applies them."""
+    parts = [f"rotation +-{spec.rotation:g} deg"] if spec.rotation else []
+    parts += [f"crop +-{spec.crop_padding} px ({spec.pad_mode} border)"] if spec.crop_padding else []
+    low, high = spec.crop_ratio
+    parts += [f"random resized crop (area {spec.crop_scale:g}-1, ratio {low:.3g}-{high:.3g})"] if spec.crop_scale else []
     parts += ["horizontal flip"] if spec.flip else []
-    parts += [f"rotation +-{spec.rotation:g} deg"] if spec.rotation else []
+    parts += [f"colour jitter {spec.jitter:g}"] if spec.jitter else []
     return ", ".join(parts) or "none"
 
 
@@ -57,7 +60,7 @@ def show_batch(dataset: str, *, augmented: bool = False, data_dir: str | None = 
     """Write a labelled grid of the first `count` training images (raw, or augmented as in training) as a PNG.
 
     The config is the one `visiontrain train --dataset DATASET` would resolve (the dataset's preset included);
-    `fields` override single config fields, e.g. augment="crop+flip" or rotation=10.
+    `fields` override single config fields, e.g. augment="crop+flip", augment="photo" or rotation=10.
     """
     from .plots import image_grid
 
