@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from . import cache
+from . import cache, memmap
 from .decode import DecodePolicy
 from .folder import load_folder, missing_class_warnings
 from .registry import DATASETS, channel_stats, source_files
@@ -41,6 +41,7 @@ class Dataset:
     split_info: dict | None = None  # the split file used, and what it left out or found changed (summary.json)
     load_seconds: float = 0.0
     cache_status: str = ""
+    storage: str = "memory"  # 'memory' (tensors) or 'memmap' (MappedImages of a folder cached on disk: data/memmap.py)
 
     @property
     def in_channels(self) -> int:
@@ -53,6 +54,15 @@ class Dataset:
 
 def list_datasets() -> list[str]:
     return DATASETS.names()
+
+
+def flip_and_border(dataset: str) -> tuple[bool, str]:
+    """(allow_flip, pad_mode) of a dataset name or image folder: a named dataset says (digits are never mirrored,
+    the MNIST family pads black); an image folder may be mirrored and pads by reflection."""
+    if dataset in DATASETS:
+        source = DATASETS.get(dataset)
+        return source.allow_flip, source.pad_mode
+    return True, "reflect"
 
 
 def _entry_from_splits(splits: dict[str, ImageTensors], bad: list) -> dict:
@@ -81,14 +91,14 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
     data_path = Path(data_dir).expanduser() if data_dir else None
     if dataset in DATASETS:
         source = DATASETS.get(dataset)
-        name, allow_flip, pad_mode = dataset, source.allow_flip, source.pad_mode
+        name, (allow_flip, pad_mode) = dataset, flip_and_border(dataset)
         files = source_files(source, data_path)
         build = lambda: _entry_from_splits(*source.read(data_path, policy))  # noqa: E731
     else:
         root = Path(dataset).expanduser()
         if not root.is_dir():
             raise DataError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS.names())}) nor a folder")
-        name, allow_flip, pad_mode = root.resolve().name, True, "reflect"
+        name, (allow_flip, pad_mode) = root.resolve().name, flip_and_border(dataset)
         files = sorted(p for p in root.rglob("*") if p.is_file())
 
         def build() -> dict:
@@ -99,9 +109,14 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
             return _entry_from_splits(splits, bad)
     key = {"dataset": str(dataset), "files": cache.files_key(files), "policy": policy.to_dict(),
            "image_size": image_size, "channels": channels, "skip_bad": skip_bad}
-    if verbose and not _cache_exists_hint(name):
-        print(f"visiontrain: decoding {name} once (later runs load it from the cache)", file=sys.stderr)
-    entry, status = cache.cached(_safe_name(name), key, build)
+    storage = "memmap" if dataset not in DATASETS and memmap.wanted(files, image_size, channels, policy) else "memory"
+    if storage == "memmap":  # larger than memory: decoded into a file on disk that is mapped, not loaded
+        entry, status = memmap.cached(_safe_name(name), key, root=root, policy=policy, image_size=image_size,
+                                      channels=channels, skip_bad=skip_bad, verbose=verbose)
+    else:
+        if verbose and not _cache_exists_hint(name):
+            print(f"visiontrain: decoding {name} once (later runs load it from the cache)", file=sys.stderr)
+        entry, status = cache.cached(_safe_name(name), key, build)
     classes = list(entry["classes"])
 
     def split(prefix: str) -> ImageTensors | None:
@@ -142,6 +157,7 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
                    allow_flip=allow_flip, pad_mode=pad_mode, fingerprint=entry["fingerprint"],
                    decode_policy=policy.to_dict(), bad_files=[tuple(b) for b in entry["bad_files"]],
                    val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status,
+                   storage=storage,
                    root=None if dataset in DATASETS else str(root), split_info=split_info)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
+from .decode import (IMAGE_EXTENSIONS, PYDICOM_MISSING, DecodeError, DecodePolicy, decode_image, has_dicom_magic,
+                     to_channels)
 from .tensors import ImageTensors
 
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -51,7 +52,9 @@ def _files_of_class(folder: Path, ignored: list) -> list[Path]:
             if filename.startswith("."):
                 continue
             path = Path(dirpath) / filename
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
+            if filename.upper() == "DICOMDIR":
+                ignored.append((str(path), "a DICOMDIR (the index of a DICOM folder), not an image"))
+            elif path.suffix.lower() in IMAGE_EXTENSIONS or has_dicom_magic(path):  # DICOM files often lack one
                 files.append(path)
             else:
                 ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
@@ -143,17 +146,11 @@ def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, cha
         kept = [(a, item) for a, e, item in zip(arrays, errors, items) if e is None]
         bad += [(str(item[0]), e) for e, item in zip(errors, items) if e is not None]
         decoded[split] = ([a for a, _ in kept], [item for _, item in kept])
-    if bad and not skip_bad:
-        listing = "; ".join(f"{path}: {reason}" for path, reason in bad)
-        raise DataError(f"{len(bad)} unreadable image file(s) under {root}: {listing}. "
-                        "Fix or delete them, or pass --skip-bad to train without them")
+    check_bad_files(bad, root, skip_bad)
     all_arrays = [a for arrays, _ in decoded.values() for a in arrays]
     if not all_arrays:
         raise DataError(f"no readable images under {root}")
-    channels = channels or (1 if all(a.shape[0] == 1 for a in all_arrays) else 3)
-    short_sides = sorted(min(a.shape[1:]) for a in all_arrays)
-    uniform = short_sides[0] == short_sides[-1]
-    side = image_size or (short_sides[0] if uniform else min(DEFAULT_MIXED_SIZE, short_sides[len(short_sides) // 2]))
+    channels, side = decoded_shape([a.shape for a in all_arrays], image_size, channels)
     splits = {}
     for split, (arrays, items) in decoded.items():
         if not arrays:
@@ -162,6 +159,29 @@ def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, cha
         labels = torch.tensor([scan.classes.index(name) for _, name in items], dtype=torch.int64)
         splits[split] = ImageTensors(images, labels, scan.classes, [str(p) for p, _ in items])
     return splits, bad, scan.warnings
+
+
+def check_bad_files(bad: list[tuple[str, str]], root: Path, skip_bad: bool) -> None:
+    """Raise DataError naming every unreadable file (path: reason) unless skip_bad; shared by the in-memory and
+    the memory-mapped cache (data/memmap.py), so both refuse the same folders with the same sentence."""
+    needs_pydicom = [path for path, reason in bad if reason == PYDICOM_MISSING]
+    if needs_pydicom:  # one sentence, not one per file; --skip-bad would silently drop every DICOM file
+        raise DataError(f"{len(needs_pydicom)} DICOM file(s) under {root} (such as {needs_pydicom[0]}) cannot be read: "
+                        f"{PYDICOM_MISSING}")
+    if bad and not skip_bad:
+        listing = "; ".join(f"{path}: {reason}" for path, reason in bad)
+        raise DataError(f"{len(bad)} unreadable image file(s) under {root}: {listing}. "
+                        "Fix or delete them, or pass --skip-bad to train without them")
+
+
+def decoded_shape(shapes: list[tuple[int, ...]], image_size: int | None, channels: int | None) -> tuple[int, int]:
+    """(channels, side) of the cached images, from the (C, H, W) shapes that decode_image returned for the readable
+    files: all grayscale -> 1 channel; side = image_size, else the common short side, else the median one (capped)."""
+    channels = channels or (1 if all(shape[0] == 1 for shape in shapes) else 3)
+    short_sides = sorted(min(shape[1:]) for shape in shapes)
+    uniform = short_sides[0] == short_sides[-1]
+    side = image_size or (short_sides[0] if uniform else min(DEFAULT_MIXED_SIZE, short_sides[len(short_sides) // 2]))
+    return channels, side
 
 
 def _fit(image: torch.Tensor, side: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import DataError, RunError
 
 from .integrity import file_digest
+from .mapped import cat_images
 from .tensors import ImageTensors
 
 SPLIT_FILE_NAME = "split.csv"
@@ -114,7 +115,7 @@ def apply_split_file(path: str | Path, root: str | Path, decoded: list[ImageTens
     path = Path(path)
     rows = read_split_file(path)
     classes = decoded[0].classes
-    pool = ImageTensors(torch.cat([t.images for t in decoded]), torch.cat([t.labels for t in decoded]), classes,
+    pool = ImageTensors(cat_images([t.images for t in decoded]), torch.cat([t.labels for t in decoded]), classes,
                         [s for t in decoded for s in t.sources])
     index = {relative_path(source, root): i for i, source in enumerate(pool.sources)}
     unreadable = {relative_path(p, root) for p, _ in bad_files}

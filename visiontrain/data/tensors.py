@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import torch
+
+from .mapped import MappedImages
 
 
 @dataclass
@@ -12,13 +15,13 @@ class ImageTensors:
     """One split of a dataset.
 
     Attributes:
-        images: uint8 (N, C, H, W).
+        images: uint8 (N, C, H, W): a tensor, or MappedImages for a folder cached on disk (data/memmap.py).
         labels: int64 (N,), index into `classes`.
         classes: class names; index = label.
         sources: per image, its file path (image folders) or None (array formats, where the index names it).
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | MappedImages
     labels: torch.Tensor
     classes: list[str]
     sources: list[str] | None = field(default=None, repr=False)
@@ -34,7 +37,8 @@ class ImageTensors:
 
     def subset(self, indices: torch.Tensor) -> "ImageTensors":
         sources = [self.sources[i] for i in indices.tolist()] if self.sources is not None else None
-        return ImageTensors(self.images[indices], self.labels[indices], self.classes, sources)
+        images = self.images.subset(indices) if isinstance(self.images, MappedImages) else self.images[indices]
+        return ImageTensors(images, self.labels[indices], self.classes, sources)
 
     def name_of(self, index: int) -> str:
         """What a person can look up: the file path, or '#index' in an array dataset."""
@@ -43,7 +47,9 @@ class ImageTensors:
     def fingerprint(self) -> str:
         """SHA-256 over pixels, labels and class names: equal fingerprints mean identical data."""
         digest = hashlib.sha256()
-        digest.update(memoryview(self.images.contiguous().numpy()).cast("B"))
+        step = max(1, (4 << 20) // max(1, math.prod(self.images.shape[1:])))  # ~4 MB blocks: MappedImages stay on disk
+        for start in range(0, len(self.images), step):
+            digest.update(memoryview(self.images[start:start + step].contiguous().numpy()).cast("B"))
         digest.update(memoryview(self.labels.contiguous().numpy()).cast("B"))
         digest.update("\n".join(self.classes).encode())
         return digest.hexdigest()
