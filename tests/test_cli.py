@@ -104,7 +104,7 @@ def test_data_check_lists_bad_files_without_crashing(tmp_path):
         for i in range(3):
             Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(tmp_path / "d" / name / f"{i}.png")
     (tmp_path / "d" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    result = run_cli("data", tmp_path / "d")
+    result = run_cli("data", tmp_path / "d", cwd=tmp_path)
     assert result.returncode == 0 and "broken.jpg" in result.stdout and "unreadable files: 1" in result.stdout
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ..config import Config
 from .decode import DecodePolicy
-from .tensors import imbalance_ratio
+from .tensors import ImageTensors, imbalance_ratio
 
 
 def dhash(image: torch.Tensor) -> int:
@@ -33,9 +34,13 @@ def pixel_hash(image: torch.Tensor) -> str:
 
 
 def probe_file(path: Path) -> dict[str, Any]:
-    """Header facts of an image file without decoding it: mode, size, EXIF orientation."""
+    """Header facts of an image file without decoding it: mode, size, EXIF orientation (DICOM: modality too)."""
     from PIL import Image
 
+    from .decode import is_dicom
+
+    if is_dicom(path):
+        return probe_dicom(path)
     try:
         with Image.open(path) as image:
             orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
@@ -47,6 +52,52 @@ def probe_file(path: Path) -> dict[str, Any]:
 
 def inspect_dataset(dataset: str, *, data_dir: str | None = None) -> dict[str, Any]:
     """The data check of a named dataset or an image folder (bad files are listed, never fatal here)."""
+    return check_dataset(dataset, data_dir=data_dir).report
+
+
+# The kinds of image worth a look (keys as in report["kinds"]), decided from probe_file's header facts.
+ODD_KINDS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "16-bit": lambda facts: str(facts.get("mode", "")).startswith("I"),
+    "cmyk": lambda facts: facts.get("mode") == "CMYK",
+    "with alpha": lambda facts: bool(facts.get("alpha")),
+    "exif rotated": lambda facts: bool(facts.get("exif_rotated")),
+    "tiny (< 32 px)": lambda facts: bool(facts.get("size")) and min(facts["size"]) < 32,
+}
+
+
+@dataclass
+class DataCheck:
+    """What `visiontrain data` found (`report`, as inspect_dataset returns it) and what it found it in: the decoded
+    splits and, for an image folder, every image file as (split, path) with its header facts from probe_file."""
+
+    report: dict[str, Any]
+    splits: dict[str, ImageTensors]
+    files: list[tuple[str, str]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+
+    def odd_images(self) -> dict[str, list[tuple[str, str, dict[str, Any]]]]:
+        """(split, path, header facts) of the files of each kind in ODD_KINDS, in folder order."""
+        return {kind: [(split, path, facts) for (split, path), facts in zip(self.files, self.probes) if test(facts)]
+                for kind, test in ODD_KINDS.items()}
+
+
+def size_stats(splits: dict[str, ImageTensors], probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many images were decoded; for image files also their modes and their sizes as stored (width x height)."""
+    stats: dict[str, Any] = {"images": sum(len(split) for split in splits.values())}
+    sizes = Counter(tuple(facts["size"]) for facts in probes if facts.get("size"))
+    if sizes:
+        widths, heights = sorted(w for w, _ in sizes.elements()), sorted(h for _, h in sizes.elements())
+        modes = Counter(facts["mode"] for facts in probes if facts.get("mode"))
+        stats |= {"files": len(probes), "modes": dict(modes.most_common()), "distinct_sizes": len(sizes),
+                  "common_sizes": [[f"{w}x{h}", n] for (w, h), n in sizes.most_common(10)],
+                  "width": {"min": widths[0], "median": widths[len(widths) // 2], "max": widths[-1]},
+                  "height": {"min": heights[0], "median": heights[len(heights) // 2], "max": heights[-1]}}
+    return stats
+
+
+def check_dataset(dataset: str, *, data_dir: str | None = None) -> DataCheck:
+    """inspect_dataset's report together with the decoded splits and the per-file header facts it came from
+    (data_report.html draws its thumbnails from these tensors: nothing is decoded a second time)."""
     from . import load_dataset
     from .folder import scan_folder
 
@@ -60,13 +111,38 @@ def inspect_dataset(dataset: str, *, data_dir: str | None = None) -> dict[str, A
         report["splits"][name] = {"images": len(split), "per_class": dict(zip(data.classes, counts)),
                                   "imbalance_ratio": imbalance_ratio(counts)}
     report["exact_duplicates"], report["near_duplicates"] = _duplicates(splits)
+    files: list[tuple[str, str]] = []  # (split, path) of every image file of a folder, in scan order
+    probes: list[dict[str, Any]] = []
     if dataset not in _names():
         scan = scan_folder(Path(dataset))
         report["ignored_files"] = scan.ignored
-        files = [p for items in scan.splits.values() for p, _ in items]
-        probes = [probe_file(p) for p in files]
+        files = [(split, str(p)) for split, items in scan.splits.items() for p, _ in items]
+        probes = [probe_file(Path(p)) for _, p in files]
         report["kinds"] = _kinds(probes)
-    return report
+        report["dicom"] = _dicom_stats(probes)
+    report["sizes"] = size_stats(splits, probes)
+    return DataCheck(report, splits, files, probes)
+
+
+def probe_dicom(path: Path) -> dict[str, Any]:
+    """A DICOM file's header (pixels not read): size, modality, whether it carries its own window."""
+    facts: dict[str, Any] = {"mode": "DICOM", "dicom": True, "modality": "unknown"}
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        facts |= {"size": (int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)),
+                  "modality": str(ds.get("Modality") or "unknown").strip() or "unknown",
+                  "own_window": "WindowCenter" in ds and "WindowWidth" in ds}
+    except Exception:  # noqa: BLE001 - no pydicom, or an unreadable header: the decode lists the file as bad
+        pass
+    return facts
+
+
+def _dicom_stats(probes: list[dict]) -> dict[str, Any]:
+    dicom = [p for p in probes if p.get("dicom")]
+    return {"files": len(dicom), "modalities": dict(Counter(p["modality"] for p in dicom).most_common()),
+            "with own window": sum(1 for p in dicom if p.get("own_window"))}
 
 
 def _names() -> list[str]:
@@ -80,9 +156,10 @@ def _kinds(probes: list[dict]) -> dict[str, int]:
     return {"grayscale": sum(v for m, v in modes.items() if m in ("L", "1", "LA")),
             "16-bit": sum(v for m, v in modes.items() if m and m.startswith("I")),
             "cmyk": modes.get("CMYK", 0), "palette": modes.get("P", 0), "rgb": modes.get("RGB", 0),
+            "dicom": modes.get("DICOM", 0),
             "with alpha": sum(1 for p in probes if p.get("alpha")),
             "exif rotated": sum(1 for p in probes if p.get("exif_rotated")),
-            "tiny (< 32 px)": sum(1 for p in probes if p and min(p["size"]) < 32)}
+            "tiny (< 32 px)": sum(1 for p in probes if p.get("size") and min(p["size"]) < 32)}
 
 
 def _duplicates(splits: dict, tolerance: float = 0.05) -> tuple[list[dict], list[dict]]:
@@ -137,6 +214,11 @@ def format_report(report: dict[str, Any]) -> str:
                          "epoch by val balanced accuracy; --class-weights auto or --sampler balanced can help")
     if report.get("kinds"):
         lines.append("kinds: " + ", ".join(f"{k} {v}" for k, v in report["kinds"].items() if v))
+    if report.get("dicom", {}).get("files"):
+        dicom = report["dicom"]
+        lines.append(f"DICOM: {dicom['files']} files, modalities " +
+                     ", ".join(f"{m} {n}" for m, n in dicom["modalities"].items()) +
+                     f"; {dicom['with own window']} carry their own window (WindowCenter/WindowWidth)")
     lines.append(f"unreadable files: {len(report['bad_files'])}")
     lines += [f"  {path}: {reason}" for path, reason in report["bad_files"]]
     for path, reason in report.get("ignored_files", [])[:20]:

@@ -73,10 +73,11 @@ def _section(title: str, body: str, section_id: str) -> str:
     return f'<section id="{section_id}"><h2>{_e(title)}</h2>{body}</section>'
 
 
-def _page(title: str, subtitle: str, sections: Sequence[str]) -> str:
+def _page(title: str, subtitle: str, sections: Sequence[str], css: str = "") -> str:
+    """The whole page; `css` is appended to the shared CSS (a page's own rules, e.g. the data report's tiles)."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
-            f"<style>{CSS}</style></head>\n<body><h1>{_e(title)}</h1><p class=\"muted\">{_e(subtitle)}</p>\n"
+            f"<style>{CSS}{css}</style></head>\n<body><h1>{_e(title)}</h1><p class=\"muted\">{_e(subtitle)}</p>\n"
             + "\n".join(s for s in sections if s) + "\n</body></html>\n")
 
 
