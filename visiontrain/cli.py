@@ -67,13 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-n", type=int, default=32, dest="count", help="how many images (default 32)")
     show.add_argument("-o", "--output", metavar="FILE.png", help="default: <dataset>-batch[-augmented].png")
     show.add_argument("--seed", type=int, default=0, help="the training seed: it picks the order and the augmentation")
-    show.add_argument("--augment", help="override the config's augment mode (auto, none, crop, flip, crop+flip)")
+    show.add_argument("--augment", help="override the config's augment mode (auto, none, crop, flip, crop+flip, photo)")
     show.add_argument("--rotation", type=float, help="override the config's random rotation, degrees")
+    show.add_argument("--crop-scale", type=float, help="override photo mode's smallest crop area fraction")
+    show.add_argument("--jitter", type=float, help="override the colour jitter strength")
 
     data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits")
     data.add_argument("dataset", help="a dataset name or an image folder")
     data.add_argument("--data-dir")
     data.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    data.add_argument("-o", "--html", metavar="FILE", help="the self-contained HTML page with thumbnails of the "
+                      "problems (default data_report.html in the current folder)")
 
     eject = commands.add_parser("eject", help="write a run as one plain PyTorch script (no visiontrain needed)")
     eject.add_argument("run_dir")
@@ -302,7 +306,8 @@ def _summary(args: argparse.Namespace) -> int:
 def _show_batch(args: argparse.Namespace) -> int:
     from .report.batch import show_batch
 
-    overrides = {k: v for k, v in (("augment", args.augment), ("rotation", args.rotation)) if v is not None}
+    overrides = {k: v for k, v in (("augment", args.augment), ("rotation", args.rotation),
+                                   ("crop_scale", args.crop_scale), ("jitter", args.jitter)) if v is not None}
     path = show_batch(args.dataset, augmented=args.augmented, data_dir=args.data_dir, count=args.count,
                       output=args.output, seed=args.seed, **overrides)
     print(f"wrote {path}")
@@ -313,15 +318,19 @@ def _data(args: argparse.Namespace) -> int:
     import json
 
     from .config import build_config
-    from .data.inspect import format_report, inspect_dataset
+    from .data.inspect import check_dataset, format_report
+    from .report.data_report import html_target, write_data_report
 
     build_config({"dataset": args.dataset, "data_dir": args.data_dir, "model": "lenet"}, apply_preset=False)
-    report = inspect_dataset(args.dataset, data_dir=args.data_dir)
+    html = html_target(args.html)  # a bad -o is refused before the check, not after it
+    check = check_dataset(args.dataset, data_dir=args.data_dir)
+    report = check.report
     print(format_report(report))
     if args.json:
         from ._io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {write_data_report(check, html)}")
     return 0
 
 

@@ -30,14 +30,18 @@ class Config:
     val_fraction: float = 0.1  # share of train held out (seeded, stratified) when the dataset has no val split
     image_size: Optional[int] = None  # side in pixels that images are resized to; None: the dataset's own
     channels: Optional[int] = None  # 1 or 3; None: from the data (all grayscale -> 1)
-    augment: Literal["auto", "none", "crop", "flip", "crop+flip"] = "auto"  # auto: crop, + flip unless digits
+    augment: Literal["auto", "none", "crop", "flip", "crop+flip", "photo"] = "auto"  # auto: crop, + flip unless digits;
+    # photo: random resized crop + flip (unless digits) + colour jitter (opt-in, for colour photos)
     crop_padding: int = 2  # pixels of padding for random-crop (translate) augmentation
     rotation: float = 0.0  # max random rotation in degrees (0: off)
+    crop_scale: float = 0.35  # photo: the random resized crop keeps from this fraction of the image area up to all
+    jitter: Optional[float] = None  # colour jitter strength j: factors in [1-j, 1+j]; None: 0.4 in photo mode, else off
     skip_bad: bool = False  # exclude unreadable image files (listed) instead of stopping before training
     split_file: Optional[str] = None  # a split.csv (path, class, split, sha1): an image folder's train/val/test
     sampler: Literal["shuffle", "balanced"] = "shuffle"  # balanced: each epoch draws images with p ~ 1 / class count
     class_weights: Literal["none", "auto"] = "none"  # auto: CrossEntropyLoss weighted by 1 / class count (mean 1)
     imbalance_threshold: float = 3.0  # train largest/smallest class above this: keep the best val balanced accuracy
+    window: Optional[str] = None  # DICOM / 16-bit gray: "LEVEL,WIDTH" or soft-tissue|lung|bone|brain; None: file's own
     # -- model -------------------------------------------------------------------------------------------
     model: str = "fastnet"  # registry name (see `visiontrain models`)
     width: float = 1.0  # channel-width multiplier for models that have one (fastnet)
@@ -94,7 +98,7 @@ class Config:
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
                         "optimizer", "schedule", "seed", "val_fraction", "split_file", "sampler", "class_weights",
-                        "imbalance_threshold", "overfit_batch")
+                        "imbalance_threshold", "overfit_batch", "window")
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
 _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is allowed)
@@ -104,6 +108,8 @@ _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is 
     "channels": (1, 3, "1 or 3"),
     "crop_padding": (0, 64, "pixels from 0 to 64"),
     "rotation": (0.0, 180.0, "degrees from 0 to 180"),
+    "crop_scale": (0.01, 1.0, "an area fraction from 0.01 to 1, e.g. 0.35"),
+    "jitter": (0.0, 1.0, "a strength from 0 (off) to 1, e.g. 0.4"),
     "width": (0.05, 16.0, "a multiplier from 0.05 to 16"),
     "epochs": (1, 100_000, "a whole number of epochs >= 1"),
     "head_epochs": (0, 100_000, "a whole number of epochs >= 0"),
@@ -248,6 +254,13 @@ def _check_combinations(config: Config) -> None:
 
     if config.model not in MODELS:
         raise ConfigError(f"model: {MODELS.unknown_message(config.model)}")
+    if config.window is not None:
+        from .data.decode import parse_window
+
+        try:
+            parse_window(config.window)
+        except ValueError as error:
+            raise ConfigError(f"window: {error}") from None
     if config.channels not in (None, 1, 3):
         raise ConfigError(f"channels: {config.channels} is not allowed; use 1 or 3")
     if not (config.device == "auto" or config.device in ("cpu", "mps") or config.device.startswith("cuda")):

@@ -41,6 +41,17 @@ def init_distributed(device_type: str) -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def launcher(world_size: int) -> str:
+    """The command that starts visiontrain with `world_size` processes (on this machine's share of them, from the
+    torchrun environment), e.g. for the hint after a stop: a resume must use as many processes as the run."""
+    if world_size <= 1:
+        return "visiontrain"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or world_size  # processes per machine
+    if local >= world_size:
+        return f"torchrun --nproc_per_node={world_size} -m visiontrain"
+    return f"torchrun --nnodes={world_size // local} --nproc_per_node={local} -m visiontrain"
+
+
 def all_reduce_sum(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
     if not env.enabled:
         return values
@@ -56,6 +67,19 @@ def any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
     tensor = torch.tensor([int(flag)], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
+
+
+def broadcast_buffers(model: torch.nn.Module, env: DistEnv, also: dict[str, torch.Tensor] | None = None) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), in place, and the same-named tensors of
+    `also` (the EMA's state). DDP broadcasts the buffers before each forward, but each rank then updates them on its
+    own batch: at an epoch's end the ranks would otherwise evaluate slightly different models (and could disagree
+    on the best epoch or on early stopping). Rank 0's are the ones its checkpoint holds."""
+    if not env.enabled:
+        return
+    for name, buffer in model.named_buffers():
+        dist.broadcast(buffer.data, src=0)
+        if also is not None and name in also:
+            dist.broadcast(also[name], src=0)
 
 
 def broadcast_string(text: str | None, env: DistEnv) -> str:

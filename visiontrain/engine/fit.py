@@ -22,16 +22,18 @@ from .. import __version__
 from .._io import remove_stale_temp_files
 from ..config import Config
 from ..data import Dataset, load_dataset
-from ..data.augment import AugmentSpec
+from ..data.augment import PHOTO_JITTER, AugmentSpec
 from ..data.decode import DecodePolicy
 from ..data.loader import FixedBatchLoader, TensorLoader
+from ..data.mapped import place_on_device
 from ..data.splitfile import record_split
 from ..errors import CheckpointError, TrainingStopped
 from ..metrics.classification import balanced_accuracy
 from ..models import create_model
 from ..run import RunDir
 from .checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
-from .distributed import all_reduce_sum, any_rank, broadcast_string, init_distributed, shutdown
+from .distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, init_distributed, launcher,
+                          shutdown)
 from .ema import EMA
 from .imbalance import choose_selection, inverse_frequency, notice, sample_weights
 from .loop import NonFiniteLoss, Normalizer, Trainer, TrainState, predict_logits
@@ -41,19 +43,25 @@ from .progress import Progress
 
 
 def augment_spec(config: Config, dataset: Dataset) -> AugmentSpec:
+    """The augmentation a run trains with. `dataset` needs only allow_flip and pad_mode: eject passes the ones the
+    run recorded, so the ejected script resolves 'auto' and 'photo' exactly as training did."""
     mode = config.augment
     if mode == "auto":
         mode = "crop+flip" if dataset.allow_flip else "crop"
+    photo = mode == "photo"  # opt-in: random resized crop + flip (unless digits) + colour jitter
+    jitter = config.jitter if config.jitter is not None else (PHOTO_JITTER if photo else 0.0)
     return AugmentSpec(crop_padding=config.crop_padding if "crop" in mode else 0,
-                       flip="flip" in mode,  # "auto" already left flips out for digits
-                       rotation=config.rotation, pad_mode=dataset.pad_mode)
+                       flip="flip" in mode or (photo and dataset.allow_flip),  # auto and photo never mirror digits
+                       rotation=config.rotation, pad_mode=dataset.pad_mode,
+                       crop_scale=config.crop_scale if photo else 0.0, jitter=jitter)
 
 
 def load_config_dataset(config: Config, verbose: bool = True, split_file: str | Path | None = None) -> Dataset:
     """The config's dataset; `split_file` (default: config.split_file) fixes an image folder's train/val/test."""
     return load_dataset(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
                         image_size=config.image_size, channels=config.channels, skip_bad=config.skip_bad,
-                        policy=DecodePolicy(), verbose=verbose, split_file=split_file or config.split_file)
+                        policy=DecodePolicy(window=config.window), verbose=verbose,
+                        split_file=split_file or config.split_file)
 
 
 def build_model(config: Config, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -146,7 +154,7 @@ class Fit:
         self.trainer = Trainer(self._ddp_wrapped(), self.optimizer, self.scheduler,
                                nn.CrossEntropyLoss(weight=class_weights, label_smoothing=config.label_smoothing),
                                self.loader,
-                               data.train.images.to(self.device) if self.device.type != "cpu" else data.train.images,
+                               place_on_device(data.train.images, self.device),  # whole if it fits, else per batch
                                data.train.labels, self.normalize, augment_spec(config, data), config.seed,
                                config.accumulate, config.clip_grad, self.ema, scaler, self.after_step,
                                sync_every=32 if self.device.type == "cuda" else 1)
@@ -190,7 +198,10 @@ class Fit:
             if self.config.sync_bn:
                 self.model = module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            # head/gradual fine-tuning freezes the backbone (requires_grad off) after DDP built its buckets: DDP must
+            # then look for the parameters without a gradient each step, or it fails at the second step
+            module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
+                                                         find_unused_parameters=self.finetune in ("head", "gradual"))
         return torch.compile(module) if self.config.compile else module
 
     def _load_initial_weights(self, path: Path) -> None:
@@ -219,7 +230,7 @@ class Fit:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "scaler": self.trainer.scaler.state_dict() if self.trainer.scaler else None,
-            "state": state,
+            "state": state, "world_size": self.env.world_size,  # processes: a resume must use as many
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
         }
@@ -238,8 +249,9 @@ class Fit:
 
     def _restore(self) -> None:
         checkpoint, skipped = newest_valid_checkpoint(self.run_dir)
-        for path, reason in skipped:
+        for path, reason in skipped if self.env.is_main else ():  # only rank 0 prints
             print(f"visiontrain: skipped checkpoint {path}: {reason}", file=sys.stderr)
+        self._check_world_size(checkpoint.get("world_size"))
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -253,8 +265,21 @@ class Fit:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if self.device.type == "cuda" and checkpoint["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        print(f"visiontrain: resuming {self.run_dir.path} at epoch {self.state.epoch + 1}, "
-              f"step {self.state.step_in_epoch} (global step {self.state.global_step})", file=sys.stderr)
+        if self.env.is_main:
+            print(f"visiontrain: resuming {self.run_dir.path} at epoch {self.state.epoch + 1}, "
+                  f"step {self.state.step_in_epoch} (global step {self.state.global_step})", file=sys.stderr)
+
+    def _check_world_size(self, saved: int | None) -> None:
+        """Refuse to resume with another number of processes (older checkpoints, without the field: not checked)."""
+        if saved is None or saved == self.env.world_size:
+            return
+        batch = self.config.batch_size * self.config.accumulate
+        raise CheckpointError(
+            f"cannot resume {self.run_dir.path} with world_size {self.env.world_size}: it was trained with world_size "
+            f"{saved}, and the global batch (batch_size x accumulate x world_size: {batch * saved}, here "
+            f"{batch * self.env.world_size}), the data shards and the schedule's steps per epoch all depend on it; "
+            f"resume with {launcher(saved)} train --resume {self.run_dir.path}, or start a new run from its weights "
+            f"(--weights {self.run_dir.last})")
 
     def elapsed(self) -> float:
         """Wall seconds of this run: earlier processes (resume) plus this one since its command started."""
@@ -276,7 +301,8 @@ class Fit:
             self.stop_signal = self.stop_signal or signal.SIGTERM
             name = signal.Signals(self.stop_signal).name
             raise TrainingStopped(f"stopped by {name} at epoch {epoch + 1}, step {step + 1}; checkpoint saved in "
-                                  f"{self.run_dir.last}. Continue with: visiontrain train --resume {self.run_dir.path}",
+                                  f"{self.run_dir.last}. Continue with: {launcher(self.env.world_size)} train --resume "
+                                  f"{self.run_dir.path}",
                                   exit_code=128 + self.stop_signal)
 
     def run_epochs(self) -> None:
@@ -289,6 +315,7 @@ class Fit:
                                                                  and epoch < config.head_epochs))
             self.trainer.train_one_epoch(state, epoch)
             state.train_seconds += time.perf_counter() - started
+            broadcast_buffers(self.model, self.env, self.ema.state_dict() if self.ema else None)  # as rank 0's
             loss_sum, correct, seen = all_reduce_sum([state.loss_sum, state.correct, state.seen], self.env, self.device)
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                    "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
@@ -408,7 +435,8 @@ class Fit:
                         "val_source": data.val_source, "test": len(data.test) if data.test is not None else 0,
                         "image_size": data.image_size, "channels": data.in_channels, "mean": self.mean, "std": self.std,
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
-                        "load_seconds": data.load_seconds, "cache": data.cache_status, "split_file": data.split_info},
+                        "load_seconds": data.load_seconds, "cache": data.cache_status, "storage": data.storage,
+                        "split_file": data.split_info},
             "decode_policy": data.decode_policy,
             "hardware": self.precision.describe() | {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
             "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
