@@ -195,3 +195,32 @@ def test_raising_epochs_on_resume_extends_the_run(reference_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 4
     assert "epochs: 4" in (run / "config.yaml").read_text()
+
+
+def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(mnist_folder, tmp_path, monkeypatch,
+                                                                            reference_run):
+    """SIGTERM during the last step of epoch 1: epoch 1 is finished and saved (not lost), then the run stops."""
+    from visiontrain.engine import fit as fit_module
+    from visiontrain.errors import TrainingStopped
+
+    original = fit_module.Fit.after_step
+
+    def after_step(self, state, epoch, step):
+        if epoch == 0 and step + 1 == self.loader.steps_per_epoch:
+            self.stop_signal = signal.SIGTERM  # as the handler would set it
+        original(self, state, epoch, step)
+
+    monkeypatch.setattr(fit_module.Fit, "after_step", after_step)
+    args = dict(dataset=str(mnist_folder), model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=0.002,
+                threads=1, runs_dir=str(tmp_path), name="x", checkpoint_every=7, progress="none", augment="crop",
+                ema=0.9)
+    with pytest.raises(TrainingStopped, match="at the end of epoch 1; checkpoint saved") as stopped:
+        visiontrain.train(**args)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    state = final_state(tmp_path / "x")["state"]
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 0)  # the whole epoch, its metrics row included
+    assert len((tmp_path / "x" / "metrics.csv").read_text().splitlines()) == 2
+    monkeypatch.setattr(fit_module.Fit, "after_step", original)
+    resumed = run_cli("train", "--resume", tmp_path / "x")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_bit_identical(tmp_path / "x", reference_run)

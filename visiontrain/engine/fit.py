@@ -61,7 +61,7 @@ def load_config_dataset(config: Config, verbose: bool = True, split_file: str | 
     return load_dataset(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
                         image_size=config.image_size, channels=config.channels, skip_bad=config.skip_bad,
                         policy=DecodePolicy(window=config.window), verbose=verbose,
-                        split_file=split_file or config.split_file)
+                        split_file=split_file or config.split_file, class_names=config.class_names)
 
 
 def build_model(config: Config, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -295,15 +295,19 @@ class Fit:
             self.config.checkpoint_minutes and time.perf_counter() - self.last_save > 60 * self.config.checkpoint_minutes)
         due = any_rank(bool(due), self.env, self.device) if at_boundary else False
         stop = any_rank(bool(self.stop_signal), self.env, self.device) if at_boundary else False
-        if (due or stop) and step + 1 < self.loader.steps_per_epoch:
+        if step + 1 == self.loader.steps_per_epoch:
+            return  # the epoch's last step: run_epochs saves the epoch's end, then honours a stop
+        if due or stop:
             self.save()
         if stop:
-            self.stop_signal = self.stop_signal or signal.SIGTERM
-            name = signal.Signals(self.stop_signal).name
-            raise TrainingStopped(f"stopped by {name} at epoch {epoch + 1}, step {step + 1}; checkpoint saved in "
-                                  f"{self.run_dir.last}. Continue with: {launcher(self.env.world_size)} train --resume "
-                                  f"{self.run_dir.path}",
-                                  exit_code=128 + self.stop_signal)
+            self._stop(f"at epoch {epoch + 1}, step {step + 1}")
+
+    def _stop(self, where: str) -> None:
+        self.stop_signal = self.stop_signal or signal.SIGTERM
+        name = signal.Signals(self.stop_signal).name
+        raise TrainingStopped(f"stopped by {name} {where}; checkpoint saved in {self.run_dir.last}. Continue with: "
+                              f"{launcher(self.env.world_size)} train --resume {self.run_dir.path}",
+                              exit_code=128 + self.stop_signal)
 
     def run_epochs(self) -> None:
         config, state = self.config, self.state
@@ -340,6 +344,8 @@ class Fit:
             if self.env.is_main:
                 self.run_dir.write_metrics(state.rows)
             self.progress.epoch_end(row)
+            if state.epoch < config.epochs and any_rank(bool(self.stop_signal), self.env, self.device):
+                self._stop(f"at the end of epoch {epoch + 1}")
             if config.early_stop and state.stale_epochs >= config.early_stop:
                 self.progress.message(f"early stop: no better {self.selection.column} for {config.early_stop} epochs")
                 break
