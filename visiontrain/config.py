@@ -38,6 +38,8 @@ class Config:
     jitter: Optional[float] = None  # colour jitter strength j: factors in [1-j, 1+j]; None: 0.4 in photo mode, else off
     skip_bad: bool = False  # exclude unreadable image files (listed) instead of stopping before training
     split_file: Optional[str] = None  # a split.csv (path, class, split, sha1): an image folder's train/val/test
+    class_names: Optional[str] = None  # a file mapping class folder names to display names (ImageNet's
+    # LOC_synset_mapping.txt, a TSV/CSV of folder,name, a JSON object or imagenet_class_index.json); data/classnames.py
     sampler: Literal["shuffle", "balanced"] = "shuffle"  # balanced: each epoch draws images with p ~ 1 / class count
     class_weights: Literal["none", "auto"] = "none"  # auto: CrossEntropyLoss weighted by 1 / class count (mean 1)
     imbalance_threshold: float = 3.0  # train largest/smallest class above this: keep the best val balanced accuracy
@@ -98,7 +100,7 @@ class Config:
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
                         "optimizer", "schedule", "seed", "val_fraction", "split_file", "sampler", "class_weights",
-                        "imbalance_threshold", "overfit_batch", "window")
+                        "imbalance_threshold", "overfit_batch", "window", "class_names")
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
 _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is allowed)
@@ -248,6 +250,11 @@ def _check_combinations(config: Config) -> None:
         if config.dataset in DATASETS:
             raise ConfigError(f"split_file: {config.dataset!r} is a named dataset; a split file lists the files of an "
                               "image folder")
+    if config.class_names is not None and not Path(config.class_names).expanduser().is_file():
+        raise ConfigError(f"class_names: the file {config.class_names!r} does not exist" if not
+                          Path(config.class_names).expanduser().exists() else
+                          f"class_names: {config.class_names!r} is a folder; give the file that maps class folder "
+                          "names to display names")
     if config.weights is not None and not Path(config.weights).expanduser().is_file():
         raise ConfigError(f"weights: the file {config.weights!r} does not exist")
     from .models import MODELS

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import DataError
 from . import cache, memmap
+from .classnames import display_names, read_class_names
 from .decode import DecodePolicy
 from .folder import load_folder, missing_class_warnings
 from .registry import DATASETS, channel_stats, source_files
@@ -42,6 +43,7 @@ class Dataset:
     load_seconds: float = 0.0
     cache_status: str = ""
     storage: str = "memory"  # 'memory' (tensors) or 'memmap' (MappedImages of a folder cached on disk: data/memmap.py)
+    class_folders: list[str] | None = None  # the class folder names when `classes` are display names (--class-names)
 
     @property
     def in_channels(self) -> int:
@@ -80,13 +82,16 @@ def _entry_from_splits(splits: dict[str, ImageTensors], bad: list) -> dict:
 def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: float = 0.1, seed: int = 0,
                  image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
                  policy: DecodePolicy | None = None, verbose: bool = True,
-                 split_file: str | Path | None = None) -> Dataset:
+                 split_file: str | Path | None = None, class_names: str | Path | None = None) -> Dataset:
     """Load a named dataset or an image folder (decoded tensors come from the cache after the first time).
 
     When the dataset has no validation split, a seeded, stratified `val_fraction` of train is held out.
     `split_file` (image folders only) assigns every image to train/val/test as that split.csv says instead.
+    `class_names` (data/classnames.py) renames the classes for display once the splits are built; folder names stay
+    what splits, split files and the cache match by.
     """
     start = time.perf_counter()
+    mapping = read_class_names(class_names) if class_names is not None else None  # malformed: fails before decoding
     policy = policy or DecodePolicy()
     data_path = Path(data_dir).expanduser() if data_dir else None
     if dataset in DATASETS:
@@ -153,11 +158,19 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
     mean, std = entry["mean"], entry["std"]
     if channels is not None and len(mean) != channels:
         mean, std = channel_stats(train.images)
+    folders = None
+    if mapping is not None:  # display names, after split matching (which is by folder name)
+        folders, (classes, warnings) = classes, display_names(classes, mapping, class_names)
+        for warning in warnings:
+            print(f"visiontrain: warning: {warning}", file=sys.stderr)
+        for tensors in (train, val, test):
+            if tensors is not None:
+                tensors.classes = classes
     return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
                    allow_flip=allow_flip, pad_mode=pad_mode, fingerprint=entry["fingerprint"],
                    decode_policy=policy.to_dict(), bad_files=[tuple(b) for b in entry["bad_files"]],
                    val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status,
-                   storage=storage,
+                   storage=storage, class_folders=folders,
                    root=None if dataset in DATASETS else str(root), split_info=split_info)
 
 

@@ -45,8 +45,12 @@ def _listing(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def write_split_file(path: str | Path, root: str | Path, splits: dict[str, ImageTensors | None]) -> int:
+def write_split_file(path: str | Path, root: str | Path, splits: dict[str, ImageTensors | None],
+                     classes: list[str] | None = None) -> int:
     """Write `path` (atomically) from the splits of an image folder; rows in split order, then image order.
+
+    `classes` are the class folder names, index = label (default: each split's classes); they differ when the
+    splits carry display names (--class-names), and the file always holds folder names.
 
     Returns the number of rows. The order matters: reading the file back gives the same tensors in the same
     order, so a run that reads its own split (resume, eval) sees exactly the batches it saw before.
@@ -63,7 +67,7 @@ def write_split_file(path: str | Path, root: str | Path, splits: dict[str, Image
             raise DataError(f"cannot write the split file {path}: the {split} split has no file paths")
         for source, label in zip(tensors.sources, tensors.labels.tolist()):
             sha1 = file_digest(Path(source), "sha1")
-            writer.writerow([relative_path(source, root), tensors.classes[label], split, sha1])
+            writer.writerow([relative_path(source, root), (classes or tensors.classes)[label], split, sha1])
             count += 1
     atomic_write_text(path, buffer.getvalue())
     return count
@@ -177,7 +181,8 @@ def record_split(target: Path, dataset: Any) -> bool:
             atomic_write_bytes(target, Path(dataset.split_info["path"]).read_bytes())
             return True
         if dataset.val_source == "train" and dataset.root is not None and dataset.train.sources is not None:
-            write_split_file(target, dataset.root, {"train": dataset.train, "val": dataset.val, "test": dataset.test})
+            write_split_file(target, dataset.root, {"train": dataset.train, "val": dataset.val, "test": dataset.test},
+                             getattr(dataset, "class_folders", None))
             return True
     except OSError as error:
         raise RunError(f"could not write the split file {target} ({error.strerror or error})") from None
