@@ -202,3 +202,19 @@ def test_the_field_round_trips_and_is_resume_unsafe(tmp_path, imagenet, loc_file
     path.write_text(to_yaml(config))
     assert build_config(load_yaml(path), apply_preset=False) == config
     assert "class_names" in RESUME_UNSAFE_FIELDS
+
+
+def test_a_flat_val_folder_is_named_not_silently_replaced_by_a_carved_split(tmp_path):
+    """ILSVRC2012's val archive unpacks flat; training would otherwise hold out part of train without a word."""
+    from PIL import Image
+
+    from visiontrain.data import load_dataset
+    from visiontrain.errors import DataError
+
+    for split, folders in (("train", ("n01", "n02")), ("val", ("",))):
+        for folder in folders:
+            (tmp_path / split / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / split / folder / f"{folder or 'v'}{i}.JPEG")
+    with pytest.raises(DataError, match=r"holds 4 images but no class folders; sort them into .*val/<class>/"):
+        load_dataset(str(tmp_path), verbose=False)

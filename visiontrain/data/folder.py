@@ -77,6 +77,14 @@ def scan_folder(root: Path) -> FolderScan:
     if not classes:
         raise DataError(f"{split_dirs['train']} has no class sub-folders; expected {split_dirs['train']}/<class>/image.jpg")
     scan = FolderScan(root, {}, classes, ignored)
+    for split, folder in split_dirs.items():  # images directly in train/, val/ or test/ have no class: say so
+        loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                 and p.suffix.lower() in IMAGE_EXTENSIONS] if folder is not None and folder != root else []
+        if loose and not class_dirs[split]:
+            raise DataError(f"{folder} holds {len(loose)} images but no class folders; sort them into "
+                            f"{folder}/<class>/ (ImageNet's val: with the devkit's labels), or remove {folder.name}/ "
+                            "to let visiontrain hold out part of train")
+        ignored.extend((str(p), "outside any class folder (its class is unknown)") for p in loose)
     for split, dirs in class_dirs.items():
         extra = sorted(set(dirs) - set(classes))
         if extra:
