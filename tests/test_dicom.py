@@ -138,7 +138,7 @@ def test_bad_dicom_files_are_named_with_one_clear_reason(tmp_path):
     message, soft = str(error.value), root / "train" / "soft"
     assert f"{soft / 'report.dcm'}: a DICOM file without pixel data (no PixelData element)" in message
     assert f"{root / 'train' / 'soft' / 'cine.dcm'}: a multi-frame DICOM (3 frames)" in message
-    assert ("3" if compressed else "2") + " unreadable image file(s)" in message and "--skip-bad" in message
+    assert ("3" if compressed else "2") + " unreadable image file(s)" in message and "--strict" in message
     if compressed:
         assert f"{root / 'train' / 'bone' / 'jpegls.dcm'}: compressed as JPEG-LS Lossless" in message
         assert "handler that is not installed: install one of" in message and "pylibjpeg" in message

@@ -1,6 +1,7 @@
 """Image folders: layouts, class mapping by name, every kind of image file, bad files found before training."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_all_bad_files_are_listed_before_training_and_skip_bad_trains_on_the_res
     message = str(error.value)
     for name in ("truncated.png", "empty.png", "text.jpg", "cut.jpg"):
         assert name in message
-    assert "4 unreadable" in message and "--skip-bad" in message
+    assert "4 unreadable" in message and "--strict" in message
     data = load_dataset(str(root), skip_bad=True, val_fraction=0)
     assert len(data.train) == 12 and len(data.bad_files) == 4
 
@@ -166,3 +167,27 @@ def test_data_check_finds_duplicates_across_splits(tmp_path):
     assert any(g["cross_split"] and any("reencoded.jpg" in n for _, n in g["images"]) for g in report["near_duplicates"])
     assert report["splits"]["train"]["per_class"] == {"a": 5, "b": 5}
     assert any("notes.txt" in path for path, _ in report["ignored_files"])
+
+
+def test_train_lists_and_skips_a_bad_file_by_default_and_strict_stops_before_training(tmp_path):
+    from conftest import run_cli
+
+    root = make_folder(tmp_path)
+    (root / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    common = ["--dataset", root, "--model", "mlp", "--epochs", "1", "--batch-size", "4", "--runs-dir",
+              tmp_path / "runs", "--progress", "none", "--no-report"]
+    strict = run_cli("train", *common, "--strict", "--name", "strict")
+    assert strict.returncode == 2 and "broken.png" in strict.stderr and "Traceback" not in strict.stderr
+    assert not (tmp_path / "runs" / "strict").exists()
+    default = run_cli("train", *common, "--name", "lenient")
+    assert default.returncode == 0, default.stderr
+    assert "skipped 1 unreadable file" in default.stderr and "broken.png" in default.stderr
+    summary = json.loads((tmp_path / "runs" / "lenient" / "summary.json").read_text())
+    assert [Path(p).name for p in summary["dataset"]["skipped_files"]] == ["broken.png"]
+
+
+def test_an_old_config_yaml_with_skip_bad_still_loads(tmp_path):
+    from visiontrain.config import load_yaml
+
+    (tmp_path / "c.yaml").write_text("format_version: 1\nskip_bad: true\nepochs: 2\n")
+    assert load_yaml(tmp_path / "c.yaml") == {"strict": False, "epochs": 2}

@@ -283,7 +283,7 @@ def test_when_the_memmap_cache_is_used(monkeypatch, tmp_path):
 def test_bad_files_are_listed_before_anything_is_cached(small, monkeypatch, isolated_home):
     monkeypatch.setenv(memmap.ENV, "1")
     (small / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match="1 unreadable image file.*broken.png.*--skip-bad"):
+    with pytest.raises(DataError, match="1 unreadable image file.*broken.png.*--strict"):
         load_dataset(str(small))
     assert not cache_files(isolated_home, "*.u8") and not cache_files(isolated_home, ".*.tmp")
     data = load_dataset(str(small), skip_bad=True, val_fraction=0)

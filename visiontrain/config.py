@@ -36,7 +36,7 @@ class Config:
     rotation: float = 0.0  # max random rotation in degrees (0: off)
     crop_scale: float = 0.35  # photo: the random resized crop keeps from this fraction of the image area up to all
     jitter: Optional[float] = None  # colour jitter strength j: factors in [1-j, 1+j]; None: 0.4 in photo mode, else off
-    skip_bad: bool = False  # exclude unreadable image files (listed) instead of stopping before training
+    strict: bool = False  # an unreadable image file stops the run before training (default: listed, skipped, recorded)
     split_file: Optional[str] = None  # a split.csv (path, class, split, sha1): an image folder's train/val/test
     class_names: Optional[str] = None  # a file mapping class folder names to display names (ImageNet's
     # LOC_synset_mapping.txt, a TSV/CSV of folder,name, a JSON object or imagenet_class_index.json); data/classnames.py
@@ -290,6 +290,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must be a mapping of field: value")
+    if "skip_bad" in data:  # config.yaml files written before --strict replaced --skip-bad (which was opt-in)
+        data["strict"] = not data.pop("skip_bad")
     version = data.pop("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ConfigError(f"config: {path} has format_version {version!r}, newer than this visiontrain understands "

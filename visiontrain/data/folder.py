@@ -173,13 +173,13 @@ def check_bad_files(bad: list[tuple[str, str]], root: Path, skip_bad: bool) -> N
     """Raise DataError naming every unreadable file (path: reason) unless skip_bad; shared by the in-memory and
     the memory-mapped cache (data/memmap.py), so both refuse the same folders with the same sentence."""
     needs_pydicom = [path for path, reason in bad if reason == PYDICOM_MISSING]
-    if needs_pydicom:  # one sentence, not one per file; --skip-bad would silently drop every DICOM file
+    if needs_pydicom:  # one sentence, not one per file; skipping would silently drop every DICOM file
         raise DataError(f"{len(needs_pydicom)} DICOM file(s) under {root} (such as {needs_pydicom[0]}) cannot be read: "
                         f"{PYDICOM_MISSING}")
     if bad and not skip_bad:
         listing = "; ".join(f"{path}: {reason}" for path, reason in bad)
         raise DataError(f"{len(bad)} unreadable image file(s) under {root}: {listing}. "
-                        "Fix or delete them, or pass --skip-bad to train without them")
+                        "Fix or delete them (visiontrain train lists and skips them unless --strict)")
 
 
 def decoded_shape(shapes: list[tuple[int, ...]], image_size: int | None, channels: int | None) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from ..errors import CheckpointError, TrainingStopped
 from ..metrics.classification import balanced_accuracy
 from ..models import create_model
 from ..run import RunDir
-from .checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
+from .checkpoint import fitting_tensors, load_checkpoint, load_state_dict_file, save_checkpoint
 from .distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, init_distributed, launcher,
                           shutdown)
 from .ema import EMA
@@ -59,7 +59,7 @@ def augment_spec(config: Config, dataset: Dataset) -> AugmentSpec:
 def load_config_dataset(config: Config, verbose: bool = True, split_file: str | Path | None = None) -> Dataset:
     """The config's dataset; `split_file` (default: config.split_file) fixes an image folder's train/val/test."""
     return load_dataset(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
-                        image_size=config.image_size, channels=config.channels, skip_bad=config.skip_bad,
+                        image_size=config.image_size, channels=config.channels, skip_bad=not config.strict,
                         policy=DecodePolicy(window=config.window), verbose=verbose,
                         split_file=split_file or config.split_file, class_names=config.class_names)
 
@@ -206,8 +206,7 @@ class Fit:
 
     def _load_initial_weights(self, path: Path) -> None:
         state = load_state_dict_file(path)
-        own = self.model.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        usable = fitting_tensors(state, self.model.state_dict())
         if not usable:
             raise CheckpointError(f"none of the tensors in {path} fit model {self.config.model}; is it for this model?")
         self.model.load_state_dict(usable, strict=False)

@@ -257,8 +257,8 @@ def _sizes(report: dict[str, Any]) -> str:
 
 def _bad_files(report: dict[str, Any], thumbs: _Thumbnails) -> str:
     bad, ignored = report["bad_files"], report.get("ignored_files", [])
-    body = [f"<p>{len(bad):,} file(s) could not be decoded; training stops on them unless --skip-bad is given, which "
-            "leaves them out.</p>" if bad else "<p>Every image file was decoded.</p>"]
+    body = [f"<p>{len(bad):,} file(s) could not be decoded; training lists and skips them (with --strict it stops "
+            "before training instead).</p>" if bad else "<p>Every image file was decoded.</p>"]
     if bad:
         tiles = [thumbs.tile(_split_of(path, report), path, f'<br><span class="reason">{_e(reason)}</span>',
                              missing="cannot be shown") for path, reason in bad[:MAX_TILES]]
