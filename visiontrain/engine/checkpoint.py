@@ -109,3 +109,18 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def fitting_tensors(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file that fit a model, keyed as the model names them.
+
+    A torchvision or timm state dict names the network's own layers ("conv1.weight"); behind visiontrain's
+    Classifier interface that network is `features` ("features.conv1.weight"). A new head's tensors (another
+    number of classes) do not fit and are left out.
+    """
+    usable = {}
+    for key, value in state.items():
+        name = next((n for n in (key, f"features.{key}") if n in own and own[n].shape == value.shape), None)
+        if name is not None:
+            usable[name] = value
+    return usable
