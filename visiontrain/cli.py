@@ -336,13 +336,9 @@ def _data(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .api import train
-    from .config import load_yaml
 
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    config = load_yaml(args.config_file) if args.config_file else {}
-    if args.config_file and not args.resume:
-        config.pop("name", None)  # repeating a run writes a new folder
-    run = train(config | fields if not args.resume else fields, resume=args.resume, start_time=_START)
+    values = _config_values(args)  # reads --config FILE even on --resume, where only the flags apply
+    run = train(_flag_values(args) if args.resume else values, resume=args.resume, start_time=_START)
     summary = run.summary
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
@@ -354,13 +350,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag_values(args: argparse.Namespace) -> dict:
+    """The config fields given as flags on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+
+
 def _config_values(args: argparse.Namespace) -> dict:
-    """The config fields of --config FILE, overridden by the flags given (a file's run name is dropped)."""
+    """The config fields of --config FILE, overridden by the flags given (a file's run name is dropped: repeating
+    a run writes a new folder)."""
     from .config import load_yaml
 
     values = load_yaml(args.config_file) if args.config_file else {}
     values.pop("name", None)
-    return values | {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    return values | _flag_values(args)
 
 
 def _sweep(args: argparse.Namespace) -> int:
