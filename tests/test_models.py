@@ -79,3 +79,35 @@ def test_whitening_layer_decorrelates_patches():
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         MODELS.register("lenet")(lambda **_: None)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_squeezenet_whose_classifier_is_a_1x1_convolution_builds(in_channels):
+    """torchvision's squeezenet has no Linear layer: its final 1x1 convolution becomes fc (5 classes here)."""
+    model = create_model("squeezenet1_0", num_classes=5, in_channels=in_channels, image_size=64)
+    images = torch.randn(2, in_channels, 64, 64)
+    logits = model(images)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    assert isinstance(model.fc, torch.nn.Linear) and (model.fc.in_features, model.fc.out_features) == (512, 5)
+    logits.sum().backward()
+    assert model.fc.weight.grad is not None
+    model.reset_classifier(3)
+    assert model(images).shape == (2, 3)
+
+
+def test_a_1x1_convolution_classifier_becomes_the_equal_linear_layer():
+    """Pooling then fc = torchvision's final 1x1 convolution then pooling (its ReLU on the class maps left out)."""
+    import copy
+
+    import torchvision
+
+    from visiontrain.models.zoo import Wrapped
+
+    torch.manual_seed(0)
+    original = torchvision.models.squeezenet1_1(num_classes=5).eval()
+    wrapped = Wrapped(copy.deepcopy(original)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = original.classifier[1](original.features(images)).mean((2, 3))
+        assert torch.allclose(wrapped(images), expected, atol=1e-5)
+    assert torch.equal(wrapped.fc.weight, original.classifier[1].weight.flatten(1))

@@ -19,10 +19,27 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._lazy: list[Callable[[], None]] = []
+        self._prefixes: dict[str, tuple[Callable[[str], T], str]] = {}
 
     def register_lazy(self, loader: Callable[[], None]) -> None:
         """`loader` registers more names when first needed (torchvision's ~80 models cost 2 s to import)."""
         self._lazy.append(loader)
+
+    def register_prefix(self, prefix: str, resolve: Callable[[str], T], description: str) -> None:
+        """Names `prefix + NAME` that are looked up on demand, not listed (timm's ~1,400 architectures):
+        `resolve(NAME)` returns the object, or raises UnknownNameError with the sentence to show."""
+        self._prefixes[prefix] = (resolve, description)
+
+    def prefixes(self) -> dict[str, str]:
+        """prefix -> a line describing the names it stands for (for listings)."""
+        return {prefix: description for prefix, (_, description) in self._prefixes.items()}
+
+    def _resolve(self, name: str) -> T | None:
+        """The object of a prefixed name; None when `name` has no registered prefix."""
+        for prefix, (resolve, _) in self._prefixes.items():
+            if name.startswith(prefix):
+                return resolve(name[len(prefix):])
+        return None
 
     def _load_lazy(self) -> None:
         while self._lazy:
@@ -39,6 +56,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
+            resolved = self._resolve(name)  # raises UnknownNameError for an unknown prefixed name
+            if resolved is not None:
+                return resolved
             self._load_lazy()
         if name not in self._items:
             raise UnknownNameError(self.unknown_message(name))
@@ -46,7 +66,12 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         self._load_lazy()
+        try:
+            self._resolve(name)
+        except UnknownNameError as error:  # a prefixed name: the prefix's own sentence
+            return str(error)
         close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
+        close += [prefix + name for prefix in self._prefixes if self._resolves(prefix + name)]
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         return f"unknown {self.kind} {name!r}: {hint}valid names are: {', '.join(sorted(self._items))}"
 
@@ -54,9 +79,16 @@ class Registry(Generic[T]):
         self._load_lazy()
         return sorted(self._items)
 
+    def _resolves(self, name: str) -> bool:
+        try:
+            return self._resolve(name) is not None
+        except UnknownNameError:
+            return False
+
     def __contains__(self, name: object) -> bool:
-        if name not in self._items:
-            self._load_lazy()
+        if name in self._items or (isinstance(name, str) and self._resolves(name)):
+            return True
+        self._load_lazy()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("-o", "--output", default="lr-find", metavar="DIR", help="output folder (default lr-find)")
     _add_config_flags(lr_find)
 
-    commands.add_parser("models", help="list the registered models")
+    models = commands.add_parser("models", help="list the registered models")
+    models.add_argument("--timm", metavar="PATTERN", help="list timm's architectures matching PATTERN (e.g. 'resnet*' "
+                        "or '*'), as the timm/<name> names --model takes")
     commands.add_parser("datasets", help="list the named datasets")
     commands.add_parser("presets", help="list the tuned recipes")
     return parser
@@ -217,8 +219,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         from .models import MODELS
 
+        if args.timm is not None:
+            from .models.zoo import timm_names
+
+            names = timm_names(args.timm)
+            if not names:
+                raise ConfigError(f"--timm: no timm architecture matches {args.timm!r}; try a wildcard, e.g. 'resnet*'")
+            print("\n".join(names))
+            return 0
         for name in MODELS.names():
             print(f"{name:<28} {(MODELS.get(name).__doc__ or '').strip().splitlines()[0]}")
+        for prefix, description in MODELS.prefixes().items():
+            print(f"{prefix + '<name>':<28} {description}")
         return 0
     if args.command == "datasets":
         from .data.registry import DATASETS

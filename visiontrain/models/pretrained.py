@@ -16,7 +16,7 @@ from torch import nn
 from .._registry import Registry
 from ..errors import CheckpointError
 from . import MODELS
-from .zoo import Wrapped, adapt_input_channels
+from .zoo import TIMM_PREFIX, adapt_input_channels, timm_model
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -33,20 +33,12 @@ class PretrainedSource:
 PRETRAINED: Registry[PretrainedSource] = Registry("pretrained model")
 
 
-def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise ValueError(f"{name} needs timm: pip install timm") from None
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
-
-
 @MODELS.register("efficientnet_lite0")
 def efficientnet_lite0(*, num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:
     """timm's EfficientNet-Lite0 (4.7 M parameters); --pretrained takes the ImageNet weights of an installed package."""
     if width != 1.0:
         raise ValueError("width: efficientnet_lite0 has fixed widths; leave width at 1.0")
-    return Wrapped(_timm("efficientnet_lite0", num_classes, in_channels))
+    return timm_model("efficientnet_lite0", num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
 def _efficientnet_lite0_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -76,9 +68,15 @@ PRETRAINED.register("efficientnet_lite0")(PretrainedSource(
 
 def pretrained_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> tuple[nn.Module, PretrainedSource]:
     """The registered model with pretrained weights in its backbone, a new head, and adapted input channels."""
+    if name.startswith(TIMM_PREFIX):  # timm would download them; visiontrain never does
+        bare = name[len(TIMM_PREFIX):]
+        raise CheckpointError(f"--pretrained downloads nothing and no weights for {name!r} are installed: save "
+                              f"timm.create_model({bare!r}, pretrained=True).state_dict() with torch.save where "
+                              f"there is network, then pass that file as --weights FILE instead of --pretrained")
     if name not in PRETRAINED:
         raise CheckpointError(f"no pretrained weights are available offline for {name!r} (models with them: "
-                              f"{', '.join(PRETRAINED.names())}); download a state dict yourself and pass --weights FILE")
+                              f"{', '.join(PRETRAINED.names())}); download a state dict yourself and pass "
+                              "--weights FILE instead of --pretrained")
     source = PRETRAINED.get(name)
     model = MODELS.get(name)(num_classes=1000, in_channels=3, image_size=image_size)  # the pretrained layout
     weights = source.load(model)
