@@ -23,11 +23,11 @@ def digits(tmp_path_factory):
 
 
 def _grid_size(count: int, ncols: int = 8) -> tuple[int, int]:
-    """Pixels of report.plots.image_grid with one-line captions and a heading: 1.5 in per column, 1.66 in per row,
-    0.4 in of heading, at 100 dpi."""
+    """Pixels of report.plots.image_grid with one-line captions and a heading: cells of 112 px images padded by
+    6 px, a 14 px caption line, a 26 px heading."""
     columns = min(ncols, count)
     rows = -(-count // columns)
-    return round(150 * columns), round(100 * (rows * (1.5 + 0.16) + 0.4))
+    return 124 * columns, 26 + rows * (112 + 6 + 14 + 6)
 
 
 # -- show-batch -------------------------------------------------------------------------------------------------

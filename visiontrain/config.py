@@ -33,6 +33,8 @@ class Config:
     augment: Literal["auto", "none", "crop", "flip", "crop+flip", "photo"] = "auto"  # auto: crop, + flip unless digits;
     # photo: random resized crop + flip (unless digits) + colour jitter (opt-in, for colour photos)
     crop_padding: int = 2  # pixels of padding for random-crop (translate) augmentation
+    flip_mode: Literal["random", "alternate"] = "random"  # alternate: each image gets one random flip, mirrored
+    # on every other epoch (airbench's derandomised flip: every image is seen both ways within two epochs)
     rotation: float = 0.0  # max random rotation in degrees (0: off)
     crop_scale: float = 0.35  # photo: the random resized crop keeps from this fraction of the image area up to all
     jitter: Optional[float] = None  # colour jitter strength j: factors in [1-j, 1+j]; None: 0.4 in photo mode, else off
@@ -60,6 +62,8 @@ class Config:
     momentum: float = 0.9  # SGD momentum (Adam: beta1)
     nesterov: bool = True  # SGD only
     weight_decay: float = 5e-4
+    bias_lr_scale: float = 1.0  # lr multiplier for normalisation-layer biases (airbench: 64); above 1 they are also
+    # decayed by weight_decay / bias_lr_scale, the same shrink per step as the weights (as airbench does)
     schedule: Literal["onecycle", "cosine", "step", "linear", "constant"] = "onecycle"
     warmup_epochs: float = 0.0  # linear warm-up before cosine/step/linear (onecycle has its own 30% ramp)
     step_size: int = 5  # StepLR: epochs between decays
@@ -68,6 +72,8 @@ class Config:
     accumulate: int = 1  # gradient accumulation steps per optimiser step
     clip_grad: Optional[float] = None  # max gradient norm (None: no clipping)
     ema: Optional[float] = None  # decay of an exponential moving average of the weights (e.g. 0.99); None: off
+    lookahead: bool = False  # airbench's lookahead: every 5 steps the weights move to a slow average of themselves
+    # whose decay rises as (step / total)^3; the run ends on the slow weights (engine/ema.py)
     early_stop: Optional[int] = None  # stop after this many epochs without a better val accuracy
     tta: bool = False  # final test evaluation and predict average flip + 1 px translations (per-epoch val: plain, cheaper)
     overfit_batch: int = 0  # sanity check: train only on this many fixed train images (one batch, no augmentation); 0: off
@@ -99,7 +105,7 @@ class Config:
 
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
-                        "optimizer", "schedule", "seed", "val_fraction", "split_file", "sampler", "class_weights",
+                        "optimizer", "schedule", "seed", "lookahead", "val_fraction", "split_file", "sampler", "class_weights",
                         "imbalance_threshold", "overfit_batch", "window", "class_names")
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
@@ -127,6 +133,7 @@ _RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is 
     "accumulate": (1, 4096, "a whole number >= 1"),
     "clip_grad": (1e-9, 1e9, "a positive gradient norm"),
     "ema": (0.0, 0.999999, "a decay in [0, 1), e.g. 0.99"),
+    "bias_lr_scale": (1e-3, 1e4, "a positive multiplier, e.g. 64"),
     "early_stop": (1, 100_000, "a whole number of epochs >= 1"),
     "threads": (1, 1024, "a whole number >= 1"),
     "eval_batch_size": (1, 1 << 20, "a whole number >= 1"),

@@ -45,6 +45,24 @@ def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed(seed, epoch * 1_000_003 + step, salt=1))
 
 
+def image_flips(flip_mode: str, count: int, seed: int) -> torch.Tensor | None:
+    """`--flip-mode alternate`: bool (count,), each training image's own flip bit, inverted on odd epochs, so every
+    image is seen both ways in any two consecutive epochs (airbench: 10.8 -> 9.9 epochs to 94%). random: None."""
+    if flip_mode != "alternate":
+        return None
+    return torch.rand(count, generator=torch.Generator().manual_seed(epoch_seed(seed, 0, salt=2))) < 0.5
+
+
+def batch_params(spec: AugmentSpec, indices: torch.Tensor, seed: int, epoch: int, step: int,
+                 flips: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The parameters of step `step` of epoch `epoch` for the training images `indices` (the trainer's and
+    show-batch's one way to draw them); `flips` from image_flips."""
+    params = make_params(spec, len(indices), step_generator(seed, epoch, step))
+    if flips is not None and "flip" in params:
+        params["flip"] = flips[indices] ^ bool(epoch % 2)
+    return params
+
+
 def make_params(spec: AugmentSpec, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Per-sample parameters: shift int64 (B, 2) in [-p, p], flip bool (B,), angle float (B,) degrees;
     resized crop: crop_area float64 (B, 10) area fractions in [crop_scale, 1], crop_log_ratio float64 (B, 10),

@@ -22,7 +22,7 @@ from .. import __version__
 from .._io import remove_stale_temp_files
 from ..config import Config
 from ..data import Dataset, load_dataset
-from ..data.augment import PHOTO_JITTER, AugmentSpec
+from ..data.augment import PHOTO_JITTER, AugmentSpec, image_flips
 from ..data.decode import DecodePolicy
 from ..data.loader import FixedBatchLoader, TensorLoader
 from ..data.mapped import place_on_device
@@ -34,7 +34,7 @@ from ..run import RunDir
 from .checkpoint import fitting_tensors, load_checkpoint, load_state_dict_file, save_checkpoint
 from .distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, init_distributed, launcher,
                           shutdown)
-from .ema import EMA
+from .ema import EMA, Lookahead
 from .imbalance import choose_selection, inverse_frequency, notice, sample_weights
 from .loop import NonFiniteLoss, Normalizer, Trainer, TrainState, predict_logits
 from .optim import build_optimizer, build_scheduler
@@ -150,6 +150,8 @@ class Fit:
                                          if config.pretrained or config.weights else 1.0)
         self.scheduler = build_scheduler(self.optimizer, config, self.loader.steps_per_epoch // config.accumulate)
         self.ema = EMA(self.model, config.ema) if config.ema else None
+        self.lookahead = Lookahead(self.model, self.loader.steps_per_epoch // config.accumulate * config.epochs) \
+            if config.lookahead else None
         scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
         self.trainer = Trainer(self._ddp_wrapped(), self.optimizer, self.scheduler,
                                nn.CrossEntropyLoss(weight=class_weights, label_smoothing=config.label_smoothing),
@@ -157,7 +159,8 @@ class Fit:
                                place_on_device(data.train.images, self.device),  # whole if it fits, else per batch
                                data.train.labels, self.normalize, augment_spec(config, data), config.seed,
                                config.accumulate, config.clip_grad, self.ema, scaler, self.after_step,
-                               sync_every=32 if self.device.type == "cuda" else 1)
+                               sync_every=32 if self.device.type == "cuda" else 1, lookahead=self.lookahead,
+                               flips=image_flips(config.flip_mode, len(data.train), config.seed))
         self.state = TrainState()
         if self.resuming:
             self._restore()
@@ -228,6 +231,7 @@ class Fit:
             "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
             "scaler": self.trainer.scaler.state_dict() if self.trainer.scaler else None,
             "state": state, "world_size": self.env.world_size,  # processes: a resume must use as many
             "rng": {"torch": torch.get_rng_state(),
@@ -256,6 +260,8 @@ class Fit:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.ema and checkpoint.get("ema"):
             self.ema.load_state_dict(checkpoint["ema"])
+        if self.lookahead and checkpoint.get("lookahead"):
+            self.lookahead.load_state_dict(checkpoint["lookahead"])
         if self.trainer.scaler and checkpoint.get("scaler"):
             self.trainer.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["state"])
@@ -474,13 +480,13 @@ class Fit:
 
     def plot_augmented_batch(self) -> None:
         """What the model actually sees: the first training batch after augmentation (epoch 0, step 0)."""
-        from ..data.augment import apply, make_params, step_generator
+        from ..data.augment import apply, batch_params
         from ..report import image_grid
 
         spec, indices = self.trainer.augment, next(self.loader.batches(0))[1][:32]
         images = self.dataset.train.images[indices].float()  # (B, C, H, W) 0..255
         if spec.active:
-            images = apply(images, make_params(spec, len(indices), step_generator(self.config.seed, 0, 0)), spec)
+            images = apply(images, batch_params(spec, indices, self.config.seed, 0, 0, self.trainer.flips), spec)
         image_grid(images.round().clamp(0, 255).to(torch.uint8),
                    [self.dataset.classes[int(label)] for label in self.dataset.train.labels[indices]],
                    self.run_dir.path / "plots" / "augmented_batch.png", title="a training batch after augmentation")

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentSpec, apply, make_params, step_generator
+from ..data.augment import AugmentSpec, apply, batch_params
 from ..data.loader import TensorLoader
 from ..errors import TrainingStopped
-from .ema import EMA
+from .ema import EMA, Lookahead
 from .precision import Precision
 
 
@@ -83,12 +83,14 @@ class Trainer:
     frozen_backbone: bool = False  # fine-tuning's head stage: the backbone runs in eval mode (BatchNorm stats fixed)
     sync_every: int = 1  # steps between host syncs of the running loss (CPU: 1, free; GPU: more, see flush)
     pending: list = field(default_factory=list)  # (loss, correct, count, epoch, step) not yet added to the state
+    lookahead: Lookahead | None = None
+    flips: torch.Tensor | None = None  # bool (N,): --flip-mode alternate's per-image bits (data/augment.py)
 
     def batch(self, indices: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.normalize.precision.device
         images = self.images[indices].to(device, non_blocking=True).float()  # (B, C, H, W) 0..255
         if self.augment.active:
-            params = make_params(self.augment, len(indices), step_generator(self.seed, epoch, step))
+            params = batch_params(self.augment, indices, self.seed, epoch, step, self.flips)
             images = apply(images, params, self.augment)
         return self.normalize(images), self.labels[indices].to(device, non_blocking=True)
 
@@ -147,6 +149,8 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(unwrap(self.model))  # the EMA keys are the plain model's
+        if self.lookahead is not None:
+            self.lookahead.step(unwrap(self.model), self.scheduler.last_epoch)  # LambdaLR counts optimiser steps
 
 
 def unwrap(module: nn.Module) -> nn.Module:

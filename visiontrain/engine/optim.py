@@ -13,16 +13,28 @@ from torch import nn
 from ..config import Config
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def build_optimizer(model: nn.Module, config: Config, backbone_lr: float = 1.0) -> torch.optim.Optimizer:
     """Groups: (backbone | head) x (decay | no decay on biases and norms); the backbone's lr is scaled by backbone_lr
     (discriminative learning rates for fine-tuning pretrained weights)."""
     head = set(map(id, model.fc.parameters())) if hasattr(model, "fc") else set()
+    # airbench's BatchNorm-bias lr scaling: with frozen BN scales, the biases are the thresholds of the
+    # activations, and 64x their lr cut airbench94's epochs to 94% from 14.2 to 9.9 (its ablation)
+    norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None}
     groups = []
     for is_head in (False, True):
         scale = 1.0 if is_head else backbone_lr
         params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == is_head]
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decay]
+            if not decay and config.bias_lr_scale != 1:
+                biases = [p for p in chosen if id(p) in norm_biases]
+                chosen = [p for p in chosen if id(p) not in norm_biases]
+                if biases:
+                    groups.append({"params": biases, "weight_decay": config.weight_decay / config.bias_lr_scale,
+                                   "lr": config.lr * scale * config.bias_lr_scale})
             if chosen:
                 groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
                                "lr": config.lr * scale})

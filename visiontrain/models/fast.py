@@ -51,12 +51,11 @@ class Whitening(nn.Conv2d):
     def fit(self, images: torch.Tensor, eps: float = 5e-4) -> None:
         """images: float (N, C, H, W), normalised, a few thousand training images."""
         patches = images.unfold(2, 2, 1).unfold(3, 2, 1)  # (N, C, H-1, W-1, 2, 2)
-        patches = patches.transpose(1, 3).reshape(-1, images.shape[1] * 4).double()  # (N*(H-1)*(W-1), C*4)
+        # (N, W-1, H-1, C, 2, 2) -> rows of C*4 features, already in conv's (c, kh, kw) order
+        patches = patches.transpose(1, 3).reshape(-1, images.shape[1] * 4).double()
         patches = patches - patches.mean(0)
         eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
         filters = (eigenvectors.T / (eigenvalues + eps).sqrt()[:, None]).reshape(-1, images.shape[1], 2, 2)
-        # the unfold above orders features as (h, c, w); reorder the filters to conv's (c, h, w)
-        filters = filters.reshape(-1, 2, images.shape[1], 2).transpose(1, 2)
         self.weight.copy_(torch.cat([filters, -filters]).float())
 
 

@@ -34,7 +34,7 @@ def training_batch(config: Config, count: int, augmented: bool, verbose: bool = 
     Returns (float (N, C, H, W) 0..255, N class names, the AugmentSpec, the dataset name). Batches are taken in
     order (step 0, 1, ...) until `count` images are collected; each step's parameters are drawn for its full batch.
     """
-    from ..data.augment import apply, make_params, step_generator
+    from ..data.augment import apply, batch_params, image_flips
     from ..data.loader import TensorLoader
     from ..engine.fit import augment_spec, load_config_dataset
 
@@ -43,11 +43,12 @@ def training_batch(config: Config, count: int, augmented: bool, verbose: bool = 
     train = data.train
     # a folder smaller than one batch cannot train, but it can still be looked at: one batch of everything
     loader = TensorLoader(len(train), min(config.batch_size, len(train)), seed=config.seed)
+    flips = image_flips(config.flip_mode, len(train), config.seed)
     images, names = [], []
     for step, indices in loader.batches(0):
         batch = train.images[indices].float()  # (B, C, H, W) 0..255, as Trainer.batch takes it
         if augmented and spec.active:
-            batch = apply(batch, make_params(spec, len(indices), step_generator(config.seed, 0, step)), spec)
+            batch = apply(batch, batch_params(spec, indices, config.seed, 0, step, flips), spec)
         images.append(batch[:count - len(names)])
         names += [data.classes[int(label)] for label in train.labels[indices[:count - len(names)]]]
         if len(names) >= count:

@@ -254,9 +254,17 @@ def plot_reliability(run_dir: str | Path, split: str = "test") -> Path:
 
 
 # -- image grids ----------------------------------------------------------------------------------------------
+GRID_CELL = 112  # pixels of the longer image side in an image_grid cell
+GRID_PAD, GRID_LINE, GRID_HEADING = 6, 14, 26  # pixels: around each cell, per caption line, of the heading
+
+
 def image_grid(images: "torch.Tensor", titles: Sequence[str], path: str | Path, ncols: int = 8, *,
                title: str | None = None) -> Path:
     """Write a grid of images with a caption under each as a PNG.
+
+    Drawn with Pillow, not matplotlib: a 32-image grid took ~2 s as matplotlib subplots (layout and one axis
+    per image), several times a run, and takes ~30 ms as pasted tiles. Images are scaled to GRID_CELL pixels on
+    their longer side, by whole multiples (nearest: a 28 px digit stays sharp) when smaller, else bilinear.
 
     Args:
         images: uint8 (N, C, H, W) with C 1 (shown in grey) or 3 (RGB), pixel values 0..255, not normalised.
@@ -266,6 +274,7 @@ def image_grid(images: "torch.Tensor", titles: Sequence[str], path: str | Path, 
         title: an optional heading above the grid.
     """
     import torch
+    from PIL import Image, ImageDraw, ImageFont
 
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or not len(images):
         raise ValueError(f"images must be a non-empty uint8 tensor (N, C, H, W) with C 1 or 3, got "
@@ -275,19 +284,32 @@ def image_grid(images: "torch.Tensor", titles: Sequence[str], path: str | Path, 
     columns = max(1, min(ncols, len(images)))
     rows = math.ceil(len(images) / columns)
     lines = max(title_text.count("\n") + 1 for title_text in titles)
-    figure = _figure(1.5 * columns, rows * (1.5 + 0.16 * lines) + (0.4 if title else 0))
-    axes = figure.subplots(rows, columns, squeeze=False).flatten()
-    pixels = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C) uint8, the layout imshow takes
-    for axis in axes:
-        axis.axis("off")
-    for axis, image, caption in zip(axes, pixels, titles):
-        grey = image.shape[-1] == 1
-        axis.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255,
-                    interpolation="nearest")  # nearest: a 28 px digit stays sharp instead of blurred
-        axis.set_title(caption, fontsize=7)
+    cell_width, cell_height = GRID_CELL + 2 * GRID_PAD, GRID_CELL + GRID_PAD + lines * GRID_LINE + GRID_PAD
+    top = GRID_HEADING if title else 0
+    canvas = Image.new("RGB", (columns * cell_width, top + rows * cell_height), "white")
+    draw = ImageDraw.Draw(canvas)
+    font, heading_font = ImageFont.load_default(size=11), ImageFont.load_default(size=13)
+    pixels = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C) uint8
+    height, width = pixels.shape[1:3]
+    scale = GRID_CELL / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    factor = max(1, GRID_CELL // max(height, width))
+    for index, (image, caption) in enumerate(zip(pixels, titles)):
+        tile = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
+        tile = tile.resize((width * factor, height * factor), Image.NEAREST) if scale >= 1 else \
+            tile.resize(size, Image.BILINEAR)
+        row, column = divmod(index, columns)
+        x, y = column * cell_width + GRID_PAD, top + row * cell_height + GRID_PAD
+        canvas.paste(tile, (x + (GRID_CELL - tile.width) // 2, y + (GRID_CELL - tile.height) // 2))
+        for number, line in enumerate(caption.split("\n")):
+            draw.text((x + GRID_CELL // 2, y + GRID_CELL + 2 + number * GRID_LINE), line, fill="black", font=font,
+                      anchor="ma")  # centred under the image
     if title:
-        figure.suptitle(title, fontsize=10)
-    return _save(figure, Path(path))
+        draw.text((canvas.width // 2, 6), title, fill="black", font=heading_font, anchor="ma")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())  # a report being built never reads half a PNG
+    return Path(path)
 
 
 def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "torch.Tensor", logits: "torch.Tensor",
