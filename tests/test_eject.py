@@ -30,3 +30,17 @@ def test_eject_refuses_fastnet_with_a_pointer(mnist_folder, tmp_path):
                             progress="none", threads=1)
     result = run_cli("eject", run.path, "-o", tmp_path / "x.py")
     assert result.returncode == 2 and "models/fast.py" in result.stderr
+
+
+def test_a_timm_run_ejects_to_timm_create_model_for_its_channels(mnist_folder, tmp_path):
+    run = visiontrain.train(dataset=str(mnist_folder), model="timm/mobilenetv3_small_050", epochs=1, batch_size=64,
+                            optimizer="adam", lr=2e-3, augment="none", runs_dir=str(tmp_path), progress="none",
+                            threads=1, report=False)
+    assert run.path.parent == tmp_path and run.path.name.endswith("-timm-mobilenetv3_small_050")  # one flat folder
+    script = tmp_path / "train_plain.py"
+    result = run_cli("eject", run.path, "-o", script)
+    assert result.returncode == 0, result.stderr
+    assert "timm.create_model('mobilenetv3_small_050', pretrained=False, num_classes=10, in_chans=1)" in script.read_text()
+    trained = subprocess.run([sys.executable, "-I", str(script), "--epochs", "1"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]  # grayscale digits into a 1-channel timm network

@@ -38,12 +38,21 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
 
     model = create_model(config.model, num_classes=len(data["classes"]), in_channels=data["channels"],
                          image_size=data["image_size"], width=config.width)
-    if config.model in ("fastnet", "fastnet-s1"):
-        raise RunError(f"eject writes the tutorial networks and torchvision models; {config.model}'s custom layers "
-                       "(patch whitening, frozen-scale BatchNorm) are in visiontrain/models/fast.py to read instead")
+    from .models.fast import FastNet
+
+    if isinstance(model, FastNet):
+        raise RunError(f"eject writes the tutorial networks and torchvision and timm models; {config.model}'s custom "
+                       "layers (patch whitening, frozen-scale BatchNorm) are in visiontrain/models/fast.py to read "
+                       "instead")
     code = model_code(model)
     if code:
         model_source = f"def build_model():\n    return {code}"
+    elif type(model.features).__module__.startswith("timm."):  # timm/<name>, and efficientnet_lite0
+        name = config.model.removeprefix("timm/")
+        model_source = (f"def build_model():\n    import timm  # pip install timm\n\n"
+                        f"    # timm's {name}, randomly initialised\n"
+                        f"    return timm.create_model({name!r}, pretrained=False, num_classes={len(data['classes'])}, "
+                        f"in_chans={data['channels']})")
     else:
         model_source = (f"def build_model():\n    # torchvision's {config.model}, randomly initialised\n"
                         f"    return torchvision.models.get_model({config.model!r}, weights=None, "

@@ -41,7 +41,8 @@ class RunDir:
                 raise RunError(f"run folder {path} already exists; choose another --name, or continue it with "
                                f"--resume {path}")
         else:
-            stem = f"{Path(config.dataset).name if '/' in config.dataset else config.dataset}-{config.model}"
+            model = config.model.replace("/", "-")  # timm/resnet18 -> timm-resnet18: one folder, not two
+            stem = f"{Path(config.dataset).name if '/' in config.dataset else config.dataset}-{model}"
             number = 1
             while (path := runs / (stem if number == 1 else f"{stem}-{number}")).exists():
                 number += 1

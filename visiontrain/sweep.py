@@ -76,7 +76,8 @@ def plan(values: dict[str, Any]) -> Sweep:
     points = []
     for combination in itertools.product(*axes.values()):
         varied = dict(zip(axes, combination))
-        run_name = "_".join(f"{key.replace('_', '-')}-{_slug(value)}" for key, value in varied.items()) or "run"
+        run_name = "_".join(f"{key.replace('_', '-')}-{_slug(value, path=key == 'dataset')}"
+                            for key, value in varied.items()) or "run"
         config = build_config(shared | varied | {"name": run_name, "runs_dir": str(path)})  # raises, naming the field
         points.append(Point(run_name, varied, config))
     _check_distinct(points)
@@ -100,15 +101,15 @@ def _values(key: str, value: Any) -> list[Any]:
     return items
 
 
-def _slug(value: Any) -> str:
+def _slug(value: Any, path: bool = False) -> str:
     text = str(value)
-    text = Path(text).name if "/" in text else text  # a dataset path: its folder name
+    text = Path(text).name if path and "/" in text else text  # a dataset path: its folder name (timm/x: timm-x)
     return re.sub(r"[^A-Za-z0-9.+]+", "-", text).strip("-.") or "x"
 
 
 def _default_name(shared: dict[str, Any], axes: dict[str, list[Any]]) -> str:
     """<dataset>-<varied fields>: the same command always finds the same folder."""
-    dataset = "datasets" if "dataset" in axes else _slug(shared.get("dataset") or Config.dataset)
+    dataset = "datasets" if "dataset" in axes else _slug(shared.get("dataset") or Config.dataset, path=True)
     return "-".join([dataset, *(key.replace("_", "-") for key in axes)])
 
 
