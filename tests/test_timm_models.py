@@ -104,20 +104,6 @@ def test_pretrained_with_a_timm_name_downloads_nothing_and_says_to_pass_weights(
         pretrained_model("timm/resnet18", num_classes=3, in_channels=3, image_size=32)
 
 
-def test_a_timm_state_dict_given_as_weights_loads_into_the_backbone(tmp_path):
-    """--weights FILE with timm's key names (timm.create_model(...).state_dict()) fits all but the 1000-class head."""
-    from visiontrain.engine.checkpoint import fitting_tensors, load_state_dict_file
-
-    source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
-    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
-    model = create_model("timm/resnet18", num_classes=3, in_channels=3, image_size=32)
-    usable = fitting_tensors(load_state_dict_file(tmp_path / "resnet18.pth"), model.state_dict())
-    assert len(usable) == len(source.state_dict()) - 2  # all but fc.weight and fc.bias
-    model.load_state_dict(usable, strict=False)
-    assert torch.equal(model.state_dict()["features.conv1.weight"], source.conv1.weight)
-    assert torch.equal(model.state_dict()["features.bn1.running_var"], source.bn1.running_var)
-
-
 def write_colour_folder(root, per_class: int = 8, test: int = 4):
     """root/{train,test}/<colour>/*.png: 3 classes of 32x32 RGB noise around a red, green or blue mean."""
     from PIL import Image
@@ -154,3 +140,26 @@ def test_train_a_timm_model_from_a_weights_file_head_only(tmp_path):
     assert state["fc.weight"].shape == (3, 1024)
     predictor = visiontrain.load(run)
     assert predictor.classes == ["blue", "green", "red"]
+
+
+def test_pretrained_weights_from_a_file_bring_the_pretraining_preprocessing_and_fit_gray_data(tmp_path, mnist_folder):
+    """--pretrained --weights FILE: timm's mean/std for the architecture (averaged for 1 channel), and the file's
+    RGB stem filters summed for grayscale digits, so nothing but the head is left out."""
+    source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    result = run_cli("train", "--dataset", mnist_folder, "--model", "timm/resnet18", "--pretrained", "--weights",
+                     tmp_path / "resnet18.pth", "--finetune", "head", "--epochs", "1", "--image-size", "32",
+                     "--threads", "1", "--progress", "none", "--no-report", "--runs-dir", tmp_path, "--name", "gray")
+    assert result.returncode == 0, result.stderr
+    assert "did not fit this model: fc.weight, fc.bias" in result.stderr  # the stem fitted, only the head is new
+    checkpoint = torch.load(tmp_path / "gray" / "checkpoints" / "last.pt", weights_only=True)
+    cfg = timm.models.get_pretrained_cfg("resnet18")
+    assert checkpoint["mean"] == pytest.approx([sum(cfg.mean) / 3]) and checkpoint["std"] == pytest.approx([sum(cfg.std) / 3])
+    assert torch.allclose(checkpoint["model"]["features.conv1.weight"], source.conv1.weight.sum(1, keepdim=True))
+
+
+def test_a_model_that_cannot_be_built_leaves_no_empty_run_folder(tmp_path, mnist_folder):
+    result = run_cli("train", "--dataset", mnist_folder, "--model", "timm/resnet18", "--pretrained", "--threads", "1",
+                     "--runs-dir", tmp_path / "runs", "--progress", "none")
+    assert result.returncode == 2 and "--weights FILE instead of --pretrained" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

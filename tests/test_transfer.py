@@ -70,17 +70,22 @@ def test_pretrained_without_offline_weights_says_what_to_do(tmp_path, cats_and_d
                           epochs=1, progress="none")
 
 
-def test_a_torchvision_state_dict_given_as_weights_loads_into_the_backbone(tmp_path):
-    """--weights FILE with torchvision's own key names (as downloaded) fits; only the 1000-class head is left out."""
+@pytest.mark.parametrize("name", ["resnet18", "timm/resnet18"])
+def test_a_torchvision_or_timm_state_dict_given_as_weights_loads_into_the_backbone(tmp_path, name):
+    """--weights FILE with the library's own key names (as downloaded) fits; only the 1000-class head is left out."""
     import torchvision
 
     from visiontrain.engine.checkpoint import fitting_tensors, load_state_dict_file
     from visiontrain.models import create_model
 
-    source = torchvision.models.resnet18(num_classes=1000)
+    if name.startswith("timm/"):
+        source = pytest.importorskip("timm").create_model("resnet18", pretrained=False, num_classes=1000)
+    else:
+        source = torchvision.models.resnet18(num_classes=1000)
     torch.save(source.state_dict(), tmp_path / "resnet18.pth")
-    model = create_model("resnet18", num_classes=2, in_channels=3, image_size=32)
+    model = create_model(name, num_classes=2, in_channels=3, image_size=32)
     usable = fitting_tensors(load_state_dict_file(tmp_path / "resnet18.pth"), model.state_dict())
     assert len(usable) == len(source.state_dict()) - 2  # all but fc.weight and fc.bias
     model.load_state_dict(usable, strict=False)
     assert torch.equal(model.state_dict()["features.conv1.weight"], source.conv1.weight)
+    assert torch.equal(model.state_dict()["features.bn1.running_var"], source.bn1.running_var)

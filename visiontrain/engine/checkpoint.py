@@ -116,11 +116,16 @@ def fitting_tensors(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
 
     A torchvision or timm state dict names the network's own layers ("conv1.weight"); behind visiontrain's
     Classifier interface that network is `features` ("features.conv1.weight"). A new head's tensors (another
-    number of classes) do not fit and are left out.
+    number of classes) do not fit and are left out. RGB filters (O, 3, k, k) for a 1-channel first convolution
+    are summed over colour, as adapt_input_channels does: a gray image then gives what its RGB copy would.
     """
     usable = {}
     for key, value in state.items():
-        name = next((n for n in (key, f"features.{key}") if n in own and own[n].shape == value.shape), None)
-        if name is not None:
+        name = next((n for n in (key, f"features.{key}") if n in own), None)
+        if name is None:
+            continue
+        if value.ndim == 4 and value.shape[1] == 3 and own[name].shape == (value.shape[0], 1, *value.shape[2:]):
+            value = value.sum(1, keepdim=True)
+        if own[name].shape == value.shape:
             usable[name] = value
     return usable

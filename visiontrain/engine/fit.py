@@ -100,10 +100,11 @@ class Fit:
         if self.device.type == "cuda" and not config.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN time its algorithms once
         if config.pretrained and config.image_size is None:  # the backbone's own input size, recorded in config.yaml
-            from ..models.pretrained import PRETRAINED
+            from ..models.pretrained import PRETRAINED, pretraining_preprocessing
 
-            if config.model in PRETRAINED:
-                self.config = config = config.replace(image_size=PRETRAINED.get(config.model).image_size)
+            known = pretraining_preprocessing(config.model) if config.model in PRETRAINED or config.weights else None
+            if known is not None:
+                self.config = config = config.replace(image_size=known[0])
         own_split = self.run_dir.split_path if self.run_dir is not None and self.run_dir.split_path.is_file() else None
         self.dataset = self.loaded_dataset = load_config_dataset(config, split_file=own_split)  # resume: its own split
         if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
@@ -115,12 +116,6 @@ class Fit:
         if data.bad_files:
             print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
                   + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]), file=sys.stderr)
-        if self.run_dir is None:  # rank 0 picks the folder, the others learn its name
-            path = str(RunDir.create(config).path) if self.env.is_main else None
-            self.run_dir = RunDir(broadcast_string(path, self.env))
-        if self.env.is_main:
-            remove_stale_temp_files(self.run_dir.checkpoints)
-            record_split(self.run_dir.split_path, self.loaded_dataset)  # split.csv, once, when the run made the split
         torch.manual_seed(config.seed)
         self.model, self.mean, self.std = self._initial_model(data)
         self.normalize = Normalizer(self.mean, self.std, self.precision)
@@ -129,6 +124,13 @@ class Fit:
             self.model.init_from_data(self.normalize(sample.to(self.device)).float().contiguous().cpu())
         if config.weights:
             self._load_initial_weights(Path(config.weights))
+        # the run folder only now: a model or weights file that cannot be built leaves no empty run behind
+        if self.run_dir is None:  # rank 0 picks the folder, the others learn its name
+            path = str(RunDir.create(config).path) if self.env.is_main else None
+            self.run_dir = RunDir(broadcast_string(path, self.env))
+        if self.env.is_main:
+            remove_stale_temp_files(self.run_dir.checkpoints)
+            record_split(self.run_dir.split_path, self.loaded_dataset)  # split.csv, once, when the run made the split
         self.model.to(self.device)
         if self.precision.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -175,13 +177,19 @@ class Fit:
         config = self.config
         if not config.pretrained:
             return build_model(config, len(data.classes), data.in_channels, data.image_size), data.mean, data.std
-        from ..models.pretrained import pretrained_model
+        from ..models.pretrained import PRETRAINED, pretrained_model, pretraining_preprocessing
 
-        model, source = pretrained_model(config.model, num_classes=len(data.classes), in_channels=data.in_channels,
-                                         image_size=data.image_size)
+        known = pretraining_preprocessing(config.model) if config.weights and config.model not in PRETRAINED else None
+        if known is not None:  # --pretrained --weights FILE: the file's weights (loaded in setup), the known statistics
+            model = build_model(config, len(data.classes), data.in_channels, data.image_size)
+            _, mean, std = known
+        else:  # an installed package's weights, or the error that says none are available
+            model, source = pretrained_model(config.model, num_classes=len(data.classes),
+                                             in_channels=data.in_channels, image_size=data.image_size)
+            mean, std = source.mean, source.std
         if data.in_channels == 1:  # the summed RGB filters see a gray image: normalise it with the mean statistics
-            return model, [sum(source.mean) / 3], [sum(source.std) / 3]
-        return model, list(source.mean), list(source.std)
+            return model, [sum(mean) / 3], [sum(std) / 3]
+        return model, list(mean), list(std)
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Fine-tuning: train only the new head (backbone weights and BatchNorm statistics fixed) or everything."""
@@ -213,9 +221,11 @@ class Fit:
         if not usable:
             raise CheckpointError(f"none of the tensors in {path} fit model {self.config.model}; is it for this model?")
         self.model.load_state_dict(usable, strict=False)
-        skipped = len(state) - len(usable)
-        print(f"visiontrain: loaded {len(usable)} tensors from {path}" + (f" ({skipped} did not fit: the head)" if skipped else ""),
-              file=sys.stderr)
+        fitted = {key.removeprefix("features.") for key in usable}
+        skipped = [key for key in state if key.removeprefix("features.") not in fitted]
+        names = ", ".join(skipped[:4]) + (", ..." if len(skipped) > 4 else "")
+        print(f"visiontrain: loaded {len(usable)} tensors from {path}"
+              + (f" ({len(skipped)} did not fit this model: {names})" if skipped else ""), file=sys.stderr)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:

