@@ -45,6 +45,7 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
                        "layers (patch whitening, frozen-scale BatchNorm) are in visiontrain/models/fast.py to read "
                        "instead")
     code = model_code(model)
+    gray = "transforms.Grayscale(), " if data["channels"] == 1 else ""
     if code:
         model_source = f"def build_model():\n    return {code}"
     elif type(model.features).__module__.startswith("timm."):  # timm/<name>, and efficientnet_lite0
@@ -57,12 +58,14 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
         model_source = (f"def build_model():\n    # torchvision's {config.model}, randomly initialised\n"
                         f"    return torchvision.models.get_model({config.model!r}, weights=None, "
                         f"num_classes={len(data['classes'])})")
+        if gray:  # torchvision's networks take 3 channels: the gray image, three times (= summed RGB filters)
+            gray = "transforms.Grayscale(num_output_channels=3), "
     text = _TEMPLATE.format(
         run=run.path, dataset=config.dataset, data_source=_data_source(config, data), model_source=model_source,
         mean=tuple(round(m, 4) for m in data["mean"]), std=tuple(round(s, 4) for s in data["std"]),
         train_transforms=_train_transforms(config, data, run), epochs=config.epochs, batch_size=config.batch_size,
         optimizer=_optimizer(config), scheduler=_scheduler(config), label_smoothing=config.label_smoothing,
-        seed=config.seed, classes=data["classes"], gray="transforms.Grayscale(), " if data["channels"] == 1 else "",
+        seed=config.seed, classes=data["classes"], gray=gray,
         size=data["image_size"])
     output = Path(output)
     output.write_text(text)
