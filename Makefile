@@ -31,7 +31,7 @@ train: $(STAMP) data
 	$(BIN)/visiontrain train $(ARGS)
 
 test: $(STAMP) data browser
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 clean:
 	rm -rf $(VENV)

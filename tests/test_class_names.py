@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import visiontrain
-from conftest import run_cli
+from conftest import run_cli, run_main
 from visiontrain.config import RESUME_UNSAFE_FIELDS, ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data import load_dataset
 from visiontrain.data.classnames import display_names, read_class_names
@@ -87,13 +87,14 @@ def test_display_names_replace_folder_names_after_the_splits_are_built(imagenet,
     assert data.train.labels.tolist() == plain.train.labels.tolist()
 
 
-def test_a_cli_run_shows_the_names_in_summary_eval_and_predict(named_run, imagenet, loc_file):
+def test_a_cli_run_shows_the_names_in_summary_eval_and_predict(named_run, imagenet, loc_file, capsys, monkeypatch):
     run, env = named_run
+    monkeypatch.setenv("VISIONTRAIN_HOME", env["VISIONTRAIN_HOME"])  # eval and predict in this process, the run's cache
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"]["classes"] == NAMED  # in wnid order, the two cranes told apart
     assert load_yaml(run / "config.yaml")["class_names"] == str(loc_file)
 
-    result = run_cli("eval", run, "--split", "val", env=env)  # rebuilds the dataset from config.yaml: same names
+    result = run_main(capsys, "eval", run, "--split", "val")  # rebuilds the dataset from config.yaml: same names
     assert result.returncode == 0, result.stderr
     with open(run / "eval" / "val" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -102,7 +103,7 @@ def test_a_cli_run_shows_the_names_in_summary_eval_and_predict(named_run, imagen
     assert "crane (n03126707)" in result.stdout
 
     image = imagenet / "val" / TENCH / "ILSVRC2012_val_00000009.JPEG"
-    result = run_cli("predict", run, image, "--top-k", "3", "--format", "csv", env=env)
+    result = run_main(capsys, "predict", run, image, "--top-k", "3", "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert "tench" in result.stdout and f"crane ({CRANE_BIRD})" in result.stdout
     assert TENCH not in result.stdout.replace(str(image), "")  # the folder name appears only in the image path
@@ -176,20 +177,22 @@ def test_a_malformed_file_is_one_sentence_naming_file_and_line(tmp_path, name, t
         assert word in message
 
 
-def test_a_malformed_file_stops_the_cli_before_decoding(imagenet, tmp_path):
+def test_a_malformed_file_stops_the_cli_before_decoding(imagenet, tmp_path, capsys, monkeypatch):
     bad = tmp_path / "LOC_synset_mapping.txt"
     bad.write_bytes(f"{TENCH} tench\n{CRANE_BIRD} \xe9crane\n".encode("latin-1"))
-    result = run_cli("train", "--dataset", imagenet, "--class-names", bad, "--runs-dir", tmp_path / "runs", *FAST,
-                     env={"VISIONTRAIN_HOME": str(tmp_path / "home")})
+    monkeypatch.setenv("VISIONTRAIN_HOME", str(tmp_path / "home"))
+    result = run_main(capsys, "train", "--dataset", imagenet, "--class-names", bad, "--runs-dir", tmp_path / "runs",
+                      *FAST)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"visiontrain: error: the class names file {bad}, line 2: not UTF-8 text; "
                                      "save it as UTF-8")
     assert not (tmp_path / "home" / "cache").exists() and not (tmp_path / "runs").exists()  # nothing was decoded
 
 
-def test_a_missing_file_is_a_config_error(imagenet, tmp_path):
+def test_a_missing_file_is_a_config_error(imagenet, tmp_path, capsys):
     missing = tmp_path / "no_such_mapping.txt"
-    result = run_cli("train", "--dataset", imagenet, "--class-names", missing, "--runs-dir", tmp_path / "runs", *FAST)
+    result = run_main(capsys, "train", "--dataset", imagenet, "--class-names", missing, "--runs-dir", tmp_path / "runs",
+                      *FAST)
     assert result.returncode == 2
     assert result.stderr.strip() == f"visiontrain: error: class_names: the file {str(missing)!r} does not exist"
     with pytest.raises(ConfigError, match="is a folder"):

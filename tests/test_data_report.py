@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import read_real_mnist, run_cli, write_mnist_folder
+from conftest import read_real_mnist, run_cli, run_main, write_mnist_folder
 from test_report import CHROMIUM, Page, _browser_verdict, embedded_images
 
 from visiontrain.data.decode import DecodePolicy, decode_image, to_channels
@@ -209,18 +209,18 @@ def test_a_named_dataset_shows_its_duplicates_as_pixelated_28px_thumbnails(tmp_p
     assert 'id="odd-images"' not in text and "70 images decoded to 1x28x28 uint8" in Page(text).text
 
 
-def test_html_flag_writes_where_asked_and_a_folder_is_one_sentence_exit_2(tmp_path):
+def test_html_flag_writes_where_asked_and_a_folder_is_one_sentence_exit_2(tmp_path, capsys, monkeypatch):
     root = tmp_path / "two"
     for name in ("cat", "dog"):
         (root / name).mkdir(parents=True)
         for i in range(3):
             Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(root / name / f"{i}.png")
-    env = {"VISIONTRAIN_HOME": str(tmp_path / "home")}
-    refused = run_cli("data", root, "-o", tmp_path, cwd=tmp_path, env=env)
+    monkeypatch.chdir(tmp_path)  # in this process: the `data` command's real-process test is the `checked` fixture
+    refused = run_main(capsys, "data", root, "-o", tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert str(tmp_path) in refused.stderr and "is a folder" in refused.stderr and refused.stderr.count("\n") == 1
     target = tmp_path / "pages" / "ü page.html"
-    written = run_cli("data", root, "--html", target, cwd=tmp_path, env=env)
+    written = run_main(capsys, "data", root, "--html", target)
     assert written.returncode == 0, written.stderr
     assert written.stdout.splitlines()[-1] == f"wrote {target}" and target.is_file()
     assert not (tmp_path / "data_report.html").exists()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, VISIONTRAIN
+from conftest import REPO, run_main
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 DRIVERS = Path(__file__).parent / "drivers"
@@ -128,13 +128,13 @@ def test_interrupted_two_process_run_resumes_bit_identical(mnist_folder, tmp_pat
 
 
 @pytest.mark.slow
-def test_resuming_with_another_number_of_processes_is_refused(reference, tmp_path, ddp_env):
+def test_resuming_with_another_number_of_processes_is_refused(reference, tmp_path, ddp_env, capsys, monkeypatch):
     run = tmp_path / "copy"
     shutil.copytree(reference, run)
     last = run / "checkpoints" / "last.pt"
     before = hashlib.sha256(last.read_bytes()).hexdigest()
-    result = subprocess.run([*VISIONTRAIN, "train", "--resume", str(run), "--epochs", "3"], capture_output=True,
-                            text=True, cwd=REPO, env=ddp_env, timeout=300)
+    monkeypatch.setenv("VISIONTRAIN_HOME", ddp_env["VISIONTRAIN_HOME"])  # one process, in this one
+    result = run_main(capsys, "train", "--resume", run, "--epochs", "3")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
     assert "world_size 1" in message and "world_size 2" in message and "global batch" in message

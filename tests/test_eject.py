@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import visiontrain
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 def test_ejected_script_learns_without_visiontrain(mnist_folder, tmp_path):
@@ -25,20 +25,20 @@ def test_ejected_script_learns_without_visiontrain(mnist_folder, tmp_path):
     assert "confusion matrix" in trained.stdout and (tmp_path / "best_model.pt").is_file()
 
 
-def test_eject_refuses_fastnet_with_a_pointer(mnist_folder, tmp_path):
-    run = visiontrain.train(dataset=str(mnist_folder), model="fastnet", epochs=1, runs_dir=str(tmp_path),
+def test_eject_refuses_fastnet_with_a_pointer(mnist_small, tmp_path, capsys):
+    run = visiontrain.train(dataset=str(mnist_small), model="fastnet", epochs=1, runs_dir=str(tmp_path),
                             progress="none", threads=1)
-    result = run_cli("eject", run.path, "-o", tmp_path / "x.py")
+    result = run_main(capsys, "eject", run.path, "-o", tmp_path / "x.py")
     assert result.returncode == 2 and "models/fast.py" in result.stderr
 
 
-def test_a_timm_run_ejects_to_timm_create_model_for_its_channels(mnist_folder, tmp_path):
-    run = visiontrain.train(dataset=str(mnist_folder), model="timm/mobilenetv3_small_050", epochs=1, batch_size=64,
+def test_a_timm_run_ejects_to_timm_create_model_for_its_channels(mnist_small, tmp_path, capsys):
+    run = visiontrain.train(dataset=str(mnist_small), model="timm/mobilenetv3_small_050", epochs=1, batch_size=64,
                             optimizer="adam", lr=2e-3, augment="none", runs_dir=str(tmp_path), progress="none",
                             threads=1, report=False)
     assert run.path.parent == tmp_path and run.path.name.endswith("-timm-mobilenetv3_small_050")  # one flat folder
     script = tmp_path / "train_plain.py"
-    result = run_cli("eject", run.path, "-o", script)
+    result = run_main(capsys, "eject", run.path, "-o", script)  # the real-process `eject`: the first test
     assert result.returncode == 0, result.stderr
     assert "timm.create_model('mobilenetv3_small_050', pretrained=False, num_classes=10, in_chans=1)" in script.read_text()
     trained = subprocess.run([sys.executable, "-I", str(script), "--epochs", "1"], capture_output=True, text=True,

@@ -17,23 +17,23 @@ import visiontrain
 from visiontrain.explain import ExplainError, explain_paths, grad_cam, predictor_cam, target_layer
 from visiontrain.models import Classifier, create_model
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 TINY = dict(epochs=1, batch_size=32, optimizer="adam", lr=2e-3, augment="none", threads=1, progress="none")
 
 
 @pytest.fixture(scope="module")
-def runs(mnist_folder, tmp_path_factory):
+def runs(mnist_small, tmp_path_factory):
     """A 1-epoch simple-cnn and a 1-epoch mlp on the real-MNIST PNG folder (reports on), and a folder of 6 test
     digits in class folders plus a stray text file."""
     root = tmp_path_factory.mktemp("explain-runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VISIONTRAIN_HOME", str(root / "home"))
-        cnn = visiontrain.train(dataset=str(mnist_folder), model="simple-cnn", runs_dir=str(root), name="cnn", **TINY)
-        mlp = visiontrain.train(dataset=str(mnist_folder), model="mlp", runs_dir=str(root), name="mlp", **TINY)
+        cnn = visiontrain.train(dataset=str(mnist_small), model="simple-cnn", runs_dir=str(root), name="cnn", **TINY)
+        mlp = visiontrain.train(dataset=str(mnist_small), model="mlp", runs_dir=str(root), name="mlp", **TINY)
     images = root / "digits"
     for digit in ("3", "7"):
-        for source in sorted((mnist_folder / "test" / digit).glob("*.png"))[:3]:
+        for source in sorted((mnist_small / "test" / digit).glob("*.png"))[:3]:
             (images / digit).mkdir(parents=True, exist_ok=True)
             shutil.copy(source, images / digit / source.name)
     (images / "notes.txt").write_text("not an image\n")
@@ -157,16 +157,16 @@ def test_explain_agrees_with_predict(runs, tmp_path):
     (["--layer", "features.9"], ["unknown layer 'features.9'", "features.0, features.3"]),
     (["--class", "cat"], ["'cat' is not one of the run's classes", "0, 1, 2"]),
 ])
-def test_explain_bad_layer_or_class_is_one_sentence_exit_2(runs, tmp_path, args, words):
-    result = run_cli("explain", runs.cnn, runs.images, "-o", tmp_path, *args)
+def test_explain_bad_layer_or_class_is_one_sentence_exit_2(runs, tmp_path, args, words, capsys):
+    result = run_main(capsys, "explain", runs.cnn, runs.images, "-o", tmp_path, *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = [l for l in result.stderr.splitlines() if not l.startswith("visiontrain: skipped")]
     assert line.startswith("visiontrain: error:") and all(word in line for word in words), line
     assert not list(tmp_path.rglob("*.png"))
 
 
-def test_explain_on_a_model_without_convolutions_is_exit_2(runs, tmp_path):
-    result = run_cli("explain", runs.mlp, runs.images, "-o", tmp_path)
+def test_explain_on_a_model_without_convolutions_is_exit_2(runs, tmp_path, capsys):
+    result = run_main(capsys, "explain", runs.mlp, runs.images, "-o", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "visiontrain: error: mlp has no convolutional layer (no 4-D feature map in its features), so Grad-CAM has "

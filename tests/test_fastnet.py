@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_main
 from test_reliability import DRIVERS, assert_bit_identical, tiny_args
 from visiontrain.models.fast import Whitening
 
@@ -85,9 +85,9 @@ def test_alternating_flip_mirrors_each_image_on_every_other_epoch(mnist_folder, 
 
 
 @pytest.mark.slow
-def test_the_airbench_recipe_resumes_bit_identical(mnist_folder, tmp_path):
+def test_the_airbench_recipe_resumes_bit_identical(mnist_folder, tmp_path, capsys):
     # lookahead's slow weights, the bias group and the per-image flips are all state a resume must restore
-    reference = run_cli(*tiny_args(mnist_folder, tmp_path, "reference", extra=AIRBENCH))
+    reference = run_main(capsys, *tiny_args(mnist_folder, tmp_path, "reference", extra=AIRBENCH))  # in this process
     assert reference.returncode == 0, reference.stderr
     killed = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "half", "4", "--",
                              *tiny_args(mnist_folder, tmp_path, "x", extra=AIRBENCH)], capture_output=True, text=True,
@@ -95,7 +95,7 @@ def test_the_airbench_recipe_resumes_bit_identical(mnist_folder, tmp_path):
     assert killed.returncode == 137, killed.stderr
     state = torch.load(tmp_path / "x" / "checkpoints" / "last.pt", weights_only=True)
     assert state["state"]["step_in_epoch"] > 0 and state["lookahead"]  # stopped mid-epoch, with a slow state
-    resumed = run_cli("train", "--resume", tmp_path / "x", "--no-report")
+    resumed = run_main(capsys, "train", "--resume", tmp_path / "x", "--no-report")
     assert resumed.returncode == 0, resumed.stderr
     assert_bit_identical(tmp_path / "x", tmp_path / "reference")
     first, second = (torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["lookahead"]

@@ -169,17 +169,17 @@ def test_data_check_finds_duplicates_across_splits(tmp_path):
     assert any("notes.txt" in path for path, _ in report["ignored_files"])
 
 
-def test_train_lists_and_skips_a_bad_file_by_default_and_strict_stops_before_training(tmp_path):
-    from conftest import run_cli
+def test_train_lists_and_skips_a_bad_file_by_default_and_strict_stops_before_training(tmp_path, capsys):
+    from conftest import run_main
 
     root = make_folder(tmp_path)
     (root / "train" / "cat" / "broken.png").write_bytes(b"not a png")
     common = ["--dataset", root, "--model", "mlp", "--epochs", "1", "--batch-size", "4", "--runs-dir",
               tmp_path / "runs", "--progress", "none", "--no-report"]
-    strict = run_cli("train", *common, "--strict", "--name", "strict")
+    strict = run_main(capsys, "train", *common, "--strict", "--name", "strict")
     assert strict.returncode == 2 and "broken.png" in strict.stderr and "Traceback" not in strict.stderr
     assert not (tmp_path / "runs" / "strict").exists()
-    default = run_cli("train", *common, "--name", "lenient")
+    default = run_main(capsys, "train", *common, "--name", "lenient")
     assert default.returncode == 0, default.stderr
     assert "skipped 1 unreadable file" in default.stderr and "broken.png" in default.stderr
     summary = json.loads((tmp_path / "runs" / "lenient" / "summary.json").read_text())

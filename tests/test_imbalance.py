@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import visiontrain
-from conftest import REPO, read_real_mnist, run_cli
+from conftest import REPO, read_real_mnist, run_main
 from test_reliability import DRIVERS, assert_bit_identical, tiny_args
 from visiontrain.config import RESUME_UNSAFE_FIELDS, ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data import load_dataset
@@ -123,10 +123,10 @@ def test_below_the_threshold_accuracy_keeps_the_best_epoch_and_no_extra_column(f
 
 
 @pytest.mark.slow
-def test_a_balanced_sampler_run_resumes_bit_identical(folders, tmp_path):
+def test_a_balanced_sampler_run_resumes_bit_identical(folders, tmp_path, capsys):
     imbalanced, _ = folders
     extra = ["--sampler", "balanced", "--class-weights", "auto", "--no-report"]
-    reference = run_cli(*tiny_args(imbalanced, tmp_path, "reference", extra=extra))
+    reference = run_main(capsys, *tiny_args(imbalanced, tmp_path, "reference", extra=extra))
     assert reference.returncode == 0, reference.stderr
     env = os.environ | {"PYTHONPATH": str(REPO)}
     # killed (like kill -9) while writing its 4th checkpoint: the one before is a step checkpoint inside epoch 2
@@ -136,7 +136,7 @@ def test_a_balanced_sampler_run_resumes_bit_identical(folders, tmp_path):
     assert killed.returncode == 137, killed.stderr
     state = torch.load(tmp_path / "x" / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert state["epoch"] == 1 and state["step_in_epoch"] > 0  # resumed mid-epoch, in the middle of a weighted draw
-    resumed = run_cli("train", "--resume", tmp_path / "x", "--no-report")
+    resumed = run_main(capsys, "train", "--resume", tmp_path / "x", "--no-report")
 
     assert resumed.returncode == 0, resumed.stderr
     assert_bit_identical(tmp_path / "x", tmp_path / "reference")

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from visiontrain.config import ConfigError, build_config
 from visiontrain.lrfind import lr_find, smooth, suggest
 
@@ -32,7 +32,7 @@ def test_lr_find_writes_its_plot_and_csv_suggests_a_sane_lr_and_writes_no_run(mn
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lr_find.csv", "lr_find.png"]  # no checkpoint
 
 
-def test_lr_find_steps_flags_and_bad_ranges(mnist_folder, tmp_path):
+def test_lr_find_steps_flags_and_bad_ranges(mnist_folder, tmp_path, capsys):
     config = build_config({"dataset": str(mnist_folder), "model": "mlp", "batch_size": 64})
     result = lr_find(config, start_lr=1e-4, end_lr=1e-2, steps=12, output=tmp_path)
     assert len(result.lrs) == 12 and result.stopped.startswith("reached end_lr")
@@ -43,7 +43,7 @@ def test_lr_find_steps_flags_and_bad_ranges(mnist_folder, tmp_path):
         with pytest.raises(ConfigError, match=f"^{field}: "):
             lr_find(config, output=tmp_path / "never", **kwargs)
     assert not (tmp_path / "never").exists()
-    bad = run_cli("lr-find", "--dataset", mnist_folder, "--model", "mlp", "--start-lr", "1", "--end-lr", "0.5")
+    bad = run_main(capsys, "lr-find", "--dataset", mnist_folder, "--model", "mlp", "--start-lr", "1", "--end-lr", "0.5")
     assert bad.returncode == 2 and bad.stderr.startswith("visiontrain: error: start_lr:")
 
 
@@ -58,9 +58,9 @@ def test_smoothing_and_the_suggestion_on_a_known_curve():
 
 
 # -- --overfit-batch ----------------------------------------------------------------------------------------------
-def test_overfit_batch_reaches_100_percent_on_the_batch(mnist_folder, tmp_path):
-    result = run_cli("train", "--dataset", mnist_folder, *TINY, "--overfit-batch", "32", "--overfit-steps", "100",
-                     "--runs-dir", tmp_path, "--name", "ok", "--no-report", "--progress", "none", cwd=tmp_path)
+def test_overfit_batch_reaches_100_percent_on_the_batch(mnist_folder, tmp_path, capsys):
+    result = run_main(capsys, "train", "--dataset", mnist_folder, *TINY, "--overfit-batch", "32", "--overfit-steps",
+                      "100", "--runs-dir", tmp_path, "--name", "ok", "--no-report", "--progress", "none")
     assert result.returncode == 0, result.stderr
     assert "overfit-batch check: the model can learn: OK" in result.stdout
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
@@ -72,9 +72,10 @@ def test_overfit_batch_reaches_100_percent_on_the_batch(mnist_folder, tmp_path):
     assert len((tmp_path / "ok" / "metrics.csv").read_text().splitlines()) == 2  # one epoch of 100 steps
 
 
-def test_overfit_batch_reports_a_model_that_cannot_learn(mnist_folder, tmp_path):
-    result = run_cli("train", "--dataset", mnist_folder, *TINY, "--overfit-batch", "32", "--overfit-steps", "50",
-                     "--lr", "1e-9", "--runs-dir", tmp_path, "--name", "broken", "--no-report", "--progress", "none")
+def test_overfit_batch_reports_a_model_that_cannot_learn(mnist_folder, tmp_path, capsys):
+    result = run_main(capsys, "train", "--dataset", mnist_folder, *TINY, "--overfit-batch", "32", "--overfit-steps",
+                      "50", "--lr", "1e-9", "--runs-dir", tmp_path, "--name", "broken", "--no-report", "--progress",
+                      "none")
     assert result.returncode == 1, result.stderr
     assert "FAILED, the loss did not go to zero" in result.stdout and "check the lr, labels, model" in result.stdout
     check = json.loads((tmp_path / "broken" / "summary.json").read_text())["overfit_batch"]

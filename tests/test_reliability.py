@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import visiontrain
-from conftest import REPO, VISIONTRAIN, run_cli
+from conftest import REPO, VISIONTRAIN, run_cli, run_main
 from visiontrain.errors import CheckpointError
 
 DRIVERS = Path(__file__).parent / "drivers"
@@ -70,7 +70,7 @@ def reference_run(mnist_folder, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["mid-epoch", "epoch-boundary"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_bit_identical(mnist_folder, tmp_path, reference_run, where, how):
+def test_killed_run_resumes_bit_identical(mnist_folder, tmp_path, reference_run, where, how, capsys):
     run = tmp_path / "x"
     process = subprocess.Popen([*VISIONTRAIN, *tiny_args(mnist_folder, tmp_path, "x")], cwd=REPO,
                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -86,14 +86,14 @@ def test_killed_run_resumes_bit_identical(mnist_folder, tmp_path, reference_run,
         assert time.monotonic() - started < 10 and process.returncode == 128 + signal.SIGTERM
         assert b"--resume" in stderr and b"Traceback" not in stderr
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # loadable after the kill
-    resumed = run_cli("train", "--resume", run)
+    resumed = run_main(capsys, "train", "--resume", run)  # in this process: the killed run was a real one
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     assert_bit_identical(run, reference_run)
 
 
 @pytest.mark.slow
-def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(mnist_folder, tmp_path, reference_run):
+def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(mnist_folder, tmp_path, reference_run, capsys):
     run = tmp_path / "x"
     result = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "half", "4", "--",
                              *tiny_args(mnist_folder, tmp_path, "x")], capture_output=True, text=True, cwd=REPO,
@@ -102,7 +102,7 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(mnist_folder, t
     assert list((run / "checkpoints").glob("*.tmp"))  # the half-written temp file is there...
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # ...and last.pt is the previous, whole
     assert state["state"]["global_step"] > 0
-    resumed = run_cli("train", "--resume", run)
+    resumed = run_main(capsys, "train", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr
     assert not list((run / "checkpoints").glob("*.tmp"))  # removed on the next start
     assert_bit_identical(run, reference_run)
@@ -120,8 +120,8 @@ def test_disk_full_names_the_checkpoint_and_keeps_the_previous(mnist_folder, tmp
     assert hashlib.sha256((run / "checkpoints" / "last.pt").read_bytes()).hexdigest() == before
 
 
-def test_nan_stops_at_the_step_and_writes_no_nan(mnist_folder, tmp_path):
-    result = run_cli(*tiny_args(mnist_folder, tmp_path, "nan", epochs=2, extra=["--lr", "99", "--optimizer", "sgd", "--momentum", "0.99"]))
+def test_nan_stops_at_the_step_and_writes_no_nan(mnist_folder, tmp_path, capsys):
+    result = run_main(capsys, *tiny_args(mnist_folder, tmp_path, "nan", epochs=2, extra=["--lr", "99", "--optimizer", "sgd", "--momentum", "0.99"]))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "loss is" in result.stderr and "epoch 1, step" in result.stderr and "learning rate" in result.stderr
     for path in (tmp_path / "nan" / "checkpoints").glob("*.pt"):
@@ -135,7 +135,7 @@ class Evil:
 
 
 @pytest.mark.parametrize("force_unsafe_env", [False, True])
-def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist_folder, force_unsafe_env):
+def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist_small, force_unsafe_env):
     monkeypatch.chdir(tmp_path)
     if force_unsafe_env:
         monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -143,7 +143,7 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist
     torch.save({"kind": "visiontrain-checkpoint", "payload": Evil()}, evil)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(f"dataset: {mnist_folder}\nmodel: lenet\n")
+    (run / "config.yaml").write_text(f"dataset: {mnist_small}\nmodel: lenet\n")
     (run / "checkpoints" / "last.pt").write_bytes(evil.read_bytes())
     with pytest.raises(CheckpointError, match="not a safe visiontrain checkpoint"):
         visiontrain.load(evil)
@@ -151,7 +151,7 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist
         visiontrain.load(run)
     resume = run_cli("train", "--resume", run, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe_env else None)
     assert resume.returncode == 2 and "not a safe visiontrain checkpoint" in resume.stderr
-    weights = run_cli("train", "--dataset", mnist_folder, "--model", "lenet", "--weights", evil, "--epochs", "1",
+    weights = run_cli("train", "--dataset", mnist_small, "--model", "lenet", "--weights", evil, "--epochs", "1",
                       "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert weights.returncode == 2 and "not a safe weights file" in weights.stderr
     assert not (tmp_path / "PWNED").exists() and not (REPO / "PWNED").exists()
@@ -173,8 +173,8 @@ def test_corrupt_checkpoint_is_named_and_resume_falls_back_to_the_newest_valid(r
     assert skipped and skipped[0][0] == last and checkpoint["state"]["epoch"] >= 1
 
 
-def test_resume_with_a_changed_model_is_refused_listing_the_field(reference_run):
-    result = run_cli("train", "--resume", reference_run, "--model", "lenet", "--batch-size", "8")
+def test_resume_with_a_changed_model_is_refused_listing_the_field(reference_run, capsys):
+    result = run_main(capsys, "train", "--resume", reference_run, "--model", "lenet", "--batch-size", "8")
     assert result.returncode == 2 and "model" in result.stderr and "batch_size" in result.stderr
 
 
@@ -186,19 +186,19 @@ def test_checkpoint_from_a_newer_format_is_refused(reference_run, tmp_path):
         visiontrain.load(tmp_path / "future.pt")
 
 
-def test_raising_epochs_on_resume_extends_the_run(reference_run, tmp_path):
+def test_raising_epochs_on_resume_extends_the_run(reference_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "more"
     shutil.copytree(reference_run, run)
-    result = run_cli("train", "--resume", run, "--epochs", "4")
+    result = run_main(capsys, "train", "--resume", run, "--epochs", "4")
     assert result.returncode == 0, result.stderr
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 4
     assert "epochs: 4" in (run / "config.yaml").read_text()
 
 
 def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(mnist_folder, tmp_path, monkeypatch,
-                                                                            reference_run):
+                                                                            reference_run, capsys):
     """SIGTERM during the last step of epoch 1: epoch 1 is finished and saved (not lost), then the run stops."""
     from visiontrain.engine import fit as fit_module
     from visiontrain.errors import TrainingStopped
@@ -221,6 +221,6 @@ def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(mnis
     assert (state["epoch"], state["step_in_epoch"]) == (1, 0)  # the whole epoch, its metrics row included
     assert len((tmp_path / "x" / "metrics.csv").read_text().splitlines()) == 2
     monkeypatch.setattr(fit_module.Fit, "after_step", original)
-    resumed = run_cli("train", "--resume", tmp_path / "x")
+    resumed = run_main(capsys, "train", "--resume", tmp_path / "x")
     assert resumed.returncode == 0, resumed.stderr
     assert_bit_identical(tmp_path / "x", reference_run)

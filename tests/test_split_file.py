@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import visiontrain
-from conftest import run_cli, write_mnist_folder
+from conftest import run_main, write_mnist_folder
 from visiontrain.config import RESUME_UNSAFE_FIELDS, ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data import load_dataset
 from visiontrain.data.splitfile import read_split_file
@@ -101,12 +101,12 @@ def test_changed_and_unlisted_files_are_reported_by_name(digits, carved_run, tmp
     assert not any("new" in Path(s).name for s in data.train.sources)
 
 
-def test_a_listed_file_that_is_missing_stops_with_exit_2_naming_it(digits, carved_run, tmp_path):
+def test_a_listed_file_that_is_missing_stops_with_exit_2_naming_it(digits, carved_run, tmp_path, capsys):
     root = copy_folder(digits, tmp_path / "digits")
     gone = read_rows(carved_run / "split.csv")[3]["path"]
     (root / gone).unlink()
-    result = run_cli("train", "--dataset", root, "--model", "simple-cnn", "--epochs", "1", "--split-file",
-                     carved_run / "split.csv", "--runs-dir", tmp_path / "runs", "--progress", "none")
+    result = run_main(capsys, "train", "--dataset", root, "--model", "simple-cnn", "--epochs", "1", "--split-file",
+                      carved_run / "split.csv", "--runs-dir", tmp_path / "runs", "--progress", "none")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     (error,) = [line for line in result.stderr.splitlines() if "error" in line]  # one sentence that names the file

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from visiontrain.config import ConfigError
 from visiontrain.sweep import plan, run_sweep
 
@@ -29,10 +29,10 @@ def cli_args(values: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(mnist_folder, tmp_path_factory):
+def finished_sweep(mnist_small, tmp_path_factory):
     """The 2 x 2 sweep, run once through the command line: (values, its folder, the command's result)."""
     runs = tmp_path_factory.mktemp("sweep-runs")
-    values = sweep_values(mnist_folder, runs)
+    values = sweep_values(mnist_small, runs)
     return values, runs / "sweep-grid", run_cli("sweep", *cli_args(values), cwd=runs)
 
 
@@ -54,11 +54,11 @@ def test_a_2x2_sweep_writes_4_runs_the_manifest_and_the_comparison(finished_swee
     assert table.count("%") == 8  # best val and test accuracy of each run
 
 
-def test_rerunning_the_sweep_skips_the_finished_runs(finished_sweep):
+def test_rerunning_the_sweep_skips_the_finished_runs(finished_sweep, capsys):
     values, folder, first = finished_sweep
     assert first.returncode == 0, first.stderr
     checkpoints = {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoints/*.pt")}
-    again = run_cli("sweep", *cli_args(values | {"progress": "line"}))  # how the runs show progress: the same sweep
+    again = run_main(capsys, "sweep", *cli_args(values | {"progress": "line"}))  # how the runs show progress: the same sweep
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished earlier, skipped") == 4 and ": training" not in again.stdout
     assert "epoch 1/1" not in again.stdout  # nothing trained
@@ -115,8 +115,8 @@ def test_a_bad_grid_value_names_the_field_before_anything_is_written(mnist_folde
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_command_line_exits_2_with_one_sentence_and_trains_nothing(mnist_folder, tmp_path):
-    result = run_cli("sweep", *cli_args(sweep_values(mnist_folder, tmp_path / "runs", batch_size="64,0")), cwd=tmp_path)
+def test_the_command_line_exits_2_with_one_sentence_and_trains_nothing(mnist_folder, tmp_path, capsys):
+    result = run_main(capsys, "sweep", *cli_args(sweep_values(mnist_folder, tmp_path / "runs", batch_size="64,0")))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("visiontrain: error: batch_size: 0 is out of range")
     assert not (tmp_path / "runs").exists() and result.stdout == ""
@@ -129,14 +129,14 @@ def test_another_grid_under_the_same_name_is_refused(finished_sweep):
         run_sweep(values | {"lr": "0.01,0.1"})
 
 
-def test_the_plan_names_runs_by_their_values_and_takes_lists_and_paths(mnist_folder, tmp_path):
-    sweep = plan({"dataset": str(mnist_folder), "model": ["mlp", "lenet"], "batch_size": "32, 64", "epochs": 1,
+def test_the_plan_names_runs_by_their_values_and_takes_lists_and_paths(mnist_small, tmp_path):
+    sweep = plan({"dataset": str(mnist_small), "model": ["mlp", "lenet"], "batch_size": "32, 64", "epochs": 1,
                   "runs_dir": str(tmp_path)})
-    assert sweep.path == tmp_path / f"sweep-{mnist_folder.name}-model-batch-size"
+    assert sweep.path == tmp_path / f"sweep-{mnist_small.name}-model-batch-size"
     assert [p.name for p in sweep.points] == ["model-mlp_batch-size-32", "model-mlp_batch-size-64",
                                               "model-lenet_batch-size-32", "model-lenet_batch-size-64"]
     assert [p.config.batch_size for p in sweep.points] == [32, 64, 32, 64] and sweep.points[0].config.epochs == 1
     assert {p.config.runs_dir for p in sweep.points} == {str(sweep.path)}
     comma_path = tmp_path / "a,b"
-    shutil.copytree(mnist_folder, comma_path)  # an existing path with a comma is one value, not two
+    shutil.copytree(mnist_small, comma_path)  # an existing path with a comma is one value, not two
     assert len(plan({"dataset": str(comma_path), "model": "mlp", "runs_dir": str(tmp_path)}).points) == 1

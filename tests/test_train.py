@@ -16,9 +16,14 @@ TINY = dict(model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=2e
             progress="none")
 
 
-@pytest.fixture
-def tiny_run(mnist_folder, tmp_path):
-    return visiontrain.train(dataset=str(mnist_folder), runs_dir=str(tmp_path / "runs"), name="tiny", **TINY)
+@pytest.fixture(scope="module")
+def tiny_run(mnist_folder, tmp_path_factory):
+    """One 3-epoch run shared by the module's tests, which only read it (its own cache: the autouse isolated_home
+    is per test, this fixture is not)."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISIONTRAIN_HOME", str(root / "home"))
+        return visiontrain.train(dataset=str(mnist_folder), runs_dir=str(root / "runs"), name="tiny", **TINY)
 
 
 def test_training_learns_and_writes_the_run_folder(tiny_run):
@@ -40,17 +45,18 @@ def test_training_learns_and_writes_the_run_folder(tiny_run):
 
 def test_checkpoint_loads_with_plain_torch_in_a_process_without_visiontrain(tiny_run):
     code = (
-        "import sys, torch; c = torch.load(sys.argv[1], weights_only=True);"
-        "assert 'visiontrain' not in sys.modules;"
-        "assert isinstance(c['format_version'], int) and isinstance(c['torch_version'], str);"
-        "assert c['classes'] == [str(d) for d in range(10)] and len(c['mean']) == 1 and len(c['std']) == 1;"
-        "assert isinstance(c['config'], dict) and c['config']['model'] == 'simple-cnn';"
-        "assert all(isinstance(v, torch.Tensor) for v in c['model'].values()); print('ok')"
+        "import sys, torch\n"
+        "for path in sys.argv[1:]:\n"
+        "    c = torch.load(path, weights_only=True)\n"
+        "    assert 'visiontrain' not in sys.modules\n"
+        "    assert isinstance(c['format_version'], int) and isinstance(c['torch_version'], str)\n"
+        "    assert c['classes'] == [str(d) for d in range(10)] and len(c['mean']) == 1 and len(c['std']) == 1\n"
+        "    assert isinstance(c['config'], dict) and c['config']['model'] == 'simple-cnn'\n"
+        "    assert all(isinstance(v, torch.Tensor) for v in c['model'].values()); print('ok', path)\n"
     )
-    for name in ("last.pt", "best.pt"):
-        result = subprocess.run([sys.executable, "-I", "-c", code, str(tiny_run.path / "checkpoints" / name)],
-                                capture_output=True, text=True)
-        assert result.stdout.strip() == "ok", result.stderr
+    paths = [str(tiny_run.path / "checkpoints" / name) for name in ("last.pt", "best.pt")]
+    result = subprocess.run([sys.executable, "-I", "-c", code, *paths], capture_output=True, text=True)  # one torch import
+    assert result.stdout.splitlines() == [f"ok {path}" for path in paths], result.stderr
 
 
 def test_load_reproduces_the_evaluation_accuracy(tiny_run, mnist_folder):
@@ -66,8 +72,8 @@ def test_load_reproduces_the_evaluation_accuracy(tiny_run, mnist_folder):
     assert visiontrain.evaluate(tiny_run.path)["accuracy"] == pytest.approx(tiny_run.test_acc)
 
 
-def test_same_seed_is_bit_identical_and_another_seed_differs(mnist_folder, tmp_path):
-    runs = [visiontrain.train(dataset=str(mnist_folder), runs_dir=str(tmp_path), seed=seed, **TINY | {"epochs": 1})
+def test_same_seed_is_bit_identical_and_another_seed_differs(mnist_small, tmp_path):
+    runs = [visiontrain.train(dataset=str(mnist_small), runs_dir=str(tmp_path), seed=seed, **TINY | {"epochs": 1})
             for seed in (0, 0, 1)]
     states = [torch.load(r.path / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
