@@ -99,12 +99,14 @@ class Fit:
         self.precision = choose_precision(config.precision, self.device, config.channels_last)
         if self.device.type == "cuda" and not config.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN time its algorithms once
-        if config.pretrained and config.image_size is None:  # the backbone's own input size, recorded in config.yaml
+        self.pretraining = None  # (size, mean, std) of --pretrained weights: an installed package's or --weights FILE's
+        if config.pretrained:
             from ..models.pretrained import PRETRAINED, pretraining_preprocessing
 
-            known = pretraining_preprocessing(config.model) if config.model in PRETRAINED or config.weights else None
-            if known is not None:
-                self.config = config = config.replace(image_size=known[0])
+            if config.model in PRETRAINED or config.weights:
+                self.pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
+            if self.pretraining is not None and config.image_size is None:  # the backbone's size, in config.yaml
+                self.config = config = config.replace(image_size=self.pretraining[0])
         own_split = self.run_dir.split_path if self.run_dir is not None and self.run_dir.split_path.is_file() else None
         self.dataset = self.loaded_dataset = load_config_dataset(config, split_file=own_split)  # resume: its own split
         if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
@@ -150,10 +152,10 @@ class Fit:
             "gradual" if config.pretrained or config.weights else "full")
         self.optimizer = build_optimizer(self.model, config, backbone_lr=config.backbone_lr
                                          if config.pretrained or config.weights else 1.0)
-        self.scheduler = build_scheduler(self.optimizer, config, self.loader.steps_per_epoch // config.accumulate)
+        optimizer_steps = self.loader.steps_per_epoch // config.accumulate  # per epoch
+        self.scheduler = build_scheduler(self.optimizer, config, optimizer_steps)
         self.ema = EMA(self.model, config.ema) if config.ema else None
-        self.lookahead = Lookahead(self.model, self.loader.steps_per_epoch // config.accumulate * config.epochs) \
-            if config.lookahead else None
+        self.lookahead = Lookahead(self.model, optimizer_steps * config.epochs) if config.lookahead else None
         scaler = torch.amp.GradScaler(self.device.type) if self.precision.grad_scaler else None
         self.trainer = Trainer(self._ddp_wrapped(), self.optimizer, self.scheduler,
                                nn.CrossEntropyLoss(weight=class_weights, label_smoothing=config.label_smoothing),
@@ -177,16 +179,14 @@ class Fit:
         config = self.config
         if not config.pretrained:
             return build_model(config, len(data.classes), data.in_channels, data.image_size), data.mean, data.std
-        from ..models.pretrained import PRETRAINED, pretrained_model, pretraining_preprocessing
+        from ..models.pretrained import PRETRAINED, pretrained_model
 
-        known = pretraining_preprocessing(config.model) if config.weights and config.model not in PRETRAINED else None
-        if known is not None:  # --pretrained --weights FILE: the file's weights (loaded in setup), the known statistics
-            model = build_model(config, len(data.classes), data.in_channels, data.image_size)
-            _, mean, std = known
+        if self.pretraining is not None and config.model not in PRETRAINED:  # --pretrained --weights FILE: the
+            model = build_model(config, len(data.classes), data.in_channels, data.image_size)  # file loads in setup
         else:  # an installed package's weights, or the error that says none are available
-            model, source = pretrained_model(config.model, num_classes=len(data.classes),
-                                             in_channels=data.in_channels, image_size=data.image_size)
-            mean, std = source.mean, source.std
+            model, _ = pretrained_model(config.model, num_classes=len(data.classes), in_channels=data.in_channels,
+                                        image_size=data.image_size)
+        _, mean, std = self.pretraining
         if data.in_channels == 1:  # the summed RGB filters see a gray image: normalise it with the mean statistics
             return model, [sum(mean) / 3], [sum(std) / 3]
         return model, list(mean), list(std)

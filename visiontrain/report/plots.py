@@ -263,7 +263,7 @@ def image_grid(images: "torch.Tensor", titles: Sequence[str], path: str | Path, 
     """Write a grid of images with a caption under each as a PNG.
 
     Drawn with Pillow, not matplotlib: a 32-image grid took ~2 s as matplotlib subplots (layout and one axis
-    per image), several times a run, and takes ~30 ms as pasted tiles. Images are scaled to GRID_CELL pixels on
+    per image), several times a run, and takes ~60 ms as pasted tiles. Images are scaled to GRID_CELL pixels on
     their longer side, by whole multiples (nearest: a 28 px digit stays sharp) when smaller, else bilinear.
 
     Args:
