@@ -89,7 +89,9 @@ class Fit:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
-            torch.use_deterministic_algorithms(True, warn_only=False)
+            # warn_only: an op with no deterministic CUDA kernel (e.g. AdaptiveAvgPool2d's backward in torchvision's
+            # ResNets) warns, naming itself, instead of stopping the run; visiontrain's own networks avoid such ops
+            torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         self.device = resolve_device(config.device)
         self.env = init_distributed(self.device.type)

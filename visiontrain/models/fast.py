@@ -40,6 +40,14 @@ class ConvGroup(nn.Sequential):
                          nn.GELU(), Conv(out_channels, out_channels), FrozenScaleBatchNorm(out_channels), nn.GELU())
 
 
+class GlobalMaxPool(nn.Module):
+    """(B, C, H, W) -> (B, C, 1, 1) maximum. nn.AdaptiveMaxPool2d(1) computes the same, but its CUDA backward has
+    no deterministic kernel, so --deterministic stopped fastnet on a GPU; amax's backward is elementwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(2, 3), keepdim=True)
+
+
 class Whitening(nn.Conv2d):
     """2x2 patch whitening: weights = eigenvectors / sqrt(eigenvalues) of the patch covariance, and their negation."""
 
@@ -64,7 +72,7 @@ class FastNet(Classifier):
         whiten = Whitening(in_channels, stem_stride)
         features = nn.Sequential(whiten, nn.GELU(), ConvGroup(whiten.out_channels, widths[0]),
                                  ConvGroup(widths[0], widths[1]), ConvGroup(widths[1], widths[2]),
-                                 nn.AdaptiveMaxPool2d(1), nn.Flatten())
+                                 GlobalMaxPool(), nn.Flatten())
         super().__init__(features, nn.Identity(), nn.Linear(widths[2], num_classes, bias=False))
         self.logit_scale = 1 / 9  # airbench's temperature: keeps early logits small with Dirac-initialised convs
 
