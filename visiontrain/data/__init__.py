@@ -104,7 +104,7 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
         if not root.is_dir():
             raise DataError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS.names())}) nor a folder")
         name, (allow_flip, pad_mode) = root.resolve().name, flip_and_border(dataset)
-        files = sorted(p for p in root.rglob("*") if p.is_file())
+        files = cache.list_files(root)
 
         def build() -> dict:
             splits, bad, warnings = load_folder(root, policy=policy, image_size=image_size, channels=channels,

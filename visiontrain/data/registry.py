@@ -7,6 +7,7 @@ official source, verified against its checksum ($VISIONTRAIN_DATASET_MIRROR repl
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -110,8 +111,8 @@ def _cifar_source(name: str, description: str) -> None:
                     return [candidate]
             if jpg_folder and (base / jpg_folder / "train").is_dir():
                 return [base / jpg_folder]
-            if jpg_folder and (base / f"{jpg_folder}.tar.gz").is_file():
-                return [_extract_jpg_copy(base / f"{jpg_folder}.tar.gz", jpg_sha256)]
+            if jpg_folder and (base / f"{jpg_folder}.tar.gz").is_file():  # the cache is keyed by the archive itself
+                return [base / f"{jpg_folder}.tar.gz"]
         if data_dir is not None:
             raise DataError(f"data_dir {data_dir} holds neither {archive} nor {folder}/"
                             + (f" nor {jpg_folder}[.tar.gz]" if jpg_folder else "") + "; put the files there")
@@ -120,6 +121,8 @@ def _cifar_source(name: str, description: str) -> None:
 
     def read(data_dir: Path | None, policy: DecodePolicy):
         (source,) = find(data_dir)
+        if jpg_folder and source.name == f"{jpg_folder}.tar.gz":
+            source = _extract_jpg_copy(source, jpg_sha256)
         if source.name == jpg_folder:
             splits, bad, _ = load_folder(source, policy=policy, image_size=None, channels=3, skip_bad=False)
             return splits, bad
@@ -132,14 +135,18 @@ def _cifar_source(name: str, description: str) -> None:
 
 
 def _extract_jpg_copy(archive: Path, sha256: str) -> Path:
-    """The JPEG-folder copy of CIFAR-10 ships as a tarball: verify it, extract it once into the cache."""
+    """The JPEG-folder copy of CIFAR-10 ships as a tarball: verify it, extract it once into the cache (again when
+    the extracted copy came from other bytes: `.complete` holds the archive's SHA-256). Only on a cache miss."""
     target = cache.home() / "cifar10-jpg-extracted"
-    if (target / "cifar10-jpg" / "train").is_dir() and (target / ".complete").is_file():
-        return target / "cifar10-jpg"
     if (actual := file_digest(archive, "sha256")) != sha256:
         raise DataError(f"{archive} fails its checksum (SHA-256 {actual}, expected {sha256}); obtain it again")
+    complete = target / ".complete"
+    if (target / "cifar10-jpg" / "train").is_dir() and complete.is_file() and complete.read_text().strip() == sha256:
+        return target / "cifar10-jpg"
+    if target.exists():
+        shutil.rmtree(target)
     safe_extract_tar(archive, target)
-    (target / ".complete").touch()
+    complete.write_text(sha256 + "\n")
     return target / "cifar10-jpg"
 
 
@@ -151,7 +158,7 @@ def source_files(source: DatasetSource, data_dir: Path | None) -> list[Path]:
     found = source.find(data_dir)
     files: list[Path] = []
     for path in found:
-        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files += cache.list_files(path) if path.is_dir() else [path]
     return files
 
 
