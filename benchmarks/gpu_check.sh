@@ -2,9 +2,10 @@
 # The CUDA checks, for a machine with a GPU (run from the repository root):
 #   1. the GPU-marked tests (tests/test_gpu.py),
 #   2. torchrun + NCCL on one GPU (the DDP code path),
-#   3. CIFAR-10 with the cifar10-gpu preset and variants of it ($VARIANTS; runs start while $BUDGET seconds
-#      have not passed). The runs' summaries are appended to $OUT/summaries.jsonl
-#      and their logs to $OUT/runs.log (few files: the GPU machine returns at most 8).
+#   3. a profile of a 1-epoch CIFAR-10 run ($OUT/startup.prof: where the seconds before the first step go),
+#   4. CIFAR-10 with the cifar10-gpu preset and variants of it ($VARIANTS, through benchmarks/gpu_sweep.py; variants
+#      start while $BUDGET seconds of the sweep have not passed). Summaries go to $OUT/summaries.jsonl (few files:
+#      the GPU machine returns at most 8).
 # DATA must hold mnist/ (the IDX files) and cifar10-jpg.tar.gz, as ../shared/data does here.
 set -u
 : "${DATA:?set DATA}" "${OUT:=benchmarks/results/gpu}"
@@ -30,36 +31,38 @@ $PY -m torch.distributed.run --nproc_per_node=1 -m visiontrain train --dataset /
     --epochs 1 --device cuda --runs-dir /tmp/ddp-runs --name ddp --progress line --report 2>&1 | tail -4
 $PY -c "import json; s=json.load(open('/tmp/ddp-runs/ddp/summary.json')); print('ddp', s['distributed'], s['hardware']['precision'], s['test_acc'])"
 
-echo "== 3. CIFAR-10 time-to-94% ($(elapsed) s)"
-run() {  # name, then flags
-  local name=$1; shift
-  $PY -m visiontrain train --preset cifar10-gpu --data-dir "$DATA" --runs-dir /tmp/runs --name "$name" \
-      --progress line --no-report "$@" > "/tmp/$name.log" 2>&1 < /dev/null
-  { echo "=== $name $*"; cat "/tmp/$name.log"; } >> "$OUT/runs.log"
-  $PY - "$name" "$OUT" <<'PY'
-import json, sys
-name, out = sys.argv[1], sys.argv[2]
-try:
-    s = json.load(open(f"/tmp/runs/{name}/summary.json"))
-except OSError:
-    print(name, "FAILED:", open(f"/tmp/{name}.log").read()[-1500:]); sys.exit()
-with open(f"{out}/summaries.jsonl", "a") as f:
-    f.write(json.dumps({"name": name} | s) + "\n")
-print(f"{name:14s} test {100*s['test_acc']:.2f}%  wall {s['wall_seconds']:.1f} s  train {s['train_seconds']:.1f} s  "
-      f"train acc {100*s['final_train_acc']:.1f}%  first step {s['time_to_first_step']:.1f} s  {s['images_per_second']:.0f} img/s  {s['hardware']['precision']}")
-PY
-}
-run warmup --epochs 1  # decodes the 60,000 JPEGs into the cache once
-# Each line of VARIANTS: a run name, then the flags that differ from the preset.
-# The default list measures the colour-whitening fix and airbench's remaining tricks (none measured on a GPU yet).
-VARIANTS=${VARIANTS:-"preset
-airbench --bias-lr-scale 64 --lookahead --flip-mode alternate
-airbench-e10 --bias-lr-scale 64 --lookahead --flip-mode alternate --epochs 10
-bias64 --bias-lr-scale 64
-lookahead --lookahead
-airbench-lr1.5-wd1.3e-3 --bias-lr-scale 64 --lookahead --flip-mode alternate --lr 1.5 --weight-decay 1.33e-3
-e12 --epochs 12"}
-while read -r name flags; do
-  [ -n "$name" ] && [ "$(elapsed)" -lt "${BUDGET:-420}" ] && run "$name" $flags
-done <<< "$VARIANTS"
+if [ -z "${SKIP_PROFILE:-}" ]; then
+echo "== 3. where the start-up time goes: a profile of a 1-epoch CIFAR-10 run ($(elapsed) s)"
+for name in decode profile; do  # the first run decodes the 60,000 JPEGs into the cache once
+  [ $name = profile ] && prof="-m cProfile -o $OUT/startup.prof" || prof=
+  $PY $prof -m visiontrain train --preset cifar10-gpu --data-dir "$DATA" --runs-dir /tmp/runs --name $name --epochs 1 \
+      --progress none --no-report 2>&1 | tail -2
+done
+$PY -c "import pstats; pstats.Stats('$OUT/startup.prof').sort_stats('cumulative').print_stats(25)" | tail -40
+fi
+
+echo "== 4. CIFAR-10 time-to-94% ($(elapsed) s)"
+# Each line of VARIANTS: a run name, then the flags that differ from the preset. benchmarks/gpu_sweep.py runs them
+# in one process, then the fastest that reached 94% again as a fresh command (its wall time).
+AB="--bias-lr-scale 64 --lookahead --flip-mode alternate --lr 1.5 --weight-decay 1.33e-3 --schedule linear"
+VARIANTS=${VARIANTS:-"warmup --epochs 1
+ab10 $AB --epochs 10 --warmup-epochs 2.3
+ab16 $AB --epochs 16 --warmup-epochs 3.7
+preset
+ab24 $AB --epochs 24 --warmup-epochs 5.5
+w1.5-ab16 $AB --epochs 16 --warmup-epochs 3.7 --width 1.5
+ab16-lr1 $AB --epochs 16 --warmup-epochs 3.7 --lr 1.0
+ab16-lr2.5 $AB --epochs 16 --warmup-epochs 3.7 --lr 2.5
+ab16-wd2.5e-3 $AB --epochs 16 --warmup-epochs 3.7 --weight-decay 2.5e-3
+flags16 --bias-lr-scale 64 --lookahead --flip-mode alternate
+ab40 $AB --epochs 40 --warmup-epochs 9
+w1.5-ab24 $AB --epochs 24 --warmup-epochs 5.5 --width 1.5
+ab24-pad4 $AB --epochs 24 --warmup-epochs 5.5 --crop-padding 4
+ab16-det $AB --epochs 16 --warmup-epochs 3.7 --deterministic
+w2-ab24 $AB --epochs 24 --warmup-epochs 5.5 --width 2"}
+echo "$VARIANTS" > /tmp/variants.txt
+$PY benchmarks/gpu_sweep.py --data-dir "$DATA" --out "$OUT" --variants /tmp/variants.txt --budget "${BUDGET:-300}" --target "${TARGET:-0.94}" \
+    2>&1 | tee "$OUT/sweep.log"
+echo "== 5. the airbench94 recipe itself on the same pixels ($(elapsed) s)"
+$PY benchmarks/airbench_reference.py --data-dir "$DATA" --epochs "${REFERENCE_EPOCHS:-9.9}" --seeds 0,1 2>&1 | tail -6
 echo "== done ($(elapsed) s)"
