@@ -23,3 +23,9 @@ PRESETS.register("cifar10")(_FAST | {"dataset": "cifar10", "width": 0.5, "epochs
 PRESETS.register("cifar10-gpu")(_FAST | {"dataset": "cifar10", "model": "fastnet-wide", "width": 1.0, "epochs": 16,
                                          "batch_size": 1024, "lr": 2.0, "weight_decay": 5e-4, "crop_padding": 2,
                                          "val_fraction": 0.0, "device": "cuda"})
+# airbench94's own settings on the same network (lr 1.5 and weight decay 1.33e-3 in mean-loss units, linear warm-up
+# over 23% then linear decay, 64x lr for BatchNorm biases, lookahead, alternating flips), for 10 epochs: 90.40% (median
+# of 3 seeds) in ~3 s of training on an H200, against the reference recipe's own 90.4% on this JPEG copy
+PRESETS.register("cifar10-airbench")(PRESETS.get("cifar10-gpu") | {
+    "epochs": 10, "lr": 1.5, "weight_decay": 1.33e-3, "schedule": "linear", "warmup_epochs": 2.3, "bias_lr_scale": 64,
+    "lookahead": True, "flip_mode": "alternate"})
