@@ -185,3 +185,28 @@ def test_example_compare_runs(tmp_path):
     runs = sorted(str(path) for path in (tmp_path / "runs").glob("lenet-*"))
     again = run_example("05_compare_runs.py", tmp_path / "again", *runs)
     assert "lenet-sgd-steplr" in again  # existing runs are compared without training
+
+
+@pytest.mark.parametrize("flip_mode", ["random", "alternate"])
+def test_staged_epochs_give_the_trainer_the_same_batches(digits, flip_mode):
+    """A GPU run stages each epoch's indices and augmentation parameters in one copy (Trainer.staged_steps): the
+    batches, labels and resumed steps must be exactly the per-step ones, or GPU runs would change."""
+    from visiontrain.config import build_config
+    from visiontrain.data.loader import TensorLoader
+    from visiontrain.engine.fit import augment_spec, load_config_dataset
+    from visiontrain.engine.loop import Normalizer, Trainer
+    from visiontrain.engine.precision import Precision
+
+    config = build_config({"dataset": str(digits), "seed": 5, "rotation": 10, "batch_size": 48, "flip_mode": flip_mode})
+    data = load_config_dataset(config, verbose=False)
+    identity = Normalizer([0.0], [1 / 255], Precision(torch.device("cpu"), None, False, False))
+    loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+    flips = torch.rand(len(data.train), generator=torch.Generator().manual_seed(1)) < 0.5 if flip_mode == "alternate" else None
+    trainers = [Trainer(None, None, None, None, loader, data.train.images, data.train.labels, identity,
+                        augment_spec(config, data), config.seed, flips=flips, stage_epochs=staged) for staged in (False, True)]
+    for epoch, start in ((0, 0), (1, 2)):  # a whole epoch, and an epoch resumed at its third step
+        plain, staged = ([trainer.batch(indices, epoch, step, extra) for step, indices, extra
+                          in trainer.staged_steps(epoch, start)] for trainer in trainers)
+        assert len(plain) == len(staged) == loader.steps_per_epoch - start
+        for (images, labels), (staged_images, staged_labels) in zip(plain, staged):
+            assert torch.equal(images, staged_images) and torch.equal(labels, staged_labels)

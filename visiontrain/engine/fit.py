@@ -166,7 +166,8 @@ class Fit:
                                data.train.labels, self.normalize, augment_spec(config, data), config.seed,
                                config.accumulate, config.clip_grad, self.ema, scaler, self.after_step,
                                sync_every=32 if self.device.type == "cuda" else 1, lookahead=self.lookahead,
-                               flips=image_flips(config.flip_mode, len(data.train), config.seed))
+                               flips=image_flips(config.flip_mode, len(data.train), config.seed),
+                               stage_epochs=self.device.type == "cuda")
         self.state = TrainState()
         if self.resuming:
             self._restore()
