@@ -138,3 +138,11 @@ def test_every_verb_names_a_missing_path_or_name_exit_2(args, capsys):
     result = run_cli(*args) if args[0] == "report" else run_main(capsys, *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "/no/such" in result.stderr or "no-such-model" in result.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_preset_on_a_machine_without_one_says_what_to_do(capsys, tmp_path):
+    result = run_main(capsys, "train", "--preset", "cifar10-gpu", "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 2 and "internal error" not in result.stderr
+    assert "sees no CUDA GPU" in result.stderr and "the cifar10-gpu preset is for a GPU: add --device cpu" in result.stderr
+    assert not (tmp_path / "runs").exists()  # stopped before any data loading or run folder

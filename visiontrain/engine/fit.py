@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import __version__
 from .._io import remove_stale_temp_files
-from ..config import Config
+from ..config import PRESETS, Config, ConfigError
 from ..data import Dataset, load_dataset
 from ..data.augment import PHOTO_JITTER, AugmentSpec, image_flips
 from ..data.decode import DecodePolicy
@@ -93,7 +93,14 @@ class Fit:
             # ResNets) warns, naming itself, instead of stopping the run; visiontrain's own networks avoid such ops
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        self.device = resolve_device(config.device)
+        try:
+            self.device = resolve_device(config.device)
+        except ConfigError as error:
+            preset = PRESETS.get(config.preset) if config.preset in PRESETS else {}
+            if preset.get("device") == config.device:  # the device came from a GPU preset, not from the user
+                raise ConfigError(f"{error} (the {config.preset} preset is for a GPU: add --device cpu to run it here, "
+                                  "or use a CPU preset such as --preset cifar10)") from None
+            raise
         self.env = init_distributed(self.device.type)
         if self.env.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.env.local_rank)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..config import ConfigError
+
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
@@ -27,9 +29,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+        raise ConfigError(f"device: {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device: 'mps' was asked for but is not available here; use --device cpu or auto")
+        raise ConfigError("device: 'mps' was asked for but is not available here; use --device cpu or auto")
     return device
 
 
