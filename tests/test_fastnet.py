@@ -101,3 +101,19 @@ def test_the_airbench_recipe_resumes_bit_identical(mnist_folder, tmp_path, capsy
     first, second = (torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["lookahead"]
                      for r in ("x", "reference"))
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_global_max_pool_sends_the_gradient_where_adaptive_max_pool_does_even_with_ties():
+    """fastnet's pool is not AdaptiveMaxPool2d (no deterministic CUDA backward); it must still train the same: a
+    tie (a flat black background) gives the whole gradient to one position, not a share to each."""
+    from visiontrain.models.fast import GlobalMaxPool
+
+    x = torch.zeros(2, 3, 3, 3)
+    x[1, :, 1, 2] = 1.0  # one clear maximum in the second image; the first is all ties
+    x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for pool in (GlobalMaxPool(), torch.nn.AdaptiveMaxPool2d(1)):
+        leaf = x.clone().requires_grad_()
+        (pool(leaf).flatten() * torch.arange(1.0, 7.0)).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1]) and grads[0][0].count_nonzero() == 3  # one position per channel

@@ -41,11 +41,13 @@ class ConvGroup(nn.Sequential):
 
 
 class GlobalMaxPool(nn.Module):
-    """(B, C, H, W) -> (B, C, 1, 1) maximum. nn.AdaptiveMaxPool2d(1) computes the same, but its CUDA backward has
-    no deterministic kernel, so --deterministic stopped fastnet on a GPU; amax's backward is elementwise."""
+    """(B, C, H, W) -> (B, C, 1, 1) maximum, as nn.AdaptiveMaxPool2d(1), whose CUDA backward has no deterministic
+    kernel (--deterministic stopped fastnet on a GPU). A max-pool over the whole map is the same function with the
+    same backward (the gradient goes to the first maximum; amax would split it between ties, which are common on
+    black backgrounds, and changed results) and is deterministic: its windows do not overlap."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=(2, 3), keepdim=True)
+        return nn.functional.max_pool2d(x, kernel_size=x.shape[-2:])
 
 
 class Whitening(nn.Conv2d):
