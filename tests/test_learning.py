@@ -187,8 +187,8 @@ def test_example_compare_runs(tmp_path):
     assert "lenet-sgd-steplr" in again  # existing runs are compared without training
 
 
-@pytest.mark.parametrize("flip_mode", ["random", "alternate"])
-def test_staged_epochs_give_the_trainer_the_same_batches(digits, flip_mode):
+@pytest.mark.parametrize("flip_mode, augment", [("random", "auto"), ("alternate", "auto"), ("random", "photo")])
+def test_staged_epochs_give_the_trainer_the_same_batches(digits, flip_mode, augment):
     """A GPU run stages each epoch's indices and augmentation parameters in one copy (Trainer.staged_steps): the
     batches, labels and resumed steps must be exactly the per-step ones, or GPU runs would change."""
     from visiontrain.config import build_config
@@ -197,7 +197,8 @@ def test_staged_epochs_give_the_trainer_the_same_batches(digits, flip_mode):
     from visiontrain.engine.loop import Normalizer, Trainer
     from visiontrain.engine.precision import Precision
 
-    config = build_config({"dataset": str(digits), "seed": 5, "rotation": 10, "batch_size": 48, "flip_mode": flip_mode})
+    config = build_config({"dataset": str(digits), "seed": 5, "rotation": 10, "batch_size": 48, "flip_mode": flip_mode,
+                           "augment": augment})  # photo: crop boxes stay on the host, jitter is staged
     data = load_config_dataset(config, verbose=False)
     identity = Normalizer([0.0], [1 / 255], Precision(torch.device("cpu"), None, False, False))
     loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
