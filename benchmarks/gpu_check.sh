@@ -10,6 +10,7 @@
 set -u
 : "${DATA:?set DATA}" "${OUT:=benchmarks/results/gpu}"
 mkdir -p "$OUT"
+[ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$DATA" ../shared/data; }  # the GPU tests read ../shared/data/mnist
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD VISIONTRAIN_HOME=/tmp/vt-home
 PY=${PYTHON:-python3}
 START=$(date +%s)
