@@ -41,15 +41,17 @@ def main() -> int:
 
     from visiontrain import cli
 
+    def train_args(name: str, flags: list[str]) -> list[str]:
+        return ["train", "--preset", "cifar10-gpu", "--data-dir", args.data_dir, "--runs-dir", args.runs_dir,
+                "--name", name, "--progress", "none", "--no-report", *flags]
+
     started, results = time.perf_counter(), []
     for name, *flags in variants:
         if time.perf_counter() - started > args.budget:
             print(f"{name:18s} not run (budget)")
             continue
         cli._START = time.perf_counter()  # the CLI's clock starts at its import; here at each run
-        argv = ["train", "--preset", "cifar10-gpu", "--data-dir", args.data_dir, "--runs-dir", args.runs_dir,
-                "--name", name, "--progress", "none", "--no-report", *flags]
-        code = cli.main(argv)
+        code = cli.main(train_args(name, flags))
         summary_path = Path(args.runs_dir, name, "summary.json")
         if code != 0 or not summary_path.is_file():
             print(f"{name:18s} FAILED (exit {code})")
@@ -67,8 +69,7 @@ def main() -> int:
               + (f"; best {best[0]} {100 * best[2]['test_acc']:.2f}%" if best else ""))
         return 0
     name, flags, _ = min(reached, key=lambda r: r[2]["train_seconds"])
-    command = [sys.executable, "-m", "visiontrain", "train", "--preset", "cifar10-gpu", "--data-dir", args.data_dir,
-               "--runs-dir", args.runs_dir, "--name", f"{name}-cli", "--progress", "none", "--no-report", *flags]
+    command = [sys.executable, "-m", "visiontrain", *train_args(f"{name}-cli", flags)]
     print("fastest to target, as a fresh command:", shlex.join(command[1:]), flush=True)
     began = time.perf_counter()
     subprocess.run(command, check=False)

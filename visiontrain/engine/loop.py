@@ -120,9 +120,11 @@ class Trainer:
         took 1.3-1.7x the time per epoch of a plain loop. Here the epoch's indices and parameters are drawn on the
         CPU exactly as per step (batch_params: runs and resumes are unchanged) and copied once, pinned and
         asynchronous; each step slices them on the device. The photo mode's crop boxes stay on the CPU."""
+        if not self.stage_epochs:
+            yield from ((step, indices, None) for step, indices in self.loader.batches(epoch, start_step))
+            return
         batches = list(self.loader.batches(epoch, start_step))
-        if not self.stage_epochs or not batches:
-            yield from ((step, indices, None) for step, indices in batches)
+        if not batches:
             return
         device = self.normalize.precision.device
         params = [batch_params(self.augment, indices, self.seed, epoch, step, self.flips) if self.augment.active
