@@ -161,3 +161,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def write_digit_folder(root: Path, train: int = 240, test: int = 60) -> Path:
+    """scikit-learn's real 8x8 handwritten digits (offline, 1,797 of them), upscaled to 28x28 PNG files in
+    root/{train,test}/<digit>/: the first `train` images for training, the next `test` for testing."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index in range(train + test):
+        folder = root / ("train" if index < train else "test") / str(int(digits.target[index]))
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(np.uint8(digits.images[index] * (255 / 16))).resize((28, 28), Image.Resampling.BILINEAR)
+        image.save(folder / f"{index:04d}.png")
+    return root

@@ -81,7 +81,9 @@ class Config:
     # -- runtime -----------------------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # training: auto is bf16 where the hardware has it
+    inference_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the test evaluation, eval, predict, explain: one
+    # numeric path whatever precision trained the model (the per-epoch validation runs in the training precision)
     channels_last: Optional[bool] = None  # None: on for CNNs where it helps
     compile: bool = False  # torch.compile the model (measured slower on CPU; see README)
     threads: Optional[int] = None  # torch CPU threads; None: all cores

@@ -71,7 +71,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     A run with a split.csv (it carved its own validation split, or trained with --split-file) is evaluated on
     exactly that split: the same files in the same split, with files added since then left out (and reported).
     """
-    from .api import load
+    from .inference import load
     from .config import build_config, load_yaml
     from .engine.fit import load_config_dataset
 

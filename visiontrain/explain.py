@@ -23,7 +23,7 @@ from ._io import atomic_write_bytes, atomic_write_text
 from .errors import VisiontrainError
 
 if TYPE_CHECKING:
-    from .api import Predictor
+    from .inference import Predictor
 
 MISCLASSIFIED_SHOWN = 6  # Grad-CAM panels of the report's misclassified gallery
 
@@ -158,7 +158,7 @@ def explain_paths(source: str | Path, inputs: Sequence[str | Path], out_dir: str
         (rows, skipped, layer): rows {"path", "png", "true", "predicted", "confidence", "explained"} in input
         order; skipped [(path, reason)] as predict gives them; the name of the layer explained.
     """
-    from .api import load
+    from .inference import load
     from .predict import EagerModel, decode_batch, decode_module, find_images
 
     source = Path(source)
@@ -236,7 +236,7 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     misclassified images with the highest loss, from the run's kept checkpoint. Where there is nothing to show
     (no convolution, no checkpoint, no mistake) it writes plots/gradcam.txt with the reason instead, which the
     report prints as a note; it never raises for those."""
-    from .api import load
+    from .inference import load
     from .errors import CheckpointError
     from .report.plots import _figure, figure_png, plot_path
     from .run import RunDir

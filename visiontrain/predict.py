@@ -28,7 +28,7 @@ from .export.bundle import BundlePredictor, decode_module, decode_policy, load_b
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from .api import Predictor
+    from .inference import Predictor
 
 BUNDLE_SUFFIXES = (".onnx", ".ts", ".safetensors")
 BUNDLE_FILES = tuple(f"model{suffix}" for suffix in BUNDLE_SUFFIXES)
@@ -65,7 +65,7 @@ def open_source(source: str | Path) -> EagerModel | BundlePredictor:
     if path.is_dir() and not (path / "config.yaml").is_file():
         raise RunError(f"{path} is neither a run folder (it has no config.yaml) nor an export bundle (no model.json); "
                        "give a run folder, a checkpoint file or a bundle folder")
-    from .api import load
+    from .inference import load
 
     return EagerModel(load(path))
 

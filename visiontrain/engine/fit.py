@@ -30,6 +30,7 @@ from ..data.splitfile import record_split
 from ..errors import CheckpointError, TrainingStopped
 from ..metrics.classification import balanced_accuracy
 from ..models import create_model
+from ..inference import Predictor, kept_checkpoint
 from ..run import RunDir
 from .checkpoint import fitting_tensors, load_checkpoint, load_state_dict_file, save_checkpoint
 from .distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, init_distributed, launcher,
@@ -275,6 +276,11 @@ class Fit:
         for path, reason in skipped if self.env.is_main else ():  # only rank 0 prints
             print(f"visiontrain: skipped checkpoint {path}: {reason}", file=sys.stderr)
         self._check_world_size(checkpoint.get("world_size"))
+        saved_torch = checkpoint.get("torch_version")
+        if saved_torch and saved_torch != torch.__version__ and self.env.is_main:
+            print(f"visiontrain: warning: {self.run_dir.path} was trained with torch {saved_torch} and resumes with "
+                  f"torch {torch.__version__}; bit-exact resume holds per torch version, so the rest of the run may "
+                  "differ slightly from an uninterrupted one", file=sys.stderr)
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -375,16 +381,16 @@ class Fit:
                 self.progress.message(f"early stop: no better {self.selection.column} for {config.early_stop} epochs")
                 break
 
-    def evaluate_logits(self, images: torch.Tensor, model: nn.Module | None = None, tta: bool = False) -> torch.Tensor:
-        """Logits of `model` (default: the training model, with its EMA weights if any); TTA only when asked."""
-        model = model or self.model
-        if self.ema is not None and model is self.model:
-            backup = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(self.ema.state_dict())
-        logits = predict_logits(model, images, self.normalize, batch_size=self.config.eval_batch_size,
-                                tta=tta, allow_flip=self.dataset.allow_flip)
-        if self.ema is not None and model is self.model:
-            model.load_state_dict(backup)
+    def evaluate_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of the training model (with its EMA weights if any), in the training precision: the per-epoch
+        validation and the overfit check. What the run reports on its test split goes through Predictor instead."""
+        if self.ema is not None:
+            backup = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema.state_dict())
+        logits = predict_logits(self.model, images, self.normalize, batch_size=self.config.eval_batch_size,
+                                allow_flip=self.dataset.allow_flip)
+        if self.ema is not None:
+            self.model.load_state_dict(backup)
         return logits
 
     # -- the whole run -----------------------------------------------------------------------------------
@@ -419,17 +425,12 @@ class Fit:
         from ..evaluation import write_evaluation
 
         data, config, state = self.dataset, self.config, self.state
-        model = self.model
-        if data.val is not None and self.run_dir.best.is_file():  # keep the model the validation split picked
-            best = load_checkpoint(self.run_dir.best)
-            model = build_model(config, len(data.classes), data.in_channels, data.image_size)
-            model.load_state_dict(best["ema"] or best["model"])
-            model.to(self.device)
-            if self.precision.channels_last:
-                model.to(memory_format=torch.channels_last)
         summary: dict[str, Any] = {"status": "complete", "format_version": 1}
         if data.test is not None:
-            logits = self.evaluate_logits(data.test.images, model, tta=config.tta)
+            # the model the run keeps (best.pt: the epoch validation picked), through the one inference path that
+            # eval, predict, explain and export use, in the inference precision rather than the training one
+            predictor = Predictor(load_checkpoint(kept_checkpoint(self.run_dir)), self.device)
+            logits = predictor.logits(data.test.images, batch_size=config.eval_batch_size)
             if self.env.is_main:
                 metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False)
             else:
@@ -469,7 +470,9 @@ class Fit:
                         "load_seconds": data.load_seconds, "cache": data.cache_status, "storage": data.storage,
                         "split_file": data.split_info},
             "decode_policy": data.decode_policy,
-            "hardware": self.precision.describe() | {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
+            "hardware": self.precision.describe() | {"inference_precision": config.inference_precision,
+                                                     "threads": torch.get_num_threads(),
+                                                     "cpu": platform.processor() or platform.machine()},
             "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "run_dir": str(self.run_dir.path),
         }

@@ -50,7 +50,10 @@ class Precision:
                 "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
 
 
-def choose_precision(requested: str, device: torch.device, channels_last: bool | None) -> Precision:
+def choose_precision(requested: str, device: torch.device, channels_last: bool | None, *,
+                     training: bool = True) -> Precision:
+    """The autocast dtype and memory format for `requested` (auto: bf16 where the hardware has it, else fp32 on the
+    CPU; bf16 or fp16 on a GPU). `training=False`: for inference (no gradient scaler)."""
     if requested == "auto":
         if device.type == "cuda":
             requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -59,7 +62,8 @@ def choose_precision(requested: str, device: torch.device, channels_last: bool |
         else:
             requested = "fp32"
     if requested == "fp16" and device.type == "cpu":
-        raise ValueError("precision: fp16 is not supported for training on the CPU; use bf16 or fp32")
+        field = "precision" if training else "inference_precision"
+        raise ConfigError(f"{field}: fp16 is not supported on the CPU; use bf16 or fp32")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
     use_channels_last = channels_last if channels_last is not None else device.type in ("cpu", "cuda")
-    return Precision(device, dtype, use_channels_last, dtype is torch.float16)
+    return Precision(device, dtype, use_channels_last, training and dtype is torch.float16)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from ..api import Predictor
+    from ..inference import Predictor
 
 Runner = Callable[["np.ndarray"], "np.ndarray"]  # float32 (N, C, H, W) 0..255 -> logits float32 (N, K)
 
@@ -71,7 +71,7 @@ def export_run(run_dir: str | Path, format: str = "onnx", out_dir: str | Path | 
     Returns:
         The bundle folder. Raises ExportVerificationError (nothing written) when the export does not match.
     """
-    from ..api import load
+    from ..inference import load
 
     EXPORTERS.get(format)  # an unknown format fails before the model is loaded
     source = Path(run_dir)

@@ -26,7 +26,7 @@ from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import VisiontrainError
 
 if TYPE_CHECKING:
-    from ..api import Predictor
+    from ..inference import Predictor
     from . import ExportFormat
 
 BUNDLE_VERSION = 1  # of model.json; bumped on an incompatible change

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import DataError, VisiontrainError
 
 if TYPE_CHECKING:
-    from ..api import Predictor
+    from ..inference import Predictor
     from . import ExportFormat, Runner
 
 MAX_ABS_DIFF = 1e-4  # logits; fp32 kernels of different runtimes differ by ~1e-6 on these models
