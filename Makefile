@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: train test data browser venv clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact, tested versions (pyproject.toml only states the ranges users may have)
+$(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,export,pretrained,medical]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,export,pretrained,medical]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -11,6 +11,7 @@ import sys
 import time
 import typing
 
+from . import __version__
 from .config import Config, ConfigError
 
 _START = time.perf_counter()
@@ -34,6 +35,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visiontrain", description="Train, evaluate and use image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"visiontrain {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model (default: the tuned Fashion-MNIST recipe)")

@@ -24,7 +24,6 @@ maps it read-only, so the page cache holds one copy per node.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -164,19 +163,60 @@ def _ranks_group():  # noqa: ANN202 - a ProcessGroup or None
 
 @contextmanager
 def _locked(paths: Paths, verbose: bool) -> Iterator[None]:
-    """Exclusive flock on the entry's lock file: one process builds, the others wait and then find it built."""
+    """Exclusive lock on the entry's lock file: one process builds, the others wait and then find it built."""
     with open(paths.lock, "a+b") as handle:  # "a": an existing lock file is never truncated
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle):
             if verbose:
                 print(f"visiontrain: waiting for another process that is building or checking {paths.data}",
                       file=sys.stderr)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            _lock(handle)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _unlock(handle)
+
+
+# fcntl exists on Linux and macOS only; it is imported here, where it is used, so that `import visiontrain` works on
+# Windows, whose msvcrt.locking locks a byte range instead (byte 0 of the lock file).
+def _try_lock(handle) -> bool:  # noqa: ANN001
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _lock(handle) -> None:  # noqa: ANN001
+    try:
+        import fcntl
+    except ImportError:
+        while not _try_lock(handle):
+            time.sleep(0.5)
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX)
+
+
+def _unlock(handle) -> None:  # noqa: ANN001
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _header_digest(header: dict[str, Any]) -> str:
