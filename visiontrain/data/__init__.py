@@ -44,6 +44,8 @@ class Dataset:
     cache_status: str = ""
     storage: str = "memory"  # 'memory' (tensors) or 'memmap' (MappedImages of a folder cached on disk: data/memmap.py)
     class_folders: list[str] | None = None  # the class folder names when `classes` are display names (--class-names)
+    source: list[str] = field(default_factory=list)  # what was read: a named dataset's files (IDX files, a CIFAR
+    # archive or folder), or an image folder's root; absolute paths (summary.json; eject reads the same files)
 
     @property
     def in_channels(self) -> int:
@@ -97,14 +99,15 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
     if dataset in DATASETS:
         source = DATASETS.get(dataset)
         name, (allow_flip, pad_mode) = dataset, flip_and_border(dataset)
-        files = source_files(source, data_path)
+        found = source.find(data_path)
+        files, source_paths = source_files(found), [str(path.resolve()) for path in found]
         build = lambda: _entry_from_splits(*source.read(data_path, policy))  # noqa: E731
     else:
         root = Path(dataset).expanduser()
         if not root.is_dir():
             raise DataError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS.names())}) nor a folder")
         name, (allow_flip, pad_mode) = root.resolve().name, flip_and_border(dataset)
-        files = cache.list_files(root)
+        files, source_paths = cache.list_files(root), [str(root.resolve())]
 
         def build() -> dict:
             splits, bad, warnings = load_folder(root, policy=policy, image_size=image_size, channels=channels,
@@ -170,7 +173,7 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
                    allow_flip=allow_flip, pad_mode=pad_mode, fingerprint=entry["fingerprint"],
                    decode_policy=policy.to_dict(), bad_files=[tuple(b) for b in entry["bad_files"]],
                    val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status,
-                   storage=storage, class_folders=folders,
+                   storage=storage, class_folders=folders, source=source_paths,
                    root=None if dataset in DATASETS else str(root), split_info=split_info)
 
 

@@ -16,6 +16,28 @@ def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + salt * 104_729) % (2**63 - 1)
 
 
+def fit_batch_to_split(batch_size: int, accumulate: int, num_samples: int, world_size: int = 1
+                       ) -> tuple[int, int, list[str]]:
+    """(batch_size, accumulate, notes): a batch larger than the split (per process) shrinks to the split, and
+    accumulation to the batches an epoch has, so a small folder trains with the defaults; each change gets a note.
+    ValueError when there is not one image per process."""
+    per_rank = num_samples // world_size
+    if per_rank < 1:
+        raise ValueError(f"the training split has {num_samples} image(s), fewer than one per process "
+                         f"({world_size} processes); add images or run fewer processes")
+    notes = []
+    if batch_size > per_rank:
+        where = f" per process ({world_size} processes)" if world_size > 1 else ""
+        notes.append(f"batch_size {batch_size} is larger than the {per_rank} training images{where}; using {per_rank}")
+        batch_size = per_rank
+    steps = per_rank // batch_size
+    if accumulate > steps:
+        notes.append(f"accumulate {accumulate} needs {accumulate} batches per optimiser step but an epoch has {steps}; "
+                     f"using {steps}")
+        accumulate = steps
+    return batch_size, accumulate, notes
+
+
 class TensorLoader:
     """Index batches over N samples.
 

@@ -30,7 +30,7 @@ class DatasetSource:
     name: str
     description: str
     read: Callable[[Path | None, DecodePolicy], tuple[dict[str, ImageTensors], list[tuple[str, str]]]]
-    find: Callable[[Path | None], list[Path]]  # the source files (for the cache key); may download
+    find: Callable[..., list[Path]]  # find(data_dir, download=True): the source files (the cache key); may download
     allow_flip: bool = True  # digits must not be mirrored
     pad_mode: str = "reflect"  # how translate augmentation fills the border: 'constant' (black) or 'reflect'
 
@@ -54,12 +54,14 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 
 def _idx_source(name: str, description: str, classes: list[str], md5: dict[str, str], url: str,
                 system: tuple[str, ...] = (), allow_flip: bool = True) -> None:
-    def find(data_dir: Path | None) -> list[Path]:
+    def find(data_dir: Path | None, download: bool = True) -> list[Path]:
         for folder in _candidate_dirs(name, data_dir, system):
             found = [next((folder / f"{f}{ext}" for ext in (".gz", "") if (folder / f"{f}{ext}").is_file()), None)
                      for f in _IDX_FILES]
             if all(found):
                 return found
+        if not download:
+            return []
         if data_dir is not None:
             raise DataError(f"data_dir {data_dir} does not hold the {name} IDX files "
                             f"({', '.join(f + '.gz' for f in _IDX_FILES)}); put them there or omit --data-dir")
@@ -104,7 +106,7 @@ _CIFAR = {
 def _cifar_source(name: str, description: str) -> None:
     archive, folder, md5, jpg_folder, jpg_sha256 = _CIFAR[name]
 
-    def find(data_dir: Path | None) -> list[Path]:
+    def find(data_dir: Path | None, download: bool = True) -> list[Path]:
         for base in _candidate_dirs(name, data_dir):
             for candidate in (base / folder, base / archive):
                 if candidate.exists():
@@ -113,6 +115,8 @@ def _cifar_source(name: str, description: str) -> None:
                 return [base / jpg_folder]
             if jpg_folder and (base / f"{jpg_folder}.tar.gz").is_file():  # the cache is keyed by the archive itself
                 return [base / f"{jpg_folder}.tar.gz"]
+        if not download:
+            return []
         if data_dir is not None:
             raise DataError(f"data_dir {data_dir} holds neither {archive} nor {folder}/"
                             + (f" nor {jpg_folder}[.tar.gz]" if jpg_folder else "") + "; put the files there")
@@ -154,8 +158,8 @@ _cifar_source("cifar10", "CIFAR-10: 10 classes of 32x32 colour photos, 50,000 tr
 _cifar_source("cifar100", "CIFAR-100: 100 classes of 32x32 colour photos, 50,000 train + 10,000 test")
 
 
-def source_files(source: DatasetSource, data_dir: Path | None) -> list[Path]:
-    found = source.find(data_dir)
+def source_files(found: list[Path]) -> list[Path]:
+    """Every file under what a source's find() returned (the cache key)."""
     files: list[Path] = []
     for path in found:
         files += cache.list_files(path) if path.is_dir() else [path]

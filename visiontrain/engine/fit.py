@@ -24,10 +24,10 @@ from ..config import PRESETS, Config, ConfigError
 from ..data import Dataset, load_dataset
 from ..data.augment import PHOTO_JITTER, AugmentSpec, image_flips
 from ..data.decode import DecodePolicy
-from ..data.loader import FixedBatchLoader, TensorLoader
+from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..data.splitfile import record_split
-from ..errors import CheckpointError, TrainingStopped
+from ..errors import CheckpointError, DataError, TrainingStopped
 from ..metrics.classification import balanced_accuracy
 from ..models import create_model
 from ..inference import Predictor, kept_checkpoint
@@ -125,6 +125,16 @@ class Fit:
             self.config, self.dataset = prepare(config, self.dataset)
             config = self.config
         data = self.dataset
+        if not config.overfit_batch:  # a small folder trains with the defaults: the batch shrinks to the split
+            try:
+                batch_size, accumulate, notes = fit_batch_to_split(config.batch_size, config.accumulate,
+                                                                   len(data.train), self.env.world_size)
+            except ValueError as error:
+                raise DataError(f"dataset {config.dataset}: {error}") from None
+            if notes:
+                self.config = config = config.replace(batch_size=batch_size, accumulate=accumulate)
+                for note in notes if self.env.is_main else ():
+                    print(f"visiontrain: {note}", file=sys.stderr)
         if data.bad_files:
             print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
                   + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]), file=sys.stderr)
@@ -468,7 +478,7 @@ class Fit:
                         "image_size": data.image_size, "channels": data.in_channels, "mean": self.mean, "std": self.std,
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
                         "load_seconds": data.load_seconds, "cache": data.cache_status, "storage": data.storage,
-                        "split_file": data.split_info},
+                        "split_file": data.split_info, "source": data.source, "class_folders": data.class_folders},
             "decode_policy": data.decode_policy,
             "hardware": self.precision.describe() | {"inference_precision": config.inference_precision,
                                                      "threads": torch.get_num_threads(),
