@@ -50,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="layer-by-layer output shapes, parameters and multiply-adds")
     summary.add_argument("--model", required=True)
-    summary.add_argument("--input", default="1x28x28", help="C x H x W of one image, e.g. 3x32x32")
+    summary.add_argument("--input", help="C x H x W of one image, e.g. 1x28x28 or 3x32x32 (required)")
     summary.add_argument("--num-classes", type=int, default=10)
     summary.add_argument("--width", type=float, default=1.0)
 
     shapes = commands.add_parser("explain-shapes", help="walk one random batch through a model: each layer's output "
                                  "shape, dtype and value range")
     shapes.add_argument("--model", required=True)
-    shapes.add_argument("--input", default="1x28x28", help="C x H x W of one image, e.g. 3x32x32")
+    shapes.add_argument("--input", help="C x H x W of one image, e.g. 1x28x28 or 3x32x32 (required)")
     shapes.add_argument("--batch-size", type=int, default=4)
     shapes.add_argument("--num-classes", type=int, default=10)
     shapes.add_argument("--width", type=float, default=1.0)
@@ -190,9 +190,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "summary":
         return _summary(args)
     if args.command == "explain-shapes":
-        from .models.shapes import explain, parse_input
+        from .models.shapes import explain
 
-        print(explain(args.model, parse_input(args.input), batch_size=args.batch_size, num_classes=args.num_classes,
+        print(explain(args.model, args.input, batch_size=args.batch_size, num_classes=args.num_classes,
                       width=args.width))
         return 0
     if args.command == "show-batch":
@@ -220,6 +220,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _data(args)
     if args.command == "models":
         from .models import MODELS
+        from .models.summary import first_paragraph
 
         if args.timm is not None:
             from .models.zoo import timm_names
@@ -230,7 +231,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("\n".join(names))
             return 0
         for name in MODELS.names():
-            print(f"{name:<28} {(MODELS.get(name).__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:<28} {first_paragraph(MODELS.get(name).__doc__)}")
         for prefix, description in MODELS.prefixes().items():
             print(f"{prefix + '<name>':<28} {description}")
         return 0
@@ -302,12 +303,11 @@ def _summary(args: argparse.Namespace) -> int:
     from .models import create_model
     from .models.summary import format_table
 
-    try:
-        channels, height, width = (int(v) for v in args.input.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--input: {args.input!r} is not C x H x W, e.g. 1x28x28") from None
-    if height != width:
-        raise ConfigError(f"--input: {args.input!r} must be square (H = W)")
+    from .models import MODELS
+    from .models.shapes import parse_input
+
+    MODELS.get(args.model)  # an unknown name before a missing --input: UnknownNameError suggests the closest ones
+    channels, height, width = parse_input(args.input)
     try:
         model = create_model(args.model, num_classes=args.num_classes, in_channels=channels, image_size=height,
                              width=args.width)
@@ -356,11 +356,14 @@ def _train(args: argparse.Namespace) -> int:
     summary = run.summary
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
-    test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
-    print(f"run: {run.path}  {test}  ({summary['wall_seconds']:.0f} s)")
+    seconds = time.perf_counter() - _START
+    took = f"{seconds:.0f} s" if not args.resume else f"{seconds:.0f} s; {summary['wall_seconds']:.0f} s in all"
     if "overfit_batch" in summary:  # the sanity check's verdict; a failed check exits 1 so scripts notice
+        print(f"run: {run.path}  an overfit-batch sanity check, not a model to use  ({took})")
         print(summary["overfit_batch"]["message"])
         return 0 if summary["overfit_batch"]["ok"] else 1
+    test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
+    print(f"run: {run.path}  {test}  ({took})")
     return 0
 
 

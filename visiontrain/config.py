@@ -161,6 +161,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return _coerce(name, value, args[0])
     if origin is Literal:
         allowed = typing.get_args(hint)
+        if isinstance(value, str) and value.strip().lower() in allowed:  # --optimizer SGD means sgd
+            return value.strip().lower()
         if value not in allowed:
             raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
         return value

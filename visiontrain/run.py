@@ -43,6 +43,7 @@ class RunDir:
         else:
             model = config.model.replace("/", "-")  # timm/resnet18 -> timm-resnet18: one folder, not two
             stem = f"{Path(config.dataset).name if '/' in config.dataset else config.dataset}-{model}"
+            stem += "-overfit-check" if config.overfit_batch else ""  # a sanity check, not a model to use
             number = 1
             while (path := runs / (stem if number == 1 else f"{stem}-{number}")).exists():
                 number += 1

@@ -160,7 +160,7 @@ class Fit:
         self.selection = choose_selection(data.train.labels, len(data.classes), config.imbalance_threshold,
                                           data.val is not None)
         text = notice(self.selection, config.class_weights, config.sampler)
-        if text and self.env.is_main and not self.resuming:
+        if text and self.env.is_main and not self.resuming and not config.overfit_batch:  # not a 32-image batch's
             print(f"visiontrain: {text}", file=sys.stderr)
         class_weights = inverse_frequency(data.train.labels, len(data.classes)).to(self.device) \
             if config.class_weights == "auto" else None
@@ -259,7 +259,7 @@ class Fit:
         return {
             "config": self.config.to_dict(), "classes": data.classes, "mean": self.mean, "std": self.std,
             "input_size": [data.in_channels, data.image_size, data.image_size], "in_channels": data.in_channels,
-            "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
+            "augmentation": self.trainer.augment.describe(), "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "lookahead": self.lookahead.state_dict() if self.lookahead else None,
@@ -436,7 +436,7 @@ class Fit:
 
         data, config, state = self.dataset, self.config, self.state
         summary: dict[str, Any] = {"status": "complete", "format_version": 1}
-        if data.test is not None:
+        if data.test is not None and not config.overfit_batch:  # a memorised batch says nothing about the test split
             # the model the run keeps (best.pt: the epoch validation picked), through the one inference path that
             # eval, predict, explain and export use, in the inference precision rather than the training one
             predictor = Predictor(load_checkpoint(kept_checkpoint(self.run_dir)), self.device)
@@ -479,7 +479,7 @@ class Fit:
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
                         "load_seconds": data.load_seconds, "cache": data.cache_status, "storage": data.storage,
                         "split_file": data.split_info, "source": data.source, "class_folders": data.class_folders},
-            "decode_policy": data.decode_policy,
+            "augmentation": self.trainer.augment.describe(), "decode_policy": data.decode_policy,
             "hardware": self.precision.describe() | {"inference_precision": config.inference_precision,
                                                      "threads": torch.get_num_threads(),
                                                      "cpu": platform.processor() or platform.machine()},
@@ -496,7 +496,7 @@ class Fit:
         if self.env.is_main:
             self.run_dir.write_json(self.run_dir.summary_path, summary)
             if config.report:
-                self.write_report(logits if data.test is not None else None)
+                self.write_report(logits if summary["test_acc"] is not None else None)
             self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
                                                                "complete": True})
         return summary

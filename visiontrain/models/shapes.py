@@ -27,8 +27,12 @@ class Step:
     # previous step's output before this layer, e.g. torch.flatten(x, 1) in a ResNet
 
 
-def parse_input(text: str) -> tuple[int, int, int]:
-    """'1x28x28' -> (1, 28, 28); a square image of 1 or 3 channels, as every registered model takes."""
+def parse_input(text: str | None) -> tuple[int, int, int]:
+    """'1x28x28' -> (1, 28, 28); a square image of 1 or 3 channels, as every registered model takes. No default:
+    a network's shapes depend on its input, and a guessed 1x28x28 misleads about a colour network."""
+    if text is None:
+        raise ConfigError("--input: give one image's shape as C x H x W, e.g. --input 1x28x28 (MNIST, Fashion-MNIST) "
+                          "or --input 3x32x32 (CIFAR)")
     try:
         channels, height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -94,16 +98,18 @@ def _range(low: float | None, high: float | None) -> str:
     return "(empty)" if low is None else f"{low:.3g} .. {high:.3g}"
 
 
-def explain(name: str, input_shape: tuple[int, int, int], *, batch_size: int = 4, num_classes: int = 10,
-            width: float = 1.0, seed: int = 0) -> str:
-    """The step-by-step text of `visiontrain explain-shapes`: image -> batch -> every layer -> logits."""
-    from . import create_model
+def explain(name: str, input_shape: str | tuple[int, int, int] | None, *, batch_size: int = 4,
+            num_classes: int = 10, width: float = 1.0, seed: int = 0) -> str:
+    """The step-by-step text of `visiontrain explain-shapes`: image -> batch -> every layer -> logits.
+    input_shape: (C, H, W) or its text ('1x28x28'), checked after the model name and the numbers."""
+    from . import MODELS, create_model
 
+    MODELS.get(name)  # an unknown name first: UnknownNameError suggests the closest ones
     if batch_size < 1:
         raise ConfigError(f"--batch-size: {batch_size} is out of range; use a whole number >= 1")
     if num_classes < 1:
         raise ConfigError(f"--num-classes: {num_classes} is out of range; use a whole number >= 1")
-    channels, height, width_px = input_shape
+    channels, height, width_px = input_shape if isinstance(input_shape, tuple) else parse_input(input_shape)
     with torch.random.fork_rng(devices=[]):  # the same text every time, without touching the caller's RNG
         torch.manual_seed(seed)
         try:

@@ -70,3 +70,9 @@ def format_table(model: nn.Module, input_shape: tuple[int, int, int], title: str
                  f"{sum(r.mult_adds for r in rows):,} multiply-adds per image "
                  f"({2 * sum(r.mult_adds for r in rows) / 1e6:.1f} MFLOP forward)")
     return "\n".join(lines)
+
+
+def first_paragraph(docstring: str | None) -> str:
+    """A docstring's first paragraph on one line: `visiontrain models` shows whole sentences, not a first line."""
+    paragraph = (docstring or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split())

@@ -21,6 +21,7 @@ from .html import _e, _image, _page, _section, _table
 
 if TYPE_CHECKING:
     import torch
+    from matplotlib.figure import Figure
 
     from ..data.inspect import DataCheck
 
@@ -210,10 +211,17 @@ def _ratio(value: float | None) -> str:
 
 
 def _class_counts_png(report: dict[str, Any]) -> bytes:
-    """Bars of images per class, one colour per split, the imbalance ratio of each split in the legend."""
+    from .plots import figure_png
+
+    return figure_png(class_counts_figure(report))
+
+
+def class_counts_figure(report: dict[str, Any]) -> "Figure":
+    """Bars of images per class, one colour per split, the imbalance ratio of each split in the legend, which
+    sits outside the axes so that it never covers a bar."""
     import math
 
-    from .plots import _figure, figure_png
+    from .plots import _figure
 
     classes, splits = report["classes"], report["splits"]
     figure = _figure(min(20.0, max(6.0, 2 + 0.12 * len(classes) * len(splits))), 3.8)
@@ -230,9 +238,9 @@ def _class_counts_png(report: dict[str, Any]) -> bytes:
                     fontsize=max(4.0, min(10.0, 180 / len(ticks))))
     axis.set_ylabel("images")
     axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8)
+    figure.legend(loc="outside right upper", fontsize=8)
     axis.set_title(f"{_dataset_name(report)}: images per class")
-    return figure_png(figure)
+    return figure
 
 
 def _sizes(report: dict[str, Any]) -> str:

@@ -252,7 +252,10 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     dataset, best = summary.get("dataset") or {}, summary.get("best_val_acc")
     speed, distributed = summary.get("images_per_second"), summary.get("distributed") or {}
     processes = distributed.get("world_size") or 1
+    check = summary.get("overfit_batch") or {}
     return [
+        ("overfit-batch sanity check", f"{check['message']}. It trained on one fixed batch: not a model to use, "
+                                       "and not evaluated on the test split" if check else "—"),
         ("dataset", f"{dataset.get('name')}: {len(dataset.get('classes', []))} classes, train "
                     f"{_count(dataset.get('train'))}, val {_count(dataset.get('val'))}, "
                     f"test {_count(dataset.get('test'))}" if dataset else "—"),
@@ -391,6 +394,10 @@ def _comparison_tables(runs: list[RunDir], names: list[str]) -> list[tuple[str, 
 
 def _config_differences(runs: list[RunDir]) -> list[list[str]]:
     configs = [_read_config(run) for run in runs]
+    for run, config in zip(runs, configs):  # augment compares by what it resolved to (auto = crop+flip on photos)
+        resolved = run.read_summary().get("augmentation")
+        if resolved is not None and "augment" in config:
+            config["augment"] = resolved
     fields = list(dict.fromkeys(name for config in configs for name in config))
     missing = object()
     rows = []
