@@ -63,3 +63,22 @@ def test_fewer_images_than_processes_is_one_sentence():
     with pytest.raises(ValueError, match=r"^the training split has 1 image\(s\), fewer than one per process \(2 "
                                          r"processes\); add images or run fewer processes$"):
         fit_batch_to_split(8, 1, 1, 2)
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_batch_fits_each_process_share(two_per_class, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "visiontrain", "train", "--dataset", str(two_per_class), "--model", "mlp",
+                             "--epochs", "1", "--runs-dir", str(tmp_path), "--name", "ddp", "--no-report",
+                             "--progress", "none"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    note = "visiontrain: batch_size 128 is larger than the 5 training images per process (2 processes); using 5"
+    assert result.stderr.count(note) == 1  # rank 0 says it, for both
+    assert "batch_size: 5" in (tmp_path / "ddp" / "config.yaml").read_text()
