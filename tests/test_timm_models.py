@@ -73,7 +73,7 @@ def test_grad_cam_explains_the_last_convolution_of_a_timm_backbone():
 
 
 def test_an_unknown_timm_name_says_which_names_are_close():
-    from visiontrain._registry import UnknownNameError
+    from visiontrain.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError) as error:
         MODELS.get("timm/convnext_atoo")

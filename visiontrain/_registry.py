@@ -4,14 +4,11 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import UnknownNameError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
-    """An unknown registry name; the message lists the closest valid names."""
-
-    def __str__(self) -> str:  # KeyError would print the message with quotes around it
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):

@@ -18,18 +18,37 @@ _START = time.perf_counter()
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field (--batch-size -> batch_size); only flags given on the command line are set."""
+    """One flag per Config field (--batch-size -> batch_size), grouped as the config is, each with its help and
+    default from the field itself; only flags given on the command line are set (a preset fills the others)."""
+    from .config import FIELDS, GROUPS
+
     hints = typing.get_type_hints(Config)
-    group = parser.add_argument_group("configuration (each flag overrides the preset / --config file)")
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        hint = hints[field.name]
-        if hint is bool:
-            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
+    for name, field in FIELDS.items():
+        flag, hint = "--" + name.replace("_", "-"), hints[name]
+        default = "none" if field.default is None else str(field.default).lower() if hint is bool else field.default
+        text = field.metadata["help"]
+        text = (text if "default:" in text else f"{text} (default: {default})").replace("%", "%%")  # argparse
+        group = groups[field.metadata["group"]]  # %-formats help
+        if _plain_type(hint) is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
         else:
             choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-            group.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, metavar=field.name.upper(),
-                               help=f"one of {', '.join(choices)}" if choices else None)
+            metavar = "{" + ",".join(choices) + "}" if choices else _METAVARS.get(_plain_type(hint), "VALUE")
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=text)
+
+
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
+CONFIG_FLAGS = ("Every config field is a flag. Resolution order (later wins): the defaults shown, the preset "
+                "(--preset, or the dataset's own when no --model is named: a plain `visiontrain train` is the tuned "
+                "Fashion-MNIST recipe), --config FILE, then the flags given.")
+
+
+def _plain_type(hint: object) -> object:
+    """int for Optional[int], and so on."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and args else hint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"visiontrain {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model (default: the tuned Fashion-MNIST recipe)")
+    train = commands.add_parser("train", help="train a model (default: the tuned Fashion-MNIST recipe)",
+                                usage="%(prog)s [--config FILE] [--resume RUN_DIR] [--FIELD VALUE ...]",
+                                description=CONFIG_FLAGS)
     train.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
     _add_config_flags(train)
@@ -113,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--markdown", metavar="MD", help="also write the comparison as Markdown")
 
     sweep = commands.add_parser("sweep", help="train a grid of settings (comma-separated values), resumable, and "
-                                "compare the runs", description="Every config flag given comma-separated values "
+                                "compare the runs", usage="%(prog)s [--config FILE] [--FIELD VALUE[,VALUE...] ...]",
+                                description="Every config flag given comma-separated values "
                                 "(--lr 0.01,0.001 --model lenet,mlp) is an axis of the grid; the other flags are "
                                 "shared. Runs go to RUNS_DIR/sweep-NAME/; rerunning the command skips finished runs "
                                 "and resumes an interrupted one.")
@@ -122,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(sweep)
 
     lr_find = commands.add_parser("lr-find", help="learning-rate range test: loss vs an exponentially rising lr, "
-                                  "and a suggested lr (writes lr_find.png and lr_find.csv, trains no run)")
+                                  "and a suggested lr (writes lr_find.png and lr_find.csv, trains no run)",
+                                  usage="%(prog)s [--start-lr X] [--end-lr X] [--steps N] [-o DIR] [--FIELD VALUE ...]",
+                                  description=CONFIG_FLAGS)
     lr_find.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
     lr_find.add_argument("--start-lr", type=float, default=1e-6, help="first lr (default 1e-6)")
     lr_find.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
@@ -160,7 +184,7 @@ def _report(error: Exception, debug: bool) -> int:
     if isinstance(error, TrainingStopped):
         print(f"visiontrain: {error}", file=sys.stderr)
         return error.exit_code
-    if isinstance(error, (VisiontrainError, ConfigError)) or type(error).__name__ == "UnknownNameError":
+    if isinstance(error, VisiontrainError):  # ConfigError, DataError, UnknownNameError, ...: the user's to fix
         print(f"visiontrain: error: {error}", file=sys.stderr)
         return 2
     if isinstance(error, MemoryError):
@@ -299,12 +323,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .models import create_model
-    from .models.summary import format_table
-
-    from .models import MODELS
+    from .models import MODELS, create_model
     from .models.shapes import parse_input
+    from .models.summary import format_table
 
     MODELS.get(args.model)  # an unknown name before a missing --input: UnknownNameError suggests the closest ones
     channels, height, width = parse_input(args.input)

@@ -14,89 +14,146 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from ._registry import Registry
+from .errors import ConfigError
 
 FORMAT_VERSION = 1  # of config.yaml / checkpoints / summary.json; bumped on incompatible change
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the field and what is allowed."""
+GROUPS = {"data": "data: what is read and how it is augmented",
+          "model": "model: the network and where its weights start",
+          "optimisation": "optimisation: loss, optimiser, schedule, epochs",
+          "runtime": "runtime: device, precision, run folder, checkpoints"}
+
+
+def _field(group: str, default: Any, help: str, range: tuple[float, float, str] | None = None) -> Any:
+    """A config field with its documentation in one place: --help, validation and the docs read it from here.
+    range: (lowest, highest, what is allowed, in words) for numbers."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, "range": range})
 
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a run. Flags (--batch-size), YAML keys (batch_size) and keyword arguments map onto it."""
+
     # -- data --------------------------------------------------------------------------------------------
-    dataset: str = "fashion-mnist"  # registry name (see `visiontrain datasets`) or a path to an image folder
-    data_dir: Optional[str] = None  # folder holding the dataset's files; default: cache, system copy, download
-    val_fraction: float = 0.1  # share of train held out (seeded, stratified) when the dataset has no val split
-    image_size: Optional[int] = None  # side in pixels that images are resized to; None: the dataset's own
-    channels: Optional[int] = None  # 1 or 3; None: from the data (all grayscale -> 1)
-    augment: Literal["auto", "none", "crop", "flip", "crop+flip", "photo"] = "auto"  # auto: crop, + flip unless digits;
-    # photo: random resized crop + flip (unless digits) + colour jitter (opt-in, for colour photos)
-    crop_padding: int = 2  # pixels of padding for random-crop (translate) augmentation
-    flip_mode: Literal["random", "alternate"] = "random"  # alternate: each image gets one random flip, mirrored
-    # on every other epoch (airbench's derandomised flip: every image is seen both ways within two epochs)
-    rotation: float = 0.0  # max random rotation in degrees (0: off)
-    crop_scale: float = 0.35  # photo: the random resized crop keeps from this fraction of the image area up to all
-    jitter: Optional[float] = None  # colour jitter strength j: factors in [1-j, 1+j]; None: 0.4 in photo mode, else off
-    strict: bool = False  # an unreadable image file stops the run before training (default: listed, skipped, recorded)
-    split_file: Optional[str] = None  # a split.csv (path, class, split, sha1): an image folder's train/val/test
-    class_names: Optional[str] = None  # a file mapping class folder names to display names (ImageNet's
-    # LOC_synset_mapping.txt, a TSV/CSV of folder,name, a JSON object or imagenet_class_index.json); data/classnames.py
-    sampler: Literal["shuffle", "balanced"] = "shuffle"  # balanced: each epoch draws images with p ~ 1 / class count
-    class_weights: Literal["none", "auto"] = "none"  # auto: CrossEntropyLoss weighted by 1 / class count (mean 1)
-    imbalance_threshold: float = 3.0  # train largest/smallest class above this: keep the best val balanced accuracy
-    window: Optional[str] = None  # DICOM / 16-bit gray: "LEVEL,WIDTH" or soft-tissue|lung|bone|brain; None: file's own
+    dataset: str = _field("data", "fashion-mnist", "a dataset name (see `visiontrain datasets`) or an image folder: "
+                          "root/<class>/*.jpg, or root/train/<class>/... with val/ or test/ beside it")
+    data_dir: Optional[str] = _field("data", None, "the folder holding a named dataset's files; default: the cache, "
+                                     "a system copy (Debian's), then a verified download")
+    val_fraction: float = _field("data", 0.1, "share of train held out (seeded, stratified) to choose the best epoch "
+                                 "when the dataset has no val split", (0.0, 0.9, "a fraction from 0 (no validation "
+                                                                       "split) to 0.9"))
+    image_size: Optional[int] = _field("data", None, "side in pixels that images are resized to (shorter side, then "
+                                       "centre crop); default: the dataset's own", (8, 4096, "pixels from 8 to 4096"))
+    channels: Optional[int] = _field("data", None, "1 (gray) or 3 (RGB); default: from the data (all gray -> 1)",
+                                     (1, 3, "1 or 3"))
+    augment: Literal["auto", "none", "crop", "flip", "crop+flip", "photo"] = _field(
+        "data", "auto", "auto: translate, plus flip unless digits; photo: random resized crop, flip and colour "
+        "jitter (for colour photos)")
+    crop_padding: int = _field("data", 2, "pixels of translation for crop augmentation", (0, 64, "pixels from 0 to 64"))
+    flip_mode: Literal["random", "alternate"] = _field(
+        "data", "random", "alternate: each image gets one random flip, mirrored on every other epoch (airbench's "
+        "derandomised flip: every image is seen both ways within two epochs)")
+    rotation: float = _field("data", 0.0, "largest random rotation, degrees (0: off)", (0.0, 180.0,
+                                                                                      "degrees from 0 to 180"))
+    crop_scale: float = _field("data", 0.35, "photo mode: the random resized crop keeps from this fraction of the "
+                               "area up to all of it", (0.01, 1.0, "an area fraction from 0.01 to 1, e.g. 0.35"))
+    jitter: Optional[float] = _field("data", None, "colour jitter strength j (factors in [1-j, 1+j]); default: 0.4 "
+                                     "in photo mode, else off", (0.0, 1.0, "a strength from 0 (off) to 1, e.g. 0.4"))
+    strict: bool = _field("data", False, "an unreadable image stops the run before training (default: listed, "
+                          "skipped and recorded in summary.json)")
+    split_file: Optional[str] = _field("data", None, "a split.csv (path, class, split, sha1) fixing an image "
+                                       "folder's train/val/test, e.g. an earlier run's")
+    class_names: Optional[str] = _field("data", None, "a file mapping class folder names to display names "
+                                        "(LOC_synset_mapping.txt, a TSV/CSV, a JSON object)")
+    sampler: Literal["shuffle", "balanced"] = _field("data", "shuffle", "balanced: each epoch draws images with "
+                                                     "probability 1 / their class count")
+    class_weights: Literal["none", "auto"] = _field("data", "none", "auto: the loss weighted by 1 / class count "
+                                                    "(mean 1)")
+    imbalance_threshold: float = _field("data", 3.0, "above this ratio of the largest to the smallest training "
+                                        "class, the best epoch is chosen by val balanced accuracy",
+                                        (1.0, 1e6, "a ratio >= 1 of the largest to the smallest class count, e.g. 3"))
+    window: Optional[str] = _field("data", None, "DICOM and 16-bit gray: LEVEL,WIDTH or soft-tissue, lung, bone, "
+                                   "brain; default: the file's own window")
     # -- model -------------------------------------------------------------------------------------------
-    model: str = "fastnet"  # registry name (see `visiontrain models`)
-    width: float = 1.0  # channel-width multiplier for models that have one (fastnet)
-    pretrained: bool = False  # start from pretrained weights (installed package or --weights FILE)
-    weights: Optional[str] = None  # a state-dict file to start from (loaded weights-only)
-    finetune: Literal["auto", "full", "head", "gradual"] = "auto"  # auto: gradual from pretrained weights, else full
-    head_epochs: int = 1  # gradual: epochs that train only the new head (backbone and its BatchNorm frozen)
-    backbone_lr: float = 0.1  # with pretrained weights: the backbone's lr as a fraction of --lr (discriminative lr)
+    model: str = _field("model", "fastnet", "a model name (see `visiontrain models`), or timm/<name>")
+    width: float = _field("model", 1.0, "channel-width multiplier of models that have one (fastnet)",
+                          (0.05, 16.0, "a multiplier from 0.05 to 16"))
+    pretrained: bool = _field("model", False, "start from pretrained weights (an installed package, or --weights)")
+    weights: Optional[str] = _field("model", None, "a state-dict file to start from (loaded weights-only)")
+    finetune: Literal["auto", "full", "head", "gradual"] = _field(
+        "model", "auto", "auto: gradual from pretrained weights, else full; head: only the new head trains")
+    head_epochs: int = _field("model", 1, "gradual: epochs that train only the new head (the backbone and its "
+                              "BatchNorm frozen)", (0, 100_000, "a whole number of epochs >= 0"))
+    backbone_lr: float = _field("model", 0.1, "with pretrained weights: the backbone's lr as a fraction of --lr",
+                                (0.0, 10.0, "a fraction of --lr from 0 to 10"))
     # -- optimisation ------------------------------------------------------------------------------------
-    epochs: int = 10
-    batch_size: int = 128  # images per optimiser step (per process); accumulate multiplies it
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = 2e-3  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (Adam: beta1)
-    nesterov: bool = True  # SGD only
-    weight_decay: float = 5e-4
-    bias_lr_scale: float = 1.0  # lr multiplier for normalisation-layer biases (airbench: 64); above 1 they are also
-    # decayed by weight_decay / bias_lr_scale, the same shrink per step as the weights (as airbench does)
-    schedule: Literal["onecycle", "cosine", "step", "linear", "constant"] = "onecycle"
-    warmup_epochs: float = 0.0  # linear warm-up before cosine/step/linear (onecycle has its own 30% ramp)
-    step_size: int = 5  # StepLR: epochs between decays
-    gamma: float = 0.1  # StepLR: decay factor
-    label_smoothing: float = 0.0
-    accumulate: int = 1  # gradient accumulation steps per optimiser step
-    clip_grad: Optional[float] = None  # max gradient norm (None: no clipping)
-    ema: Optional[float] = None  # decay of an exponential moving average of the weights (e.g. 0.99); None: off
-    lookahead: bool = False  # airbench's lookahead: every 5 steps the weights move to a slow average of themselves
-    # whose decay rises as (step / total)^3; the run ends on the slow weights (engine/ema.py)
-    early_stop: Optional[int] = None  # stop after this many epochs without a better val accuracy
-    tta: bool = False  # final test evaluation and predict average flip + 1 px translations (per-epoch val: plain, cheaper)
-    overfit_batch: int = 0  # sanity check: train only on this many fixed train images (one batch, no augmentation); 0: off
-    overfit_steps: int = 200  # ... for this many steps (one epoch), then report whether loss -> 0 and accuracy -> 100%
+    epochs: int = _field("optimisation", 10, "passes over the training split", (1, 100_000,
+                                                                                "a whole number of epochs >= 1"))
+    batch_size: int = _field("optimisation", 128, "images per step, per process (shrunk to the training split when "
+                             "larger)", (1, 1 << 20, "a whole number >= 1"))
+    optimizer: Literal["sgd", "adam", "adamw"] = _field("optimisation", "adam", "the optimiser")
+    lr: float = _field("optimisation", 2e-3, "peak learning rate", (1e-12, 100.0, "a positive number such as 0.001"))
+    momentum: float = _field("optimisation", 0.9, "SGD momentum (Adam: beta1)", (0.0, 0.9999, "from 0 to below 1"))
+    nesterov: bool = _field("optimisation", True, "Nesterov momentum (SGD only)")
+    weight_decay: float = _field("optimisation", 5e-4, "L2 weight decay", (0.0, 10.0, "a number >= 0"))
+    bias_lr_scale: float = _field("optimisation", 1.0, "lr multiplier for normalisation-layer biases (airbench: 64); "
+                                  "above 1 they are decayed by weight_decay / bias_lr_scale",
+                                  (1e-3, 1e4, "a positive multiplier, e.g. 64"))
+    schedule: Literal["onecycle", "cosine", "step", "linear", "constant"] = _field(
+        "optimisation", "onecycle", "the learning-rate schedule, stepped every optimiser step")
+    warmup_epochs: float = _field("optimisation", 0.0, "linear warm-up before cosine, step or linear (onecycle has "
+                                  "its own 30% ramp)", (0.0, 1000.0, "a number of epochs >= 0"))
+    step_size: int = _field("optimisation", 5, "step schedule: epochs between decays", (1, 100_000,
+                                                                                      "a whole number of epochs >= 1"))
+    gamma: float = _field("optimisation", 0.1, "step schedule: the decay factor", (1e-9, 1.0, "a factor in (0, 1]"))
+    label_smoothing: float = _field("optimisation", 0.0, "label smoothing of the cross-entropy",
+                                    (0.0, 0.99, "from 0 to below 1"))
+    accumulate: int = _field("optimisation", 1, "batches whose gradients add up to one optimiser step",
+                             (1, 4096, "a whole number >= 1"))
+    clip_grad: Optional[float] = _field("optimisation", None, "largest gradient norm; default: no clipping",
+                                        (1e-9, 1e9, "a positive gradient norm"))
+    ema: Optional[float] = _field("optimisation", None, "decay of an exponential moving average of the weights, e.g. "
+                                  "0.99; default: off", (0.0, 0.999999, "a decay in [0, 1), e.g. 0.99"))
+    lookahead: bool = _field("optimisation", False, "airbench's lookahead: every 5 steps the weights move to a slow "
+                             "average of themselves; the run ends on the slow weights")
+    early_stop: Optional[int] = _field("optimisation", None, "stop after this many epochs without a better val "
+                                       "accuracy", (1, 100_000, "a whole number of epochs >= 1"))
+    tta: bool = _field("optimisation", False, "test-time augmentation in the test evaluation and predict: the mean "
+                       "over the mirror image and 1 px shifts")
+    overfit_batch: int = _field("optimisation", 0, "sanity check: train only on this many fixed images (one batch, "
+                                "no augmentation) and say whether the model can learn them; 0: off",
+                                (0, 1 << 16, "a number of images >= 0 (0: off), e.g. 32"))
+    overfit_steps: int = _field("optimisation", 200, "overfit-batch: optimiser steps on the batch",
+                                (1, 1_000_000, "a whole number of steps >= 1"))
     # -- runtime -----------------------------------------------------------------------------------------
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # training: auto is bf16 where the hardware has it
-    inference_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the test evaluation, eval, predict, explain: one
-    # numeric path whatever precision trained the model (the per-epoch validation runs in the training precision)
-    channels_last: Optional[bool] = None  # None: on for CNNs where it helps
-    compile: bool = False  # torch.compile the model (measured slower on CPU; see README)
-    threads: Optional[int] = None  # torch CPU threads; None: all cores
-    deterministic: bool = False  # torch.use_deterministic_algorithms (GPU: slower)
-    sync_bn: bool = False  # under torchrun: synchronise BatchNorm statistics across processes (slower, for small per-process batches)
-    eval_batch_size: int = 1024
-    checkpoint_every: int = 0  # also write a step checkpoint every N optimiser steps (0: epoch ends only)
-    checkpoint_minutes: float = 5.0  # ... and at least this often in wall minutes (0: off)
-    name: Optional[str] = None  # run folder name under runs_dir; default: <dataset>-<model>-<n>
-    runs_dir: str = "runs"
-    preset: Optional[str] = None  # a tuned recipe (see `visiontrain presets`); explicit fields override it
-    progress: Literal["auto", "bar", "line", "none"] = "auto"  # auto: live bar on a terminal, else a line per epoch
-    report: bool = True  # write plots/ and report.html at the end of the run (about 2 s)
+    seed: int = _field("runtime", 0, "the seed of data order, augmentation and initialisation")
+    device: str = _field("runtime", "auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
+        "runtime", "auto", "training precision; auto: bf16 where the hardware has it natively, else fp32")
+    inference_precision: Literal["fp32", "bf16", "fp16"] = _field(
+        "runtime", "fp32", "precision of the test evaluation, eval, predict and explain: one numeric path whatever "
+        "trained the model (the per-epoch validation uses the training precision)")
+    channels_last: Optional[bool] = _field("runtime", None, "channels-last memory format; default: on for the CPU "
+                                           "and CUDA")
+    compile: bool = _field("runtime", False, "torch.compile the model (slower on the CPU at these run lengths)")
+    threads: Optional[int] = _field("runtime", None, "torch CPU threads; default: all cores",
+                                    (1, 1024, "a whole number >= 1"))
+    deterministic: bool = _field("runtime", False, "PyTorch's deterministic algorithms (bit-identical GPU runs)")
+    sync_bn: bool = _field("runtime", False, "under torchrun: synchronise BatchNorm statistics across processes")
+    eval_batch_size: int = _field("runtime", 1024, "images per evaluation batch", (1, 1 << 20, "a whole number >= 1"))
+    checkpoint_every: int = _field("runtime", 0, "also write a step checkpoint every N optimiser steps (0: only at "
+                                   "epoch ends)", (0, 1 << 40, "a whole number of steps >= 0"))
+    checkpoint_minutes: float = _field("runtime", 5.0, "... and at least this often, in wall minutes (0: off)",
+                                       (0.0, 1e6, "minutes >= 0"))
+    name: Optional[str] = _field("runtime", None, "the run folder's name under runs_dir; default: "
+                                 "<dataset>-<model>[-N]")
+    runs_dir: str = _field("runtime", "runs", "the folder of run folders")
+    preset: Optional[str] = _field("runtime", None, "a tuned recipe (see `visiontrain presets`); flags override it; "
+                                   "default: the dataset's own preset when no model is named")
+    progress: Literal["auto", "bar", "line", "none"] = _field(
+        "runtime", "auto", "auto: a live bar on a terminal, else a line per epoch")
+    report: bool = _field("runtime", True, "write plots/ and report.html at the end of the run")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,40 +168,8 @@ RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "
                         "imbalance_threshold", "overfit_batch", "window", "class_names")
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
-_RANGES: dict[str, tuple[float, float, str]] = {  # field -> (min, max, what is allowed)
-    "val_fraction": (0.0, 0.9, "a fraction from 0 (no validation split) to 0.9"),
-    "imbalance_threshold": (1.0, 1e6, "a ratio >= 1 of the largest to the smallest class count, e.g. 3"),
-    "image_size": (8, 4096, "pixels from 8 to 4096"),
-    "channels": (1, 3, "1 or 3"),
-    "crop_padding": (0, 64, "pixels from 0 to 64"),
-    "rotation": (0.0, 180.0, "degrees from 0 to 180"),
-    "crop_scale": (0.01, 1.0, "an area fraction from 0.01 to 1, e.g. 0.35"),
-    "jitter": (0.0, 1.0, "a strength from 0 (off) to 1, e.g. 0.4"),
-    "width": (0.05, 16.0, "a multiplier from 0.05 to 16"),
-    "epochs": (1, 100_000, "a whole number of epochs >= 1"),
-    "head_epochs": (0, 100_000, "a whole number of epochs >= 0"),
-    "backbone_lr": (0.0, 10.0, "a fraction of --lr from 0 to 10"),
-    "batch_size": (1, 1 << 20, "a whole number >= 1"),
-    "lr": (1e-12, 100.0, "a positive number such as 0.001"),
-    "momentum": (0.0, 0.9999, "from 0 to below 1"),
-    "weight_decay": (0.0, 10.0, "a number >= 0"),
-    "warmup_epochs": (0.0, 1000.0, "a number of epochs >= 0"),
-    "step_size": (1, 100_000, "a whole number of epochs >= 1"),
-    "gamma": (1e-9, 1.0, "a factor in (0, 1]"),
-    "label_smoothing": (0.0, 0.99, "from 0 to below 1"),
-    "accumulate": (1, 4096, "a whole number >= 1"),
-    "clip_grad": (1e-9, 1e9, "a positive gradient norm"),
-    "ema": (0.0, 0.999999, "a decay in [0, 1), e.g. 0.99"),
-    "bias_lr_scale": (1e-3, 1e4, "a positive multiplier, e.g. 64"),
-    "early_stop": (1, 100_000, "a whole number of epochs >= 1"),
-    "threads": (1, 1024, "a whole number >= 1"),
-    "eval_batch_size": (1, 1 << 20, "a whole number >= 1"),
-    "checkpoint_every": (0, 1 << 40, "a whole number of steps >= 0"),
-    "checkpoint_minutes": (0.0, 1e6, "minutes >= 0"),
-    "overfit_batch": (0, 1 << 16, "a number of images >= 0 (0: off), e.g. 32"),
-    "overfit_steps": (1, 1_000_000, "a whole number of steps >= 1"),
-}
-_NAMES = {f.name for f in fields(Config)}
+FIELDS = {f.name: f for f in fields(Config)}  # name -> dataclasses.Field, with its help, group and range
+_NAMES = set(FIELDS)
 
 
 def _hints() -> dict[str, Any]:
@@ -197,9 +222,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def _check_value(name: str, value: Any) -> None:
-    if value is None or name not in _RANGES:
+    allowed_range = FIELDS[name].metadata["range"]
+    if value is None or allowed_range is None:
         return
-    low, high, allowed = _RANGES[name]
+    low, high, allowed = allowed_range
     if not low <= value <= high:
         raise ConfigError(f"{name}: {value!r} is out of range; use {allowed}")
 

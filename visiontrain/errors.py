@@ -5,6 +5,17 @@ class VisiontrainError(Exception):
     """Base of the errors that are the user's to fix: the message names the file or field and what to do."""
 
 
+class ConfigError(VisiontrainError, ValueError):
+    """A bad configuration value; the message names the field and what is allowed. (A ValueError too, as it was.)"""
+
+
+class UnknownNameError(VisiontrainError, KeyError):
+    """An unknown registry name (dataset, model, preset, export format); the message lists the closest valid names."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
 class DataError(VisiontrainError):
     """A dataset file is missing, corrupt, of the wrong size, or fails its checksum."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
-from .config import ConfigError
+from .errors import ConfigError
 from .errors import RunError
 from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .._registry import UnknownNameError
+from ..errors import UnknownNameError
 from . import MODELS
 from .base import Classifier
 
