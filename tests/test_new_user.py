@@ -77,7 +77,8 @@ def test_the_compare_page_lists_augment_only_when_the_augmentation_differs(digit
     runs = [visiontrain.train(dataset=str(digits), model="mlp", epochs=1, augment=augment, lr=lr, progress="none",
                               report=False, runs_dir=str(tmp_path), name=f"{augment.replace('+', '-')}-{lr}")
             for augment, lr in (("auto", 0.002), ("crop+flip", 0.003), ("crop", 0.002))]
-    assert runs[0].summary["augmentation"] == runs[1].summary["augmentation"] == "translate 2 px (reflect) + flip"
+    assert runs[0].summary["augmentation"] == runs[1].summary["augmentation"] == ("crop +-2 px (reflect border), "
+                                                                                  "horizontal flip")
     markdown = tmp_path / "compare.md"
     result = run_main(capsys, "report", runs[0].path, runs[1].path, "-o", tmp_path / "c.html", "--markdown", markdown)
     assert result.returncode == 0, result.stderr
@@ -85,7 +86,7 @@ def test_the_compare_page_lists_augment_only_when_the_augmentation_differs(digit
     assert any(row.startswith("| lr ") for row in rows) and not any(row.startswith("| augment ") for row in rows)
     result = run_main(capsys, "report", runs[0].path, runs[2].path, "-o", tmp_path / "c2.html", "--markdown", markdown)
     rows = [line for line in markdown.read_text().splitlines() if line.startswith("| augment ")]
-    assert rows == ["| augment | translate 2 px (reflect) + flip | translate 2 px (reflect) |"]
+    assert rows == ["| augment | crop +-2 px (reflect border), horizontal flip | crop +-2 px (reflect border) |"]
 
 
 def test_the_class_count_legend_never_covers_a_bar():

@@ -225,7 +225,7 @@ def test_show_batch_shows_the_photo_pixels_the_trainer_trains_on(photo_runs):
     from visiontrain.engine.fit import load_config_dataset
     from visiontrain.engine.loop import Normalizer, Trainer
     from visiontrain.engine.precision import Precision
-    from visiontrain.report.batch import describe, training_batch
+    from visiontrain.report.batch import training_batch
 
     config = build_config({"dataset": str(photo_runs.folder), "model": "simple-cnn", "augment": "photo",
                            "batch_size": 16, "seed": 2})
@@ -237,7 +237,7 @@ def test_show_batch_shows_the_photo_pixels_the_trainer_trains_on(photo_runs):
     expected = torch.cat([trainer.batch(indices, 0, step)[0] for step, indices in loader.batches(0)][:2])[:20]
     images, names, spec, _ = training_batch(config, 20, augmented=True, verbose=False)
     assert torch.equal(images, expected) and len(names) == 20
-    assert describe(spec) == "random resized crop (area 0.35-1, ratio 0.75-1.33), horizontal flip, colour jitter 0.4"
+    assert spec.describe() == "random resized crop (area 0.35-1, ratio 0.75-1.33), horizontal flip, colour jitter 0.4"
     raw, _, _, _ = training_batch(config, 20, augmented=False, verbose=False)
     assert (raw - images).abs().mean() > 5  # cropped, flipped and recoloured
 

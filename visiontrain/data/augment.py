@@ -41,14 +41,16 @@ class AugmentSpec:
         return bool(self.crop_padding or self.flip or self.rotation or self.crop_scale or self.jitter)
 
     def describe(self) -> str:
-        """What training does to each image, e.g. 'translate 2 px (reflect) + flip': two --augment values that
-        resolve to the same operations (auto and crop+flip on photos) read the same (summary.json, compare.html)."""
-        parts = [f"translate {self.crop_padding} px ({self.pad_mode})"] * bool(self.crop_padding)
-        parts += [f"resized crop {self.crop_scale:g}-1 of the area"] * bool(self.crop_scale)
-        parts += ["flip"] * self.flip + [f"rotate {self.rotation:g} deg"] * bool(self.rotation)
-        parts += [f"colour jitter {self.jitter:g}"] * bool(self.jitter)
-        return " + ".join(parts) or "none"
-
+        """'crop +-2 px (constant border), horizontal flip' or 'none', in the order apply() applies them: what training
+        does to each image (show-batch's title, summary.json; compare.html compares it, so two --augment values that
+        resolve to the same operations, auto and crop+flip on photos, read the same)."""
+        parts = [f"rotation +-{self.rotation:g} deg"] if self.rotation else []
+        parts += [f"crop +-{self.crop_padding} px ({self.pad_mode} border)"] if self.crop_padding else []
+        low, high = self.crop_ratio
+        parts += [f"random resized crop (area {self.crop_scale:g}-1, ratio {low:.3g}-{high:.3g})"] if self.crop_scale else []
+        parts += ["horizontal flip"] if self.flip else []
+        parts += [f"colour jitter {self.jitter:g}"] if self.jitter else []
+        return ", ".join(parts) or "none"
 
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed(seed, epoch * 1_000_003 + step, salt=1))

@@ -16,17 +16,6 @@ from ..config import Config, ConfigError, build_config
 from ..data.augment import AugmentSpec
 
 
-def describe(spec: AugmentSpec) -> str:
-    """'crop +-2 px (constant border), flip, rotation +-10 deg' or 'none', in the order apply() applies them."""
-    parts = [f"rotation +-{spec.rotation:g} deg"] if spec.rotation else []
-    parts += [f"crop +-{spec.crop_padding} px ({spec.pad_mode} border)"] if spec.crop_padding else []
-    low, high = spec.crop_ratio
-    parts += [f"random resized crop (area {spec.crop_scale:g}-1, ratio {low:.3g}-{high:.3g})"] if spec.crop_scale else []
-    parts += ["horizontal flip"] if spec.flip else []
-    parts += [f"colour jitter {spec.jitter:g}"] if spec.jitter else []
-    return ", ".join(parts) or "none"
-
-
 def training_batch(config: Config, count: int, augmented: bool, verbose: bool = True
                    ) -> tuple[torch.Tensor, list[str], AugmentSpec, str]:
     """The first `count` training images of epoch 0 as the trainer sees them before normalisation.
@@ -75,7 +64,7 @@ def show_batch(dataset: str, *, augmented: bool = False, data_dir: str | None = 
     if output is None:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         output = f"{safe}-batch{'-augmented' if augmented else ''}.png"
-    how = f"after augmentation ({describe(spec)})" if augmented else "as stored (no augmentation)"
+    how = f"after augmentation ({spec.describe()})" if augmented else "as stored (no augmentation)"
     title = f"{name}: the first {len(names)} training images of epoch 1, seed {config.seed}, {how}"
     # rounding is the only step the trainer does not take: it feeds the float pixels to the model
     return image_grid(images.round().clamp(0, 255).to(torch.uint8), names, output, title=title)
