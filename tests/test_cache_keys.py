@@ -46,7 +46,7 @@ def test_the_cifar_jpeg_archive_is_the_key_and_is_extracted_once_per_content(tmp
     archive.parent.mkdir()
     digest = _tarball(archive, b"first")
     # the cache is keyed by one archive, not its 60,000 members (a cache hit listed and resolved each: ~6 s)
-    assert registry.source_files(registry.DATASETS.get("cifar10"), archive.parent) == [archive]
+    assert registry.source_files(registry.DATASETS.get("cifar10").find(archive.parent)) == [archive]
 
     folder = registry._extract_jpg_copy(archive, digest)
     image = folder / "train" / "cat" / "0.jpg"

@@ -42,7 +42,7 @@ def script_module(script: Path) -> dict:
 def fashion_files():
     from visiontrain.data.registry import DATASETS
 
-    found = DATASETS.get("fashion-mnist").find(FASHION_DIR, download=False) if FASHION_DIR.is_dir() else []
+    found = DATASETS.get("fashion-mnist").find(FASHION_DIR, may_download=False) if FASHION_DIR.is_dir() else []
     if not found:
         pytest.fail(f"Fashion-MNIST's IDX files are not in {FASHION_DIR}; run `make data` (Debian's "
                     "dataset-fashion-mnist package)")

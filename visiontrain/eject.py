@@ -118,7 +118,7 @@ def _data_source(config, data: dict, run: RunDir, output: Path) -> tuple[str, Pa
         source = [Path(p) for p in data.get("source") or []]
         if not source:  # a run from before summary.json recorded its files: look where training looked, offline
             source = DATASETS.get(config.dataset).find(Path(config.data_dir).expanduser() if config.data_dir else None,
-                                                       download=False)
+                                                       may_download=False)
         missing = [str(p) for p in source if not p.exists()]
         if not source or missing:
             raise RunError(f"eject: the files {config.dataset} was trained from are no longer there "

@@ -30,7 +30,7 @@ class DatasetSource:
     name: str
     description: str
     read: Callable[[Path | None, DecodePolicy], tuple[dict[str, ImageTensors], list[tuple[str, str]]]]
-    find: Callable[..., list[Path]]  # find(data_dir, download=True): the source files (the cache key); may download
+    find: Callable[..., list[Path]]  # find(data_dir, may_download=True): the source files (the cache key)
     allow_flip: bool = True  # digits must not be mirrored
     pad_mode: str = "reflect"  # how translate augmentation fills the border: 'constant' (black) or 'reflect'
 
@@ -54,13 +54,13 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 
 def _idx_source(name: str, description: str, classes: list[str], md5: dict[str, str], url: str,
                 system: tuple[str, ...] = (), allow_flip: bool = True) -> None:
-    def find(data_dir: Path | None, download: bool = True) -> list[Path]:
+    def find(data_dir: Path | None, may_download: bool = True) -> list[Path]:
         for folder in _candidate_dirs(name, data_dir, system):
             found = [next((folder / f"{f}{ext}" for ext in (".gz", "") if (folder / f"{f}{ext}").is_file()), None)
                      for f in _IDX_FILES]
             if all(found):
                 return found
-        if not download:
+        if not may_download:
             return []
         if data_dir is not None:
             raise DataError(f"data_dir {data_dir} does not hold the {name} IDX files "
@@ -106,7 +106,7 @@ _CIFAR = {
 def _cifar_source(name: str, description: str) -> None:
     archive, folder, md5, jpg_folder, jpg_sha256 = _CIFAR[name]
 
-    def find(data_dir: Path | None, download: bool = True) -> list[Path]:
+    def find(data_dir: Path | None, may_download: bool = True) -> list[Path]:
         for base in _candidate_dirs(name, data_dir):
             for candidate in (base / folder, base / archive):
                 if candidate.exists():
@@ -115,7 +115,7 @@ def _cifar_source(name: str, description: str) -> None:
                 return [base / jpg_folder]
             if jpg_folder and (base / f"{jpg_folder}.tar.gz").is_file():  # the cache is keyed by the archive itself
                 return [base / f"{jpg_folder}.tar.gz"]
-        if not download:
+        if not may_download:
             return []
         if data_dir is not None:
             raise DataError(f"data_dir {data_dir} holds neither {archive} nor {folder}/"
