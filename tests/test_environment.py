@@ -43,12 +43,13 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_folder(digit_fold
     """`pip wheel . --no-deps`, installed into a new venv outside the repository. The venv reuses this environment's
     torch and other dependencies through a .pth line (a fresh torch would cost minutes), and nothing of the
     checkout is on its path: the run imports the installed wheel."""
-    wheels = tmp_path / "wheels"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}  # nothing of the
+    wheels = tmp_path / "wheels"  # checkout on the path
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(wheels)], check=True, cwd=tmp_path, timeout=300)
     (wheel,) = wheels.glob("visiontrain-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -56,12 +57,11 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_folder(digit_fold
     # editable install among them) are not read from there
     (venv_site := type(tmp_path)(site)).mkdir(parents=True, exist_ok=True)
     (venv_site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, timeout=300)
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)],
+                   check=True, timeout=300, env=env)  # ignore-installed: the checkout's own metadata is on that path
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     where = subprocess.run([python, "-c", "import visiontrain; print(visiontrain.__file__)"], capture_output=True,
                            text=True, cwd=elsewhere, env=env, check=True).stdout.strip()
     assert where.startswith(str(venv_site)), where  # the wheel's copy, not the checkout's
