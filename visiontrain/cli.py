@@ -207,12 +207,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         if len(args.run_dirs) == 1 and not args.output and not args.markdown:
             print(f"wrote {write_report(args.run_dirs[0])}")
         else:
+            from ._io import output_file
+
+            output_file(args.output or "compare.html", "-o")  # refused before the runs are read
+            if args.markdown:
+                output_file(args.markdown, "--markdown")
             print(f"wrote {compare_runs(args.run_dirs, args.output or 'compare.html', args.markdown)}")
         return 0
     if args.command == "eject":
+        from ._io import output_file
         from .eject import eject
 
-        print(f"wrote {eject(args.run_dir, args.output)}")
+        print(f"wrote {eject(args.run_dir, output_file(args.output, '-o'))}")
         return 0
     if args.command == "data":
         return _data(args)
@@ -276,9 +282,11 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ._io import atomic_write_text
+    from ._io import atomic_write_text, output_file
     from .predict import format_rows, predict_paths
 
+    if args.output:
+        output_file(args.output, "-o")  # refused before any image is decoded
     def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
         if sys.stderr.isatty():
             print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
