@@ -11,8 +11,6 @@ torch nor visiontrain's training code.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
+from ._csv import csv_text
 from .config import ConfigError
 from .errors import RunError
 from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
@@ -193,10 +192,8 @@ def format_rows(rows: list[Row], fmt: Literal["table", "csv", "json"] = "table")
     table = [[r["path"], r["top"][0][0], f"{r['top'][0][1]:.4f}", " ".join(f"{c}:{p:.3f}" for c, p in r["top"]),
               r["note"]] for r in rows]
     header = ["path", "predicted", "probability", "top_k", "note"]
-    if fmt == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header, *table])
-        return buffer.getvalue()
+    if fmt == "csv":  # names guarded against spreadsheet formulas (_csv.py)
+        return csv_text(header, table)
     widths = [max(len(cell) for cell in column) for column in zip(header, *table)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *table]]
     return "\n".join(lines) + "\n"
