@@ -128,16 +128,16 @@ def _show(axis: Any, image: torch.Tensor, cam: torch.Tensor | None = None) -> An
 
 def explanation_png(image: torch.Tensor, cam: torch.Tensor, title: str, layer: str) -> bytes:
     """PNG: the image and the image with its heat map over it (and a colour bar), under `title`."""
-    from .report.plots import _figure, figure_png
+    from .report.plots import _figure, figure_png, literal
 
     figure = _figure(7.2, 4.0)
     left, right = figure.subplots(1, 2)
     _show(left, image)
     left.set_title("image", fontsize=9)
     heat = _show(right, image, cam)
-    right.set_title(f"Grad-CAM at {layer}", fontsize=9)
+    right.set_title(literal(f"Grad-CAM at {layer}"), fontsize=9)
     figure.colorbar(heat, ax=right, shrink=0.8, label="relative importance")
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(literal(title), fontsize=10)  # file and class names are drawn as written
     return figure_png(figure)
 
 
@@ -238,7 +238,7 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     report prints as a note; it never raises for those."""
     from .api import load
     from .errors import CheckpointError
-    from .report.plots import _figure, figure_png, plot_path
+    from .report.plots import _figure, figure_png, literal, plot_path
     from .run import RunDir
 
     run = RunDir.open(run_dir)
@@ -266,12 +266,12 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     axes = figure.subplots(2, len(chosen), squeeze=False)
     for column, (index, cam) in enumerate(zip(chosen.tolist(), cams)):
         _show(axes[0, column], images[index])
-        axes[0, column].set_title(f"true: {classes[int(labels[index])]}\npred: {classes[int(predicted[index])]} "
-                                  f"{float(confidence[index]):.2f}", fontsize=8)
+        axes[0, column].set_title(literal(f"true: {classes[int(labels[index])]}\npred: "
+                                          f"{classes[int(predicted[index])]} {float(confidence[index]):.2f}"), fontsize=8)
         heat = _show(axes[1, column], images[index], cam)
     figure.colorbar(heat, ax=axes[1, :].tolist(), shrink=0.9, label="relative importance")
-    figure.suptitle(f"{run.path.name}: Grad-CAM at {name} for the predicted class, {len(chosen)} misclassified "
-                    f"{split} images with the highest loss", fontsize=10)
+    figure.suptitle(literal(f"{run.path.name}: Grad-CAM at {name} for the predicted class, {len(chosen)} "
+                            f"misclassified {split} images with the highest loss"), fontsize=10)
     atomic_write_bytes(png, figure_png(figure))
     png.with_suffix(".txt").unlink(missing_ok=True)
     return png

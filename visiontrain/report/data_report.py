@@ -213,7 +213,7 @@ def _class_counts_png(report: dict[str, Any]) -> bytes:
     """Bars of images per class, one colour per split, the imbalance ratio of each split in the legend."""
     import math
 
-    from .plots import _figure, figure_png
+    from .plots import _figure, figure_png, literal
 
     classes, splits = report["classes"], report["splits"]
     figure = _figure(min(20.0, max(6.0, 2 + 0.12 * len(classes) * len(splits))), 3.8)
@@ -225,13 +225,13 @@ def _class_counts_png(report: dict[str, Any]) -> bytes:
                  label=f"{name} (imbalance {_ratio(info['imbalance_ratio'])})")
     step = math.ceil(len(classes) / 100)  # at most 100 names on the axis
     ticks = list(range(0, len(classes), step))
-    names = [classes[i] for i in ticks]
+    names = [literal(classes[i]) for i in ticks]
     axis.set_xticks(ticks, names, rotation=90 if max(map(len, names)) > 3 else 0,
                     fontsize=max(4.0, min(10.0, 180 / len(ticks))))
     axis.set_ylabel("images")
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title(f"{_dataset_name(report)}: images per class")
+    axis.set_title(literal(f"{_dataset_name(report)}: images per class"))
     return figure_png(figure)
 
 
