@@ -26,6 +26,8 @@ DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                     *DICOM_EXTENSIONS)  # plus extension-less DICOM files, found by their magic (is_dicom)
 _GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+MAX_PIXELS_LIMIT = 1 << 28  # the largest max_pixels a policy may hold (268 M pixels: 1 GiB as RGBA)
+MAX_SIDE_LIMIT = 4096  # the largest max_side (as config's image_size)
 
 
 class DecodeError(Exception):
@@ -40,7 +42,17 @@ class DecodePolicy:
     window: str | None = None  # "LEVEL,WIDTH" for DICOM and 16-bit gray files (a preset name becomes its numbers)
 
     def __post_init__(self) -> None:
-        if self.window is not None:  # ValueError (one sentence) for a bad window
+        # ValueError (one sentence) for a value of the wrong type or out of bounds: a policy is also read back
+        # from files people can edit (model.json), and the limits guard memory, so they are bounded here too
+        for name, high in (("max_pixels", MAX_PIXELS_LIMIT), ("max_side", MAX_SIDE_LIMIT)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ValueError(f"decode policy: {name} {value!r} is not a whole number from 1 to {high:,}")
+        if not isinstance(self.exif_transpose, bool):
+            raise ValueError(f"decode policy: exif_transpose {self.exif_transpose!r} is not true or false")
+        if self.window is not None and not isinstance(self.window, str):
+            raise ValueError(f"decode policy: window {self.window!r} is not text such as \"40,400\" or \"lung\"")
+        if self.window is not None:
             object.__setattr__(self, "window", format_window(*parse_window(self.window)))
 
     @classmethod
