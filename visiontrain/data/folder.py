@@ -193,13 +193,15 @@ def decoded_shape(shapes: list[tuple[int, ...]], image_size: int | None, channel
 
 
 def _fit(image: torch.Tensor, side: int) -> torch.Tensor:
-    """(C, H, W) uint8 -> (C, side, side): shorter side resized to `side`, centre crop."""
+    """(C, H, W) uint8 -> (C, side, side): the centre square (the part a shorter-side resize and centre crop
+    keeps), resized to `side`. Cropping first bounds the memory by the square, whatever the shape: a 1 x 256
+    strip resized whole to a shorter side of 256 would be 256 x 65,536 floats per channel."""
     _, height, width = image.shape
     if height == width == side:
         return image
-    scale = side / min(height, width)
-    size = (max(side, round(height * scale)), max(side, round(width * scale)))
-    resized = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
+    short = min(height, width)
+    top, left = (height - short) // 2, (width - short) // 2
+    square = image[None, :, top:top + short, left:left + short].float()
+    resized = torch.nn.functional.interpolate(square, size=(side, side), mode="bilinear", antialias=True,
                                               align_corners=False)[0]
-    top, left = (size[0] - side) // 2, (size[1] - side) // 2
-    return resized[:, top:top + side, left:left + side].round().clamp(0, 255).to(torch.uint8)
+    return resized.round().clamp(0, 255).to(torch.uint8)
