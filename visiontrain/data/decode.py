@@ -15,6 +15,7 @@ The policy (recorded in summary.json and in every checkpoint):
 from __future__ import annotations
 
 import math
+import stat
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,7 +77,10 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block the read, or never end it
+            raise DecodeError("not a regular file (a FIFO, a device or a socket); only regular files are read")
+        if info.st_size == 0:
             raise DecodeError("empty file (0 bytes)")
         if is_dicom(path):
             pixels = _decode_dicom(path, policy)
