@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--crop-scale", type=float, help="override photo mode's smallest crop area fraction")
     show.add_argument("--jitter", type=float, help="override the colour jitter strength")
 
-    data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits")
+    data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits",
+                               description="Every problem is reported in one pass. Exit status: 0 for a clean "
+                               "dataset, 1 when problems were found (folder problems, unreadable files, "
+                               "duplicates), 2 when the dataset cannot be checked at all.")
     data.add_argument("dataset", help="a dataset name or an image folder")
     data.add_argument("--data-dir")
     data.add_argument("--json", metavar="FILE", help="also write the report as JSON")
@@ -338,7 +341,7 @@ def _data(args: argparse.Namespace) -> int:
     import json
 
     from .config import build_config
-    from .data.inspect import check_dataset, format_report
+    from .data.inspect import check_dataset, format_report, problem_count
     from .report.data_report import html_target, write_data_report
 
     build_config({"dataset": args.dataset, "data_dir": args.data_dir, "model": "lenet"}, apply_preset=False)
@@ -351,7 +354,7 @@ def _data(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {write_data_report(check, html)}")
-    return 0
+    return 1 if problem_count(report) else 0  # scripts can gate on a clean folder
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -24,13 +24,15 @@ def picture(seed: int, size: tuple[int, int] = (20, 16), mode: str = "RGB", base
     return Image.fromarray(pixels).convert(mode)
 
 
-def class_folder(root: Path, names: dict[str, int], per_class: int = 4, size: tuple[int, int] = (20, 16)) -> Path:
-    """root/<class>/img<i>.png for each class name (value: its brightness offset); returns root."""
+def class_folder(root: Path, names: dict[str, int], per_class: int = 4, size: tuple[int, int] = (20, 16),
+                 seed: int = 0) -> Path:
+    """root/<class>/img<i>.png for each class name (value: its brightness offset); returns root. Another `seed`
+    gives other images (a test split that does not duplicate train)."""
     for index, (name, base) in enumerate(names.items()):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            picture(1000 * index + i, size, base=base).save(folder / f"img{i}.png")
+            picture(100_000 * seed + 1000 * index + i, size, base=base).save(folder / f"img{i}.png")
     return root
 
 
