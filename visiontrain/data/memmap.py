@@ -122,7 +122,14 @@ def cached(name: str, key: dict[str, Any], *, root: Path, policy: DecodePolicy, 
     key_sha256 = hashlib.sha256(json.dumps({"format": FORMAT, "storage": "memmap"} | key, sort_keys=True)
                                 .encode()).hexdigest()
     paths = Paths(name, key_sha256)
-    paths.folder.mkdir(parents=True, exist_ok=True)
+    try:  # the one place this entry can live: refused here in one sentence, not as a traceback mid-build
+        paths.folder.mkdir(parents=True, exist_ok=True)
+        with open(paths.lock, "a+b"):
+            pass
+    except OSError as error:
+        raise DataError(f"the cache folder {paths.folder} cannot be written ({error.strerror or error}); {root} is "
+                        "decoded into a memory-mapped file there, so set VISIONTRAIN_HOME to a writable folder (or "
+                        f"{ENV}=0 to decode it into memory)") from None
     group = _ranks_group()
     if group is not None and int(os.environ.get("LOCAL_RANK", "0")) != 0:
         torch.distributed.barrier(group=group)  # local rank 0 builds or checks the entry meanwhile
