@@ -47,6 +47,16 @@ def test_link_loops_end_and_each_real_folder_is_listed_once(tmp_path):
     assert "loop" in repeats[str(root / "a" / "self")] and "linked twice" in repeats[str(root / "c")]
 
 
+def test_a_link_to_a_folder_that_contains_the_walk_is_not_followed(tmp_path):
+    root = tree(tmp_path / "t")
+    os.symlink("/", root / "a" / "everything")  # once per folder, but the whole disk
+    os.symlink(tmp_path, root / "b" / "parent")
+    walker = Walker()
+    assert len(walker.files_under(root)) == 5
+    repeats = dict(walker.repeats)
+    assert "contains" in repeats[str(root / "a" / "everything")] and "contains" in repeats[str(root / "b" / "parent")]
+
+
 def test_only_regular_files_are_returned_and_every_other_entry_says_why(tmp_path):
     root = tree(tmp_path / "t")
     a = root / "a"

@@ -68,6 +68,8 @@ class Walker:
     problems: list[Problem] = field(default_factory=list)  # entries that cannot be used
     repeats: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): folders reached a second time
     seen: dict[tuple[int, int], Path] = field(default_factory=dict)  # (st_dev, st_ino) -> the path it was entered by
+    base: str | None = None  # the real path of the first folder entered: links to folders that contain it are not
+    # followed (a link to / inside a class folder would otherwise walk the whole disk, once per folder but for hours)
 
     def enter(self, folder: Path) -> bool:
         """Register `folder` as entered; False (and a repeat reported) if its real folder was entered already."""
@@ -75,6 +77,13 @@ class Walker:
             info = folder.stat()
         except OSError as error:
             self.problems.append(Problem(shown(folder), f"cannot be opened ({error.strerror or error})", True))
+            return False
+        if self.base is None:
+            self.base = os.path.realpath(folder)
+        elif folder.is_symlink() and (target := os.path.realpath(folder)) != self.base and \
+                Path(self.base).is_relative_to(target):
+            self.repeats.append((shown(folder), f"a symbolic link to {shown(target)}, a folder that contains "
+                                 f"{shown(self.base)}; not followed"))
             return False
         identity = (info.st_dev, info.st_ino)
         first = self.seen.setdefault(identity, folder)
