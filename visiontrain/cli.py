@@ -290,6 +290,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.output:
         output_file(args.output, "-o")  # refused before any image is decoded
+
     def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
         if sys.stderr.isatty():
             print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -297,13 +298,16 @@ def _predict(args: argparse.Namespace) -> int:
     rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
     for path, reason in skipped:
         print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
+    if not rows:  # as explain says it: an empty table is no answer
+        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
+        return 2
     text = format_rows(rows, args.output_format)
     if args.output:
         atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
         print(f"wrote {len(rows)} predictions to {args.output}")
     else:
         print(text)
-    return 0 if rows else 2
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -1,6 +1,9 @@
 """Where outputs go: a folder, a name too long, a file where a folder should be: one sentence each, exit 2, before
-any work; and a name just under the limit works (the temp file beside it must not be the one that is too long)."""
+any work; and a name just under the limit works (the temp file beside it must not be the one that is too long).
+Inputs named directly that are not regular files (a device, a FIFO, a dangling or looping link) are never read."""
 from __future__ import annotations
+
+import os
 
 from .verbs import main, refused
 
@@ -29,3 +32,16 @@ def test_an_output_below_a_file_is_one_sentence(clean_run, clean_root, tmp_path,
     (tmp_path / "notes.txt").write_text("mine")
     sentence = refused(main(capsys, "predict", clean_run, clean_root / "cat", "-o", tmp_path / "notes.txt" / "p.csv"))
     assert "notes.txt is a file, not a folder" in sentence and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_inputs_that_are_not_regular_files_are_skipped_with_their_reason_never_read(clean_run, tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.png")
+    os.symlink("nowhere.png", tmp_path / "gone.png")
+    os.symlink("self.png", tmp_path / "self.png")
+    inputs = ["/dev/zero", tmp_path / "pipe.png", tmp_path / "gone.png", tmp_path / "self.png", tmp_path / "no.png"]
+    for verb in (["predict", clean_run], ["explain", clean_run, "-o", tmp_path / "cams"]):
+        result = main(capsys, *verb[:2], *inputs, *verb[2:])
+        refused(result, "no readable image among the inputs")
+        reasons = [line.split(": ", 2)[-1] for line in result.stderr.splitlines() if "skipped" in line]
+        assert ["device" in reasons[0], "FIFO" in reasons[1], "dangling" in reasons[2], "loop" in reasons[3],
+                reasons[4] == "does not exist"] == [True] * 5, reasons
