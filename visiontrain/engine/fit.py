@@ -467,7 +467,8 @@ class Fit:
                         "val_source": data.val_source, "test": len(data.test) if data.test is not None else 0,
                         "image_size": data.image_size, "channels": data.in_channels, "mean": self.mean, "std": self.std,
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
-                        "ignored_files": data.ignored_files,  # hidden, __MACOSX, not an image...: said, not silent
+                        "ignored": len(data.ignored_files),  # hidden, __MACOSX, not an image...: said, not silent
+                        "ignored_files": data.ignored_files[:100],
                         "load_seconds": data.load_seconds, "cache": data.cache_status, "storage": data.storage,
                         "split_file": data.split_info},
             "decode_policy": data.decode_policy,
