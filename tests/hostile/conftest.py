@@ -1,8 +1,8 @@
 """Fixtures of the hostile-input suite: the messy folder, a tiny clean folder, and a guard against hangs."""
 from __future__ import annotations
 
-import signal
 import shutil
+import signal
 from pathlib import Path
 
 import pytest

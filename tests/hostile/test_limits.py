@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
 from PIL import Image
+
+from conftest import REPO
 
 from .builders import bomb_png, class_folder, strip_png
 from .verbs import QUICK, checked

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -25,15 +24,10 @@ def main(capsys, *args) -> subprocess.CompletedProcess:
 
 
 def cli(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`visiontrain ARGS` in a new process that must end within `timeout` seconds (a hang fails the test), checked.
-    The process's peak resident memory is in `.max_rss` (bytes)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """`visiontrain ARGS` in a new process that must end within `timeout` seconds (a hang fails the test), checked."""
     full_env = os.environ | {"PYTHONPATH": str(REPO)} | (env or {})
-    result = subprocess.run([sys.executable, "-m", "visiontrain", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd, env=full_env, timeout=timeout)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far, in KiB
-    result.max_rss = after * 1024 if after > before else None
-    return checked(result)
+    return checked(subprocess.run([sys.executable, "-m", "visiontrain", *map(str, args)], capture_output=True,
+                                  text=True, cwd=cwd, env=full_env, timeout=timeout))
 
 
 def refused(result: subprocess.CompletedProcess, *names: str) -> str:
