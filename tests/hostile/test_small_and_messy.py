@@ -64,6 +64,8 @@ def test_images_loose_in_test_and_a_class_folder_named_in_another_encoding(tmp_p
     assert "caf\\xe9" in problems[0] and "not valid UTF-8" in problems[0]
     assert "holds 2 images but no class folders" in problems[1]
     refused(main(capsys, "train", "--dataset", root, *QUICK, "--runs-dir", tmp_path / "runs"), "caf\\xe9")
+    single = class_folder(tmp_path / "single", {"cat": 0, "dog": 120, NOT_UTF8: 60}, per_class=2)  # no train/
+    refused(main(capsys, "train", "--dataset", single, *QUICK, "--runs-dir", tmp_path / "runs"), "caf\\xe9")
 
 
 def test_two_images_per_class_train_end_to_end(tmp_path, capsys):

@@ -72,6 +72,7 @@ def scan_folder(root: Path, *, lenient: bool = False) -> FolderScan:
     walker, ignored, problems, named = Walker(), [], [], []
     walker.enter(root)
     root_files, root_dirs = walker.listing(root)
+    root_named = [p for p in walker.problems if p.folder and p.bad_name]  # class folders, when root is train/
     subdirs = {p.name.lower(): p for p in sorted(root_dirs, key=lambda p: natural_key(p.name))}
     split_dirs = {split: next((subdirs[a] for a in aliases if a in subdirs), None)
                   for split, aliases in SPLIT_NAMES.items()}
@@ -88,7 +89,7 @@ def scan_folder(root: Path, *, lenient: bool = False) -> FolderScan:
             continue
         before = len(walker.problems)
         files, dirs = (root_files, root_dirs) if folder == root else walker.listing(folder)
-        named += [p for p in walker.problems[before:] if p.folder and p.bad_name]
+        named += root_named if folder == root else [p for p in walker.problems[before:] if p.folder and p.bad_name]
         class_dirs[split] = {p.name: p for p in sorted(dirs, key=lambda p: natural_key(p.name))}
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         if images and not class_dirs[split] and folder != root:  # images directly in val/ or test/: no class
