@@ -462,5 +462,8 @@ def markdown_text(value: Any) -> str:
     """`value` as literal text in a Markdown table cell. Renderers pass HTML through, so <, > and & become
     entities (a class folder named <script> stays text); the characters of emphasis, code, links and images
     are backslash-escaped (a run named [x](javascript:...) is no link); | would end the cell and a line break
-    the row."""
-    return "".join(_MARKDOWN_ESCAPES.get(c, c) for c in str(value))
+    the row. An _ between two letters or digits is left as it is: inside a word it is never emphasis, and sweep
+    run names (model-mlp_lr-0.01) stay readable in the file."""
+    text = str(value)
+    return "".join(c if c == "_" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+                   else _MARKDOWN_ESCAPES.get(c, c) for i, c in enumerate(text))
