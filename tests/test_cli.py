@@ -107,7 +107,7 @@ def test_data_check_lists_bad_files_without_crashing(tmp_path, capsys, monkeypat
     (tmp_path / "d" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     monkeypatch.chdir(tmp_path)
     result = run_main(capsys, "data", tmp_path / "d")
-    assert result.returncode == 0 and "broken.jpg" in result.stdout and "unreadable files: 1" in result.stdout
+    assert result.returncode == 1 and "broken.jpg" in result.stdout and "unreadable files: 1" in result.stdout  # 1: found
 
 
 def test_export_and_predict_from_the_command_line(mnist_small, tmp_path):

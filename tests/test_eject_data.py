@@ -99,7 +99,7 @@ def test_an_image_folder_run_ejects_with_its_class_order_and_its_files(one_to_te
     assert run.summary["dataset"]["classes"] == [str(n) for n in range(1, 11)]
     script = tmp_path / "out" / "train_plain.py"
     script.parent.mkdir()
-    assert run_main_eject(run.path, script.parent) == 0  # a folder: the script goes inside it
+    assert run_main_eject(run.path, script) == 0
     ejected = script_module(script)
     assert ejected["CLASSES"] == [str(n) for n in range(1, 11)]
     train, val, test = ejected["make_datasets"](ejected["train_transform"], ejected["test_transform"])

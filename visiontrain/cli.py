@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--crop-scale", type=float, help="override photo mode's smallest crop area fraction")
     show.add_argument("--jitter", type=float, help="override the colour jitter strength")
 
-    data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits")
+    data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits",
+                               description="Every problem is reported in one pass. Exit status: 0 for a clean "
+                               "dataset, 1 when problems were found (folder problems, unreadable files, "
+                               "duplicates), 2 when the dataset cannot be checked at all.")
     data.add_argument("dataset", help="a dataset name or an image folder")
     data.add_argument("--data-dir")
     data.add_argument("--json", metavar="FILE", help="also write the report as JSON")
@@ -233,12 +236,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         if len(args.run_dirs) == 1 and not args.output and not args.markdown:
             print(f"wrote {write_report(args.run_dirs[0])}")
         else:
+            from ._io import output_file
+
+            output_file(args.output or "compare.html", "-o")  # refused before the runs are read
+            if args.markdown:
+                output_file(args.markdown, "--markdown")
             print(f"wrote {compare_runs(args.run_dirs, args.output or 'compare.html', args.markdown)}")
         return 0
     if args.command == "eject":
+        from ._io import output_file
         from .eject import eject
 
-        print(f"wrote {eject(args.run_dir, args.output)}")
+        print(f"wrote {eject(args.run_dir, output_file(args.output, '-o'))}")
         return 0
     if args.command == "data":
         return _data(args)
@@ -303,8 +312,11 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ._io import atomic_write_text
+    from ._io import atomic_write_text, output_file
     from .predict import format_rows, predict_paths
+
+    if args.output:
+        output_file(args.output, "-o")  # refused before any image is decoded
 
     def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
         if sys.stderr.isatty():
@@ -313,13 +325,16 @@ def _predict(args: argparse.Namespace) -> int:
     rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
     for path, reason in skipped:
         print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
+    if not rows:  # as explain says it: an empty table is no answer
+        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
+        return 2
     text = format_rows(rows, args.output_format)
     if args.output:
         atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
         print(f"wrote {len(rows)} predictions to {args.output}")
     else:
         print(text)
-    return 0 if rows else 2
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -353,7 +368,7 @@ def _data(args: argparse.Namespace) -> int:
     import json
 
     from .config import build_config
-    from .data.inspect import check_dataset, format_report
+    from .data.inspect import check_dataset, format_report, problem_count
     from .report.data_report import html_target, write_data_report
 
     build_config({"dataset": args.dataset, "data_dir": args.data_dir, "model": "lenet"}, apply_preset=False)
@@ -366,7 +381,7 @@ def _data(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {write_data_report(check, html)}")
-    return 0
+    return 1 if problem_count(report) else 0  # scripts can gate on a clean folder
 
 
 def _train(args: argparse.Namespace) -> int:

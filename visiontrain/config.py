@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -221,7 +222,28 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{name}: {value!r} is not {kind}")
 
 
+_FOLDER_NAME = re.compile(r"[^\W][\w.+-]*")  # a letter, digit or _, then those, '.', '+' or '-'
+FOLDER_NAME_BYTES = 200  # below the usual 255-byte limit of a file name, leaving room for suffixes
+
+
+def check_folder_name(field: str, name: str) -> None:
+    """Refuse a run or sweep name that is not a plain folder name. The name becomes a folder and is written into
+    pages, CSV and Markdown files and the script `eject` writes, so quotes, '$', '<', spaces and the like have no
+    place in it; `--name e\"\"\";...` would otherwise be a way to put code into that script."""
+    if not _FOLDER_NAME.fullmatch(name) or len(name.encode("utf-8", "surrogateescape")) > FOLDER_NAME_BYTES:
+        raise ConfigError(f"{field}: {name!r} is not a plain folder name; use letters, digits and the characters "
+                          f". _ + - (starting with a letter, a digit or _), at most {FOLDER_NAME_BYTES} bytes, "
+                          "e.g. cifar-resnet_2")
+
+
 def _check_value(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 in a path given on the command line
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise ConfigError(f"{name}: {shown!r} is not valid UTF-8 text; rename the file or folder (its name is "
+                              "written into config.yaml, CSV and JSON files)") from None
     allowed_range = FIELDS[name].metadata["range"]
     if value is None or allowed_range is None:
         return
@@ -309,8 +331,8 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f"channels: {config.channels} is not allowed; use 1 or 3")
     if not (config.device == "auto" or config.device in ("cpu", "mps") or config.device.startswith("cuda")):
         raise ConfigError(f"device: {config.device!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
-    if config.name is not None and (not config.name or "/" in config.name or config.name.startswith(".")):
-        raise ConfigError(f"name: {config.name!r} must be a plain folder name without '/'")
+    if config.name is not None:
+        check_folder_name("name", config.name)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -40,8 +40,8 @@ def model_code(model: nn.Module) -> str:
 
 
 def eject(run_dir: str | Path, output: str | Path) -> Path:
-    """Write the run as a plain PyTorch script at `output` (a folder: `output/train_plain.py`); an image-folder run
-    also gets `<script>_files.csv` beside it. Returns the script's path."""
+    """Write the run as a plain PyTorch script at `output`; an image-folder run also gets `<script>_files.csv`
+    beside it. Returns the script's path."""
     run = RunDir.open(run_dir)
     config = build_config(load_yaml(run.config_path), apply_preset=False)
     summary = run.read_summary()
@@ -93,9 +93,7 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
 
 
 def _script_path(output: Path) -> Path:
-    """`output`, or `output/train_plain.py` for a folder; an existing file is replaced only if eject wrote it."""
-    if output.is_dir():
-        output = output / "train_plain.py"
+    """`output`, checked: an existing file is replaced only if eject wrote it."""
     if output.suffix != ".py":
         raise RunError(f"eject -o {output}: the script's name must end in .py")
     if output.exists():

@@ -28,6 +28,11 @@ class RunError(VisiontrainError):
     """A run folder is missing, not a run, or would be overwritten."""
 
 
+class OutputError(VisiontrainError, OSError):
+    """A file cannot be written where asked: a folder is in the way, the name is too long, the folder is read-only.
+    An OSError too, so code that carries on without an optional file (a cache) still catches it."""
+
+
 class TrainingStopped(VisiontrainError):
     """Training stopped on purpose (non-finite loss, a signal); the checkpoint named in the message is intact."""
 

@@ -1,14 +1,13 @@
 """Evaluation of a run on a split: metrics computed once from logits, written as plain files, printed as a table."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._csv import csv_text
 from ._io import atomic_write_text
 from .data.tensors import ImageTensors
 from .errors import DataError, RunError
@@ -19,16 +18,17 @@ from .run import RunDir
 def write_evaluation(run: RunDir, split: str, logits: torch.Tensor, data: ImageTensors, *, verbose: bool = True,
                      top_k: int = 5) -> dict[str, Any]:
     """Compute metrics from logits float (N, K) and write eval/<split>/{metrics.json, per_class.csv,
-    confusion_matrix.csv, predictions.csv} in the run folder."""
+    confusion_matrix.csv, predictions.csv} in the run folder (names in the CSV files guarded against spreadsheet
+    formulas: _csv.py)."""
     metrics = classification_metrics(logits, data.labels, data.classes)
     folder = run.path / "eval" / split
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    atomic_write_text(folder / "per_class.csv", _csv(["class", "precision", "recall", "f1", "support"],
+    atomic_write_text(folder / "per_class.csv", csv_text(["class", "precision", "recall", "f1", "support"],
                                                      [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}",
                                                        f"{r['f1']:.4f}", r["support"]] for r in metrics["per_class"]]))
     atomic_write_text(folder / "confusion_matrix.csv",
-                      _csv(["true \\ predicted", *data.classes], [[c, *row] for c, row in zip(data.classes, metrics["confusion_matrix"])]))
+                      csv_text(["true \\ predicted", *data.classes], [[c, *row] for c, row in zip(data.classes, metrics["confusion_matrix"])]))
     probs = logits.float().softmax(1)
     k = min(top_k, probs.shape[1])
     top = probs.topk(k, 1)
@@ -36,18 +36,10 @@ def write_evaluation(run: RunDir, split: str, logits: torch.Tensor, data: ImageT
              f"{float(top.values[i, 0]):.4f}", " ".join(f"{data.classes[int(c)]}:{float(p):.3f}"
                                                        for c, p in zip(top.indices[i], top.values[i]))]
             for i in range(len(data))]
-    atomic_write_text(folder / "predictions.csv", _csv(["image", "true", "predicted", "confidence", f"top{k}"], rows))
+    atomic_write_text(folder / "predictions.csv", csv_text(["image", "true", "predicted", "confidence", f"top{k}"], rows))
     if verbose:
         print(format_table(metrics, split))
     return metrics
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def format_table(metrics: dict[str, Any], split: str) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .inference import Predictor
 
 MISCLASSIFIED_SHOWN = 6  # Grad-CAM panels of the report's misclassified gallery
+FIGURE_MARK = "visiontrain explain: Grad-CAM figure"  # in each figure's PNG text: the only files explain replaces
 
 
 class ExplainError(VisiontrainError):
@@ -128,17 +129,17 @@ def _show(axis: Any, image: torch.Tensor, cam: torch.Tensor | None = None) -> An
 
 def explanation_png(image: torch.Tensor, cam: torch.Tensor, title: str, layer: str) -> bytes:
     """PNG: the image and the image with its heat map over it (and a colour bar), under `title`."""
-    from .report.plots import _figure, figure_png
+    from .report.plots import _figure, figure_png, literal
 
     figure = _figure(7.2, 4.0)
     left, right = figure.subplots(1, 2)
     _show(left, image)
     left.set_title("image", fontsize=9)
     heat = _show(right, image, cam)
-    right.set_title(f"Grad-CAM at {layer}", fontsize=9)
+    right.set_title(literal(f"Grad-CAM at {layer}"), fontsize=9)
     figure.colorbar(heat, ax=right, shrink=0.8, label="relative importance")
-    figure.suptitle(title, fontsize=10)
-    return figure_png(figure)
+    figure.suptitle(literal(title), fontsize=10)  # file and class names are drawn as written
+    return figure_png(figure, metadata={"Source": FIGURE_MARK})
 
 
 # -- image files (visiontrain explain) --------------------------------------------------------------------------
@@ -173,6 +174,7 @@ def explain_paths(source: str | Path, inputs: Sequence[str | Path], out_dir: str
     out = Path(out_dir) if out_dir is not None else default_out_dir(source)
     decode = decode_module()
     jobs, skipped = _output_names(inputs, decode.IMAGE_EXTENSIONS, find_images)
+    _check_outputs(out, inputs, jobs)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(jobs), batch_size):
         batch = dict(jobs[start:start + batch_size])
@@ -197,6 +199,39 @@ def explain_paths(source: str | Path, inputs: Sequence[str | Path], out_dir: str
             rows.append({"path": str(path), "png": str(png), "true": true, "predicted": name,
                          "confidence": confidence, "explained": predictor.classes[int(targets[index])]})
     return rows, skipped, layer_name
+
+
+def _check_outputs(out: Path, inputs: Sequence[str | Path], jobs: list[tuple[Path, Path]]) -> None:
+    """Refuse, before any image is decoded, to write a figure over anything but a figure explain wrote before: never
+    over an input image or a file of the user's (`-o .` beside digit.png would replace digit.png), and never into
+    an input folder (the figures would become inputs of the next run)."""
+    resolved = out.resolve()
+    for item in map(Path, inputs):
+        if item.is_dir() and resolved.is_relative_to(item.resolve()):
+            raise ExplainError(f"the output folder {out} is inside the input folder {item}: the figures would be "
+                               "mixed with the images they explain; give -o a folder outside the inputs")
+    sources = {path.resolve() for path, _ in jobs}
+    for path, name in jobs:
+        target = out / name
+        if target.resolve() in sources:
+            raise ExplainError(f"the Grad-CAM figure of {path} would be written over the input image {target}; "
+                               "give -o a folder outside the inputs (default: RUN_DIR/explain)")
+        if (target.exists() or target.is_symlink()) and not _is_figure(target):
+            raise ExplainError(f"{target} exists and is not a Grad-CAM figure that visiontrain explain wrote, so it "
+                               "is not replaced; move it, or give -o another folder")
+
+
+def _is_figure(path: Path) -> bool:
+    """Whether `path` is a regular file holding explain's mark (a PNG text chunk, read from the header only)."""
+    from PIL import Image
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.info.get("Source") == FIGURE_MARK
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def default_out_dir(source: str | Path) -> Path:
@@ -238,7 +273,7 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     report prints as a note; it never raises for those."""
     from .inference import load
     from .errors import CheckpointError
-    from .report.plots import _figure, figure_png, plot_path
+    from .report.plots import _figure, figure_png, literal, plot_path
     from .run import RunDir
 
     run = RunDir.open(run_dir)
@@ -266,12 +301,12 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     axes = figure.subplots(2, len(chosen), squeeze=False)
     for column, (index, cam) in enumerate(zip(chosen.tolist(), cams)):
         _show(axes[0, column], images[index])
-        axes[0, column].set_title(f"true: {classes[int(labels[index])]}\npred: {classes[int(predicted[index])]} "
-                                  f"{float(confidence[index]):.2f}", fontsize=8)
+        axes[0, column].set_title(literal(f"true: {classes[int(labels[index])]}\npred: "
+                                          f"{classes[int(predicted[index])]} {float(confidence[index]):.2f}"), fontsize=8)
         heat = _show(axes[1, column], images[index], cam)
     figure.colorbar(heat, ax=axes[1, :].tolist(), shrink=0.9, label="relative importance")
-    figure.suptitle(f"{run.path.name}: Grad-CAM at {name} for the predicted class, {len(chosen)} misclassified "
-                    f"{split} images with the highest loss", fontsize=10)
+    figure.suptitle(literal(f"{run.path.name}: Grad-CAM at {name} for the predicted class, {len(chosen)} "
+                            f"misclassified {split} images with the highest loss"), fontsize=10)
     atomic_write_bytes(png, figure_png(figure))
     png.with_suffix(".txt").unlink(missing_ok=True)
     return png

@@ -154,7 +154,7 @@ def _plot(result: RangeTest, title: str) -> None:
     from matplotlib.figure import Figure
 
     from ._io import atomic_write_bytes
-    from .report.plots import figure_png  # the Agg canvas, no pyplot
+    from .report.plots import figure_png, literal  # the Agg canvas, no pyplot
 
     figure = Figure(figsize=(7, 4.2), dpi=100, layout="constrained")
     axis = figure.subplots()
@@ -173,5 +173,5 @@ def _plot(result: RangeTest, title: str) -> None:
     axis.grid(alpha=0.3)
     axis.grid(alpha=0.1, which="minor")
     axis.legend(fontsize=8)
-    axis.set_title(f"lr range test: {title}")
+    axis.set_title(literal(f"lr range test: {title}"))
     atomic_write_bytes(result.plot, figure_png(figure))

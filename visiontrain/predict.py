@@ -11,23 +11,21 @@ torch nor visiontrain's training code.
 """
 from __future__ import annotations
 
-import csv
-import io
+import importlib.util
 import json
-import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
-from .errors import ConfigError
-from .errors import RunError
+from ._csv import csv_text
+from .errors import ConfigError, RunError
 from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from .inference import Predictor
 
 BUNDLE_SUFFIXES = (".onnx", ".ts", ".safetensors")
@@ -109,33 +107,53 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
 
 
 def find_images(inputs: Sequence[str | Path], extensions: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files named directly, plus image files found under folders; returns (files, skipped)."""
+    """Files named directly, plus image files found under folders; returns (files, skipped).
+
+    Folders are walked by the one safe walk (data/walk.py: regular files only, each real folder once, a problem
+    per entry); hidden entries and __MACOSX are left out quietly, as documented."""
+    walk = _walk_module()
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            found, ignored = _images_under(path, extensions)
+        if not walk.is_utf8(str(path)):
+            skipped.append((walk.shown(path), "its name is not valid UTF-8 text; rename it"))
+        elif path.is_dir():
+            found, ignored = _images_under(path, extensions, walk)
             files += found
             skipped += ignored
         elif path.is_file():
             files.append(path)  # named explicitly: decoded whatever its extension, so a wrong one gets a reason
+        elif path.exists() or path.is_symlink():  # a FIFO would block the decoder; a dangling link says where to
+            skipped.append((str(path), walk.Walker.not_a_file(path)))
         else:
-            skipped.append((str(path), "does not exist" if not path.exists() else "not a regular file"))
+            skipped.append((str(path), "does not exist"))
     return list(dict.fromkeys(files)), skipped  # a file named twice is predicted once
 
 
-def _images_under(folder: Path, extensions: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+def _images_under(folder: Path, extensions: Sequence[str], walk: ModuleType) -> tuple[list[Path], list[tuple[str, str]]]:
+    walker = walk.Walker()
     found, ignored = [], []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))  # .git, __MACOSX
-        for filename in sorted(f for f in filenames if not f.startswith(".")):
-            path = Path(dirpath) / filename
-            if path.suffix.lower() in extensions or decode_module().has_dicom_magic(path):  # extension-less DICOM
-                found.append(path)
-            else:
-                ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
+    for path in walker.files_under(folder):
+        if path.suffix.lower() in extensions or decode_module().has_dicom_magic(path):  # extension-less DICOM
+            found.append(path)
+        else:
+            ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
+    ignored += [(problem.path, problem.reason) for problem in walker.problems] + walker.repeats
     return found, ignored
+
+
+def _walk_module() -> ModuleType:
+    """visiontrain.data.walk, loaded like decode_module: without visiontrain.data's torch import, for ONNX bundles."""
+    name, standalone = "visiontrain.data.walk", "visiontrain._walk_without_torch"
+    if name in sys.modules:
+        return sys.modules[name]
+    if standalone not in sys.modules:
+        spec = importlib.util.spec_from_file_location(standalone, Path(__file__).parent / "data" / "walk.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[standalone] = module
+        spec.loader.exec_module(module)
+    return sys.modules[standalone]
 
 
 def decode_batch(paths: list[Path], model: EagerModel | BundlePredictor, decode: ModuleType,
@@ -193,10 +211,8 @@ def format_rows(rows: list[Row], fmt: Literal["table", "csv", "json"] = "table")
     table = [[r["path"], r["top"][0][0], f"{r['top'][0][1]:.4f}", " ".join(f"{c}:{p:.3f}" for c, p in r["top"]),
               r["note"]] for r in rows]
     header = ["path", "predicted", "probability", "top_k", "note"]
-    if fmt == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([header, *table])
-        return buffer.getvalue()
+    if fmt == "csv":  # names guarded against spreadsheet formulas (_csv.py)
+        return csv_text(header, table)
     widths = [max(len(cell) for cell in column) for column in zip(header, *table)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *table]]
     return "\n".join(lines) + "\n"

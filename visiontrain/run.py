@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ class RunDir:
                 raise RunError(f"run folder {path} already exists; choose another --name, or continue it with "
                                f"--resume {path}")
         else:
-            model = config.model.replace("/", "-")  # timm/resnet18 -> timm-resnet18: one folder, not two
-            stem = f"{Path(config.dataset).name if '/' in config.dataset else config.dataset}-{model}"
+            dataset = Path(config.dataset).name if "/" in config.dataset else config.dataset
+            # timm/resnet18 -> timm-resnet18 (one folder, not two); a dataset folder named 'my photos' or worse
+            # -> my-photos: the default name is as plain as an explicit --name must be (config.check_folder_name)
+            stem = re.sub(r"[^\w.+]+", "-", f"{dataset}-{config.model}").strip("-.")[:100] or "run"
             stem += "-overfit-check" if config.overfit_batch else ""  # a sanity check, not a model to use
             number = 1
             while (path := runs / (stem if number == 1 else f"{stem}-{number}")).exists():

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._io import atomic_write_text
-from .config import FORMAT_VERSION, Config, ConfigError, build_config
+from .config import FORMAT_VERSION, Config, ConfigError, build_config, check_folder_name
 from .errors import TrainingStopped
 from .run import RunDir
 
@@ -70,8 +70,7 @@ def plan(values: dict[str, Any]) -> Sweep:
         else:
             shared[key] = items[0]
     name = _default_name(shared, axes) if name is None else str(name)
-    if not name or "/" in name or name.startswith(".") or "," in name:
-        raise ConfigError(f"name: {name!r} must be a plain folder name without '/' or ','")
+    check_folder_name("name", name)  # the sweep's folder is sweep-NAME
     path = Path(str(shared.get("runs_dir") or Config.runs_dir)).expanduser() / f"sweep-{name}"
     points = []
     for combination in itertools.product(*axes.values()):

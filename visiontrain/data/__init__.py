@@ -13,7 +13,7 @@ from ..errors import DataError
 from . import cache, memmap
 from .classnames import display_names, read_class_names
 from .decode import DecodePolicy
-from .folder import load_folder, missing_class_warnings
+from .folder import check_bad_files, load_folder, missing_class_warnings, scan_folder
 from .registry import DATASETS, channel_stats, source_files
 from .splitfile import apply_split_file
 from .tensors import ImageTensors, stratified_split
@@ -46,6 +46,10 @@ class Dataset:
     class_folders: list[str] | None = None  # the class folder names when `classes` are display names (--class-names)
     source: list[str] = field(default_factory=list)  # what was read: a named dataset's files (IDX files, a CIFAR
     # archive or folder), or an image folder's root; absolute paths (summary.json; eject reads the same files)
+    ignored_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): an image folder's entries
+    # left out on purpose (hidden, __MACOSX, not an image extension, outside any class folder)
+    problems: list[str] = field(default_factory=list)  # what would stop training (a lenient load: `visiontrain data`)
+    warnings: list[str] = field(default_factory=list)  # printed while loading: link loops, classes a split lacks...
 
     @property
     def in_channels(self) -> int:
@@ -84,15 +88,23 @@ def _entry_from_splits(splits: dict[str, ImageTensors], bad: list) -> dict:
 def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: float = 0.1, seed: int = 0,
                  image_size: int | None = None, channels: int | None = None, skip_bad: bool = False,
                  policy: DecodePolicy | None = None, verbose: bool = True,
-                 split_file: str | Path | None = None, class_names: str | Path | None = None) -> Dataset:
+                 split_file: str | Path | None = None, class_names: str | Path | None = None,
+                 lenient: bool = False) -> Dataset:
     """Load a named dataset or an image folder (decoded tensors come from the cache after the first time).
 
     When the dataset has no validation split, a seeded, stratified `val_fraction` of train is held out.
     `split_file` (image folders only) assigns every image to train/val/test as that split.csv says instead.
     `class_names` (data/classnames.py) renames the classes for display once the splits are built; folder names stay
-    what splits, split files and the cache match by.
+    what splits, split files and the cache match by. `lenient` (`visiontrain data`) loads an image folder that
+    training would refuse (an empty class folder, a class only val/ has...) and lists why in Dataset.problems.
     """
     start = time.perf_counter()
+    scan, warned = None, []
+
+    def warn(text: str) -> None:
+        warned.append(text)
+        print(f"visiontrain: warning: {text}", file=sys.stderr)
+
     mapping = read_class_names(class_names) if class_names is not None else None  # malformed: fails before decoding
     policy = policy or DecodePolicy()
     data_path = Path(data_dir).expanduser() if data_dir else None
@@ -107,25 +119,32 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
         if not root.is_dir():
             raise DataError(f"dataset {dataset!r} is neither a known name ({', '.join(DATASETS.names())}) nor a folder")
         name, (allow_flip, pad_mode) = root.resolve().name, flip_and_border(dataset)
-        files, source_paths = cache.list_files(root), [str(root.resolve())]
+        scan = scan_folder(root, lenient=lenient)  # refuses a folder training cannot use, before any decoding
+        for warning in scan.warnings:  # on every load: a loop in the folder is news even when the cache is warm
+            warn(f"{name}: {warning}")
+        files, source_paths = scan.image_files(), [str(root.resolve())]
 
         def build() -> dict:
-            splits, bad, warnings = load_folder(root, policy=policy, image_size=image_size, channels=channels,
-                                                skip_bad=skip_bad)
-            for warning in warnings:
-                print(f"visiontrain: warning: {warning}", file=sys.stderr)
+            splits, bad, _ = load_folder(root, policy=policy, image_size=image_size, channels=channels,
+                                         skip_bad=skip_bad, scan=scan)
             return _entry_from_splits(splits, bad)
     key = {"dataset": str(dataset), "files": cache.files_key(files), "policy": policy.to_dict(),
            "image_size": image_size, "channels": channels, "skip_bad": skip_bad}
+    if scan is not None:  # an empty class folder changes the classes, not the files
+        key["classes"] = scan.classes
     storage = "memmap" if dataset not in DATASETS and memmap.wanted(files, image_size, channels, policy) else "memory"
     if storage == "memmap":  # larger than memory: decoded into a file on disk that is mapped, not loaded
         entry, status = memmap.cached(_safe_name(name), key, root=root, policy=policy, image_size=image_size,
-                                      channels=channels, skip_bad=skip_bad, verbose=verbose)
+                                      channels=channels, skip_bad=skip_bad, verbose=verbose, scan=scan)
     else:
         if verbose and not _cache_exists_hint(name):
             print(f"visiontrain: decoding {name} once (later runs load it from the cache)", file=sys.stderr)
         entry, status = cache.cached(_safe_name(name), key, build)
     classes = list(entry["classes"])
+    bad_files = [tuple(b) for b in entry["bad_files"]]
+    if scan is not None:  # entries the scan could not use are listed afresh on every load, with the undecodable ones
+        bad_files = scan.bad + bad_files
+        check_bad_files(bad_files, root, skip_bad)
 
     def split(prefix: str) -> ImageTensors | None:
         if f"{prefix}_images" not in entry:
@@ -148,16 +167,20 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
         decoded = [t for t in (train, val, test) if t is not None]
         splits, split_info, warnings = apply_split_file(split_file, root, decoded, entry["bad_files"])
         for warning in warnings:
-            print(f"visiontrain: warning: {warning}", file=sys.stderr)
+            warn(warning)
         train, val, test = splits["train"], splits["val"], splits["test"]
         val_source = "split_file" if val is not None else "none"
         origins = dict.fromkeys(("val", "test"), f"as the split file {split_file} assigns it")
     elif val is None and val_fraction > 0:
         kept, held = stratified_split(train.labels, val_fraction, seed)
-        train, val, val_source = train.subset(kept), train.subset(held), "train"
-        origins["val"] = "carved from train: a class needs 2 or more images to have one held out"
+        if len(held):
+            train, val, val_source = train.subset(kept), train.subset(held), "train"
+            origins["val"] = "carved from train: a class needs 2 or more images to have one held out"
+        else:
+            warn(f"{name}: no class has 2 or more training images, so no validation split could be held out; the "
+                 "model of the last epoch is kept")
     for warning in missing_class_warnings({"val": val, "test": test}, name, origins):
-        print(f"visiontrain: warning: {warning}", file=sys.stderr)
+        warn(warning)
     mean, std = entry["mean"], entry["std"]
     if channels is not None and len(mean) != channels:
         mean, std = channel_stats(train.images)
@@ -165,13 +188,15 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
     if mapping is not None:  # display names, after split matching (which is by folder name)
         folders, (classes, warnings) = classes, display_names(classes, mapping, class_names)
         for warning in warnings:
-            print(f"visiontrain: warning: {warning}", file=sys.stderr)
+            warn(warning)
         for tensors in (train, val, test):
             if tensors is not None:
                 tensors.classes = classes
     return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std,
                    allow_flip=allow_flip, pad_mode=pad_mode, fingerprint=entry["fingerprint"],
-                   decode_policy=policy.to_dict(), bad_files=[tuple(b) for b in entry["bad_files"]],
+                   decode_policy=policy.to_dict(), bad_files=bad_files,
+                   ignored_files=scan.ignored if scan is not None else [], problems=scan.problems if scan else [],
+                   warnings=warned,
                    val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status,
                    storage=storage, class_folders=folders, source=source_paths,
                    root=None if dataset in DATASETS else str(root), split_info=split_info)

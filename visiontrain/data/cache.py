@@ -28,14 +28,13 @@ def home() -> Path:
 
 
 def list_files(root: Path) -> list[Path]:
-    """Every file under `root`, symbolic links followed as the folder loader follows them, in a fixed order.
+    """Every regular file under `root` that the folder loader would look at, in a fixed order: data/walk.py's walk
+    (symbolic links followed, each real folder once; hidden entries and __MACOSX left out).
 
-    os.walk (scandir) rather than rglob + is_file: no extra stat per file (60,000 CIFAR-10 JPEGs: 0.5 s, not 3 s)."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        files += [Path(dirpath, name) for name in sorted(filenames)]
-    return files
+    scandir rather than rglob + is_file: no extra stat per file (60,000 CIFAR-10 JPEGs: 0.5 s, not 3 s)."""
+    from .walk import Walker
+
+    return Walker().files_under(Path(root))
 
 
 def files_key(paths: list[Path]) -> list[tuple[str, int, int]]:

@@ -36,14 +36,27 @@ def _unpickle(data: bytes, name: str) -> dict:
     return batch
 
 
-def _batch_tensors(batch: dict, name: str, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_tensors(batch: dict, name: str, label_key: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) of one batch, every value checked: a hand-made or damaged
+    batch is refused naming the file, not trained on with wrapped pixels or labels that index no class."""
     data = np.asarray(batch.get("data"))
     labels = batch.get(label_key)
-    if data.ndim != 2 or data.shape[1] != 3072 or labels is None or len(labels) != len(data):
-        raise DataError(f"{name} has data of shape {data.shape} and {0 if labels is None else len(labels)} labels; "
-                        "expected (N, 3072) and N labels: the file is corrupt")
+    if data.ndim != 2 or data.shape[1] != 3072 or not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data):
+        raise DataError(f"{name} has data of shape {data.shape} and {len(labels) if isinstance(labels, (list, np.ndarray)) else 0} "
+                        "labels; expected (N, 3072) and N labels: the file is corrupt")
+    if data.dtype != np.uint8 and not (np.issubdtype(data.dtype, np.integer) and data.size and 0 <= data.min()
+                                       and data.max() <= 255):
+        raise DataError(f"{name} holds pixel values that are not whole numbers from 0 to 255 ({data.dtype}); the "
+                        "file is corrupt or not a CIFAR batch")
+    label_array = np.asarray(labels)
+    if not (np.issubdtype(label_array.dtype, np.integer) and label_array.dtype != np.bool_):
+        raise DataError(f"{name} holds labels that are not whole numbers ({label_array.dtype}, e.g. "
+                        f"{label_array.flat[0]!r}); the file is corrupt or not a CIFAR batch")
+    if len(label_array) and not (0 <= label_array.min() and label_array.max() < num_classes):
+        raise DataError(f"{name} holds labels from {label_array.min()} to {label_array.max()}, but its meta file names "
+                        f"{num_classes} classes (labels 0 to {num_classes - 1}); the file is corrupt")
     images = torch.from_numpy(data.astype(np.uint8).reshape(-1, 3, 32, 32).copy())  # (N, 3, 32, 32) uint8
-    return images, torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    return images, torch.as_tensor(label_array, dtype=torch.int64)
 
 
 def read_cifar(source: Path, *, variant: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]]:
@@ -58,10 +71,14 @@ def read_cifar(source: Path, *, variant: str) -> dict[str, tuple[torch.Tensor, t
         splits = {"train": ["train"], "test": ["test"]}
         meta_name, names_key, label_key = "meta", "fine_label_names", "fine_labels"
     files = _read_members(source, [meta_name] + [m for names in splits.values() for m in names])
-    classes = list(_unpickle(files[meta_name], meta_name)[names_key])
+    classes = _unpickle(files[meta_name], meta_name).get(names_key)
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise DataError(f"{source}:{meta_name} has no list of class names under {names_key!r}; the file is corrupt or "
+                        "not the CIFAR python version")
     result = {}
     for split, members in splits.items():
-        parts = [_batch_tensors(_unpickle(files[m], f"{source}:{m}"), f"{source}:{m}", label_key) for m in members]
+        parts = [_batch_tensors(_unpickle(files[m], f"{source}:{m}"), f"{source}:{m}", label_key, len(classes))
+                 for m in members]
         result[split] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), classes)
     return result
 

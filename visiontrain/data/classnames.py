@@ -42,6 +42,13 @@ def read_class_names(path: str | Path) -> dict[str, str]:
     if not mapping:
         raise DataError(f"{where} maps no class; expected lines such as 'n01440764 tench, Tinca tinca', "
                         "'n01440764,tench' or a JSON object")
+    for key, name in mapping.items():  # JSON's \ud800 escapes decode to lone surrogates, which are not text
+        for text in (key, name):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{where}: {ascii(text)} is not text (it holds a lone surrogate, an escape such as "
+                                "\\ud800 that no character has); fix that entry") from None
     return mapping
 
 

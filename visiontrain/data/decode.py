@@ -15,6 +15,7 @@ The policy (recorded in summary.json and in every checkpoint):
 from __future__ import annotations
 
 import math
+import stat
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                     *DICOM_EXTENSIONS)  # plus extension-less DICOM files, found by their magic (is_dicom)
 _GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+MAX_PIXELS_LIMIT = 1 << 28  # the largest max_pixels a policy may hold (268 M pixels: 1 GiB as RGBA)
+MAX_SIDE_LIMIT = 4096  # the largest max_side (as config's image_size)
 
 
 class DecodeError(Exception):
@@ -40,7 +43,17 @@ class DecodePolicy:
     window: str | None = None  # "LEVEL,WIDTH" for DICOM and 16-bit gray files (a preset name becomes its numbers)
 
     def __post_init__(self) -> None:
-        if self.window is not None:  # ValueError (one sentence) for a bad window
+        # ValueError (one sentence) for a value of the wrong type or out of bounds: a policy is also read back
+        # from files people can edit (model.json), and the limits guard memory, so they are bounded here too
+        for name, high in (("max_pixels", MAX_PIXELS_LIMIT), ("max_side", MAX_SIDE_LIMIT)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ValueError(f"decode policy: {name} {value!r} is not a whole number from 1 to {high:,}")
+        if not isinstance(self.exif_transpose, bool):
+            raise ValueError(f"decode policy: exif_transpose {self.exif_transpose!r} is not true or false")
+        if self.window is not None and not isinstance(self.window, str):
+            raise ValueError(f"decode policy: window {self.window!r} is not text such as \"40,400\" or \"lung\"")
+        if self.window is not None:
             object.__setattr__(self, "window", format_window(*parse_window(self.window)))
 
     @classmethod
@@ -64,7 +77,10 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block the read, or never end it
+            raise DecodeError("not a regular file (a FIFO, a device or a socket); only regular files are read")
+        if info.st_size == 0:
             raise DecodeError("empty file (0 bytes)")
         if is_dicom(path):
             pixels = _decode_dicom(path, policy)
@@ -119,13 +135,19 @@ def _to_uint8(image: Image.Image, window: str | None = None) -> np.ndarray:
 
 
 def _resize_center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The shorter side resized to `size`, then the centre size x size crop, computed without the resized whole:
+    Pillow resamples only the source box that the crop covers (`box=`), at the scale and sampling positions of
+    the whole resize (pixels agree with resize-then-crop to within one level of rounding), while memory stays
+    size x size whatever the shape: a 1 x 100,000 strip resized whole would be 256 x 25,600,000 pixels."""
     height, width, channels = pixels.shape
     scale = size / min(height, width)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    sx, sy = width / new_w, height / new_h  # source pixels per resized pixel
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
+    array = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0),
+                       dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
 

@@ -19,6 +19,7 @@ from ..errors import DataError
 from .decode import (IMAGE_EXTENSIONS, PYDICOM_MISSING, DecodeError, DecodePolicy, decode_image, has_dicom_magic,
                      to_channels)
 from .tensors import ImageTensors
+from .walk import Walker
 
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 DEFAULT_MIXED_SIZE = 128  # cap on the side used when images differ in size and no image_size is given (the median short side below it)
@@ -31,73 +32,98 @@ class FolderScan:
     root: Path
     splits: dict[str, list[tuple[Path, str]]]
     classes: list[str]
-    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) for non-image files
-    warnings: list[str] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): left out on purpose, reported
+    warnings: list[str] = field(default_factory=list)  # link loops and folders linked twice (listed once)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): entries that cannot be read
+    problems: list[str] = field(default_factory=list)  # what stops training, one sentence each (lenient scans)
+
+    def image_files(self) -> list[Path]:
+        return [path for items in self.splits.values() for path, _ in items]
 
 
 def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))),
-                  key=lambda p: natural_key(p.name))
-
-
-def _files_of_class(folder: Path, ignored: list) -> list[Path]:
+def _class_files(walker: Walker, folder: Path, ignored: list) -> list[Path]:
     files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))  # .ipynb_checkpoints, __MACOSX
-        for filename in sorted(filenames):
-            if filename.startswith("."):
-                continue
-            path = Path(dirpath) / filename
-            if filename.upper() == "DICOMDIR":
-                ignored.append((str(path), "a DICOMDIR (the index of a DICOM folder), not an image"))
-            elif path.suffix.lower() in IMAGE_EXTENSIONS or has_dicom_magic(path):  # DICOM files often lack one
-                files.append(path)
-            else:
-                ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
+    for path in walker.files_under(folder):
+        if path.name.upper() == "DICOMDIR":
+            ignored.append((str(path), "a DICOMDIR (the index of a DICOM folder), not an image"))
+        elif path.suffix.lower() in IMAGE_EXTENSIONS or has_dicom_magic(path):  # DICOM files often lack one
+            files.append(path)
+        else:
+            ignored.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
     return files
 
 
-def scan_folder(root: Path) -> FolderScan:
-    """Find the splits and classes of an image folder, without decoding anything."""
+def scan_folder(root: Path, *, lenient: bool = False) -> FolderScan:
+    """Find the splits and classes of an image folder, without decoding anything.
+
+    Raises DataError, one sentence, for what stops training (no or one class folder, an empty class folder, a
+    class folder that only val/ or test/ has, images beside the class folders of val/ or test/ with none, a
+    class folder whose name is not UTF-8). With `lenient` (`visiontrain data`, which reports every problem in one
+    pass) those are collected in `problems` and the rest of the folder is scanned as far as it can be; only a
+    folder without any class folder is still refused.
+    """
     root = root.expanduser()
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; give a folder with one sub-folder per class")
-    subdirs = {p.name.lower(): p for p in _visible_dirs(root)}
+    walker, ignored, problems, named = Walker(), [], [], []
+    walker.enter(root)
+    root_files, root_dirs = walker.listing(root)
+    root_named = [p for p in walker.problems if p.folder and p.bad_name]  # class folders, when root is train/
+    subdirs = {p.name.lower(): p for p in sorted(root_dirs, key=lambda p: natural_key(p.name))}
     split_dirs = {split: next((subdirs[a] for a in aliases if a in subdirs), None)
                   for split, aliases in SPLIT_NAMES.items()}
     if split_dirs["train"] is None:
         split_dirs = {"train": root, "val": None, "test": None}
-    ignored: list[tuple[str, str]] = []
-    class_dirs = {split: {p.name: p for p in _visible_dirs(d)} for split, d in split_dirs.items() if d is not None}
-    classes = list(class_dirs["train"])
-    if not classes:
-        raise DataError(f"{split_dirs['train']} has no class sub-folders; expected {split_dirs['train']}/<class>/image.jpg")
-    scan = FolderScan(root, {}, classes, ignored)
-    for split, folder in split_dirs.items():  # images directly in train/, val/ or test/ have no class: say so
-        loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                 and p.suffix.lower() in IMAGE_EXTENSIONS] if folder is not None and folder != root else []
-        if loose and not class_dirs[split]:
-            raise DataError(f"{folder} holds {len(loose)} images but no class folders; sort them into "
+    else:  # beside train/, val/ and test/ nothing has a split
+        chosen = set(split_dirs.values())
+        ignored.extend((str(p), "beside the split folders (train, val, test), so in no split") for p in root_dirs
+                       if p not in chosen)
+        ignored.extend((str(p), "beside the split folders (train, val, test), so in no split") for p in root_files)
+    class_dirs: dict[str, dict[str, Path]] = {}
+    for split, folder in split_dirs.items():
+        if folder is None:
+            continue
+        before = len(walker.problems)
+        files, dirs = (root_files, root_dirs) if folder == root else walker.listing(folder)
+        named += root_named if folder == root else [p for p in walker.problems[before:] if p.folder and p.bad_name]
+        class_dirs[split] = {p.name: p for p in sorted(dirs, key=lambda p: natural_key(p.name))}
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if images and not class_dirs[split] and folder != root:  # images directly in val/ or test/: no class
+            problems.append(f"{folder} holds {len(images)} images but no class folders; sort them into "
                             f"{folder}/<class>/ (ImageNet's val: with the devkit's labels), or remove {folder.name}/ "
                             "to let visiontrain hold out part of train")
-        ignored.extend((str(p), "outside any class folder (its class is unknown)") for p in loose)
+        else:
+            ignored.extend((str(p), "outside any class folder (its class is unknown)") for p in files)
+    problems[:0] = [f"the class folder {p.path} has a name that is not valid UTF-8 text; rename it (class names are "
+                    "written into CSV, JSON and HTML files)" for p in named]
+    classes = list(class_dirs["train"])
+    if not classes:
+        raise DataError(problems[0] if problems else f"{split_dirs['train']} has no class sub-folders; expected "
+                        f"{split_dirs['train']}/<class>/image.jpg")
+    splits: dict[str, list[tuple[Path, str]]] = {}
     for split, dirs in class_dirs.items():
-        extra = sorted(set(dirs) - set(classes))
+        extra = [name for name in dirs if name not in classes]
         if extra:
-            raise DataError(f"{split_dirs[split]} has class folder(s) {', '.join(extra)} that the training split "
+            problems.append(f"{split_dirs[split]} has class folder(s) {', '.join(extra)} that the training split "
                             f"{split_dirs['train']} lacks; rename or remove them (labels are matched by name)")
-        scan.splits[split] = [(f, name) for name, d in dirs.items() for f in _files_of_class(d, ignored)]
-    empty = [c for c in classes if not any(name == c for _, name in scan.splits["train"])]
+        splits[split] = [(f, name) for name, d in dirs.items() if name in classes
+                         for f in _class_files(walker, d, ignored)]
+    empty = [c for c in classes if not any(name == c for _, name in splits["train"])]
     if empty:
-        raise DataError(f"class folder(s) {', '.join(empty)} in {split_dirs['train']} hold no images; "
+        problems.append(f"class folder(s) {', '.join(empty)} in {split_dirs['train']} hold no images; "
                         "add images or remove the folder")
     if len(classes) < 2:
-        raise DataError(f"{split_dirs['train']} has only one class folder ({classes[0]}); a classifier needs at least two")
-    return scan
+        problems.append(f"{split_dirs['train']} has only one class folder ({classes[0]}); a classifier needs at "
+                        "least two")
+    if problems and not lenient:
+        raise DataError(problems[0])
+    bad = [(p.path, p.reason) for p in walker.problems if not any(p is q for q in named)]
+    return FolderScan(root, splits, classes, walker.ignored + ignored,
+                      [f"{path}: {reason}" for path, reason in walker.repeats], bad, problems)
 
 
 def missing_class_warnings(splits: dict[str, ImageTensors | None], name: str,
@@ -141,12 +167,15 @@ def decode_files(paths: list[Path], policy: DecodePolicy, size: int | None, work
 
 
 def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, channels: int | None,
-                skip_bad: bool) -> tuple[dict[str, ImageTensors], list[tuple[str, str]], list[str]]:
-    """Decode every split of an image folder. Returns ({split: ImageTensors}, bad_files, warnings).
+                skip_bad: bool, scan: FolderScan | None = None
+                ) -> tuple[dict[str, ImageTensors], list[tuple[str, str]], list[str]]:
+    """Decode every split of an image folder (as `scan` found it, else scanned here). Returns ({split:
+    ImageTensors}, the files that could not be decoded, warnings).
 
-    Raises DataError listing every unreadable file (path and reason) unless skip_bad.
+    Raises DataError listing every unreadable file (path and reason: also the scan's dangling links, FIFOs and
+    badly named entries) unless skip_bad.
     """
-    scan = scan_folder(root)
+    scan = scan or scan_folder(root)
     decoded: dict[str, tuple[list, list[tuple[Path, str]]]] = {}
     bad: list[tuple[str, str]] = []
     for split, items in scan.splits.items():
@@ -154,10 +183,12 @@ def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, cha
         kept = [(a, item) for a, e, item in zip(arrays, errors, items) if e is None]
         bad += [(str(item[0]), e) for e, item in zip(errors, items) if e is not None]
         decoded[split] = ([a for a, _ in kept], [item for _, item in kept])
-    check_bad_files(bad, root, skip_bad)
+    check_bad_files(scan.bad + bad, root, skip_bad)
     all_arrays = [a for arrays, _ in decoded.values() for a in arrays]
     if not all_arrays:
         raise DataError(f"no readable images under {root}")
+    if not decoded["train"][0]:
+        raise DataError(f"no readable images in the training split of {root}")
     channels, side = decoded_shape([a.shape for a in all_arrays], image_size, channels)
     splits = {}
     for split, (arrays, items) in decoded.items():
@@ -193,13 +224,15 @@ def decoded_shape(shapes: list[tuple[int, ...]], image_size: int | None, channel
 
 
 def _fit(image: torch.Tensor, side: int) -> torch.Tensor:
-    """(C, H, W) uint8 -> (C, side, side): shorter side resized to `side`, centre crop."""
+    """(C, H, W) uint8 -> (C, side, side): the centre square (the part a shorter-side resize and centre crop
+    keeps), resized to `side`. Cropping first bounds the memory by the square, whatever the shape: a 1 x 256
+    strip resized whole to a shorter side of 256 would be 256 x 65,536 floats per channel."""
     _, height, width = image.shape
     if height == width == side:
         return image
-    scale = side / min(height, width)
-    size = (max(side, round(height * scale)), max(side, round(width * scale)))
-    resized = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
+    short = min(height, width)
+    top, left = (height - short) // 2, (width - short) // 2
+    square = image[None, :, top:top + short, left:left + short].float()
+    resized = torch.nn.functional.interpolate(square, size=(side, side), mode="bilinear", antialias=True,
                                               align_corners=False)[0]
-    top, left = (size[0] - side) // 2, (size[1] - side) // 2
-    return resized[:, top:top + side, left:left + side].round().clamp(0, 255).to(torch.uint8)
+    return resized.round().clamp(0, 255).to(torch.uint8)

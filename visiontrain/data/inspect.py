@@ -46,7 +46,7 @@ def probe_file(path: Path) -> dict[str, Any]:
             orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
             return {"mode": image.mode, "size": image.size, "exif_rotated": orientation not in (None, 1),
                     "alpha": image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info}
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # the decode lists the file as bad
         return {}
 
 
@@ -102,7 +102,7 @@ def check_dataset(dataset: str, *, data_dir: str | None = None) -> DataCheck:
     from .folder import scan_folder
 
     data = load_dataset(dataset, data_dir=data_dir, val_fraction=0.0, skip_bad=True, verbose=False,
-                        policy=DecodePolicy())
+                        policy=DecodePolicy(), lenient=True)  # every problem reported, none refused
     splits = {name: split for name, split in (("train", data.train), ("val", data.val), ("test", data.test)) if split is not None}
     report: dict[str, Any] = {"dataset": dataset, "classes": data.classes, "splits": {}, "bad_files": data.bad_files,
                               "image_size": data.image_size, "channels": data.in_channels}
@@ -111,10 +111,11 @@ def check_dataset(dataset: str, *, data_dir: str | None = None) -> DataCheck:
         report["splits"][name] = {"images": len(split), "per_class": dict(zip(data.classes, counts)),
                                   "imbalance_ratio": imbalance_ratio(counts)}
     report["exact_duplicates"], report["near_duplicates"] = _duplicates(splits)
+    report["problems"] = data.problems + data.warnings  # empty class folders, classes a split lacks, link loops...
     files: list[tuple[str, str]] = []  # (split, path) of every image file of a folder, in scan order
     probes: list[dict[str, Any]] = []
     if dataset not in _names():
-        scan = scan_folder(Path(dataset))
+        scan = scan_folder(Path(dataset), lenient=True)
         report["ignored_files"] = scan.ignored
         files = [(split, str(p)) for split, items in scan.splits.items() for p, _ in items]
         probes = [probe_file(Path(p)) for _, p in files]
@@ -197,6 +198,13 @@ def _duplicates(splits: dict, tolerance: float = 0.05) -> tuple[list[dict], list
     return exact, near
 
 
+def problem_count(report: dict[str, Any]) -> int:
+    """What `visiontrain data` found that needs a look: folder problems (empty class folders, classes a split lacks,
+    link loops...), unreadable files and duplicate groups. Ignored files and odd kinds of image are not problems."""
+    return (len(report.get("problems", [])) + len(report["bad_files"]) + len(report["exact_duplicates"])
+            + len(report["near_duplicates"]))
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"dataset {report['dataset']}: {len(report['classes'])} classes, images {report['channels']}x"
              f"{report['image_size']}x{report['image_size']}"]
@@ -219,10 +227,15 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"DICOM: {dicom['files']} files, modalities " +
                      ", ".join(f"{m} {n}" for m, n in dicom["modalities"].items()) +
                      f"; {dicom['with own window']} carry their own window (WindowCenter/WindowWidth)")
+    for problem in report.get("problems", []):
+        lines.append(f"problem: {problem}")
     lines.append(f"unreadable files: {len(report['bad_files'])}")
     lines += [f"  {path}: {reason}" for path, reason in report["bad_files"]]
-    for path, reason in report.get("ignored_files", [])[:20]:
+    ignored = report.get("ignored_files", [])
+    for path, reason in ignored[:20]:
         lines.append(f"  ignored {path}: {reason}")
+    if len(ignored) > 20:
+        lines.append(f"  ignored {len(ignored) - 20} more (every one is in data_report.html and --json)")
     for label, key in (("exact duplicates (identical pixels)", "exact_duplicates"),
                        ("near duplicates (dHash within 1 bit, mean difference <= 5% of brightness)", "near_duplicates")):
         groups = report[key]
@@ -230,4 +243,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{label}: {len(groups)} groups, {len(cross)} across splits (train/test leakage)")
         for group in (cross or groups)[:10]:  # leakage first: it inflates test accuracy
             lines.append("  " + "  =  ".join(f"{s}:{n}" for s, n in group["images"][:4]))
+    found = problem_count(report)
+    lines.append(f"problems: {found}" if found else "problems: none (exit status 0)")
+    if found:
+        lines[-1] += " (exit status 1): " + ", ".join(f"{n} {what}" for n, what in (
+            (len(report.get("problems", [])), "about the folder"), (len(report["bad_files"]), "unreadable files"),
+            (len(report["exact_duplicates"]), "exact duplicate groups"),
+            (len(report["near_duplicates"]), "near duplicate pairs")) if n)
     return "\n".join(lines)

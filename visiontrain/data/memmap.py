@@ -47,7 +47,7 @@ from .._io import _fsync_dir, _umask, atomic_write_text
 from ..errors import DataError
 from .cache import home
 from .decode import _GRAY_MODES, IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
-from .folder import _fit, check_bad_files, decoded_shape, scan_folder
+from .folder import FolderScan, _fit, check_bad_files, decoded_shape, scan_folder
 from .mapped import MappedImages
 from .registry import channel_stats
 from .tensors import ImageTensors
@@ -114,13 +114,21 @@ class Paths:
 
 
 def cached(name: str, key: dict[str, Any], *, root: Path, policy: DecodePolicy, image_size: int | None,
-           channels: int | None, skip_bad: bool, verbose: bool = True) -> tuple[dict[str, Any], str]:
+           channels: int | None, skip_bad: bool, verbose: bool = True, scan: FolderScan | None = None
+           ) -> tuple[dict[str, Any], str]:
     """Return (entry, status) for the image folder `root`, like data.cache.cached: status 'hit', 'built' or
     'rebuilt' (the old entry was corrupt). The entry's `<split>_images` are MappedImages."""
     key_sha256 = hashlib.sha256(json.dumps({"format": FORMAT, "storage": "memmap"} | key, sort_keys=True)
                                 .encode()).hexdigest()
     paths = Paths(name, key_sha256)
-    paths.folder.mkdir(parents=True, exist_ok=True)
+    try:  # the one place this entry can live: refused here in one sentence, not as a traceback mid-build
+        paths.folder.mkdir(parents=True, exist_ok=True)
+        with open(paths.lock, "a+b"):
+            pass
+    except OSError as error:
+        raise DataError(f"the cache folder {paths.folder} cannot be written ({error.strerror or error}); {root} is "
+                        "decoded into a memory-mapped file there, so set VISIONTRAIN_HOME to a writable folder (or "
+                        f"{ENV}=0 to decode it into memory)") from None
     group = _ranks_group()
     if group is not None and int(os.environ.get("LOCAL_RANK", "0")) != 0:
         torch.distributed.barrier(group=group)  # local rank 0 builds or checks the entry meanwhile
@@ -144,7 +152,7 @@ def cached(name: str, key: dict[str, Any], *, root: Path, policy: DecodePolicy, 
                 paths.header.unlink(missing_ok=True)  # the header first: a data file without one is never used
                 paths.data.unlink(missing_ok=True)
             header = _build(paths, root=root, policy=policy, image_size=image_size, channels=channels,
-                            skip_bad=skip_bad, verbose=verbose, key=key)
+                            skip_bad=skip_bad, verbose=verbose, key=key, scan=scan)
             return _entry(header, paths.data), status
     finally:
         if group is not None:
@@ -298,11 +306,9 @@ def _entry(header: dict[str, Any], path: Path) -> dict[str, Any]:
 
 # -- the build ------------------------------------------------------------------------------------------------
 def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | None, channels: int | None,
-           skip_bad: bool, verbose: bool, key: dict[str, Any]) -> dict[str, Any]:
+           skip_bad: bool, verbose: bool, key: dict[str, Any], scan: FolderScan | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    scan = scan_folder(root)
-    for warning in scan.warnings:
-        print(f"visiontrain: warning: {warning}", file=sys.stderr)
+    scan = scan or scan_folder(root)
     label_of = {name: label for label, name in enumerate(scan.classes)}
     files, labels, splits = [], [], {}
     for split, items in scan.splits.items():
@@ -325,7 +331,7 @@ def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | 
                       "without decoding", file=sys.stderr)
             while True:
                 written = _write_all(run, fd, temp, files, shape, policy, image_size, workers, verbose)
-                check_bad_files([(files[i], reason) for i, reason in written["errors"]], root, skip_bad)
+                check_bad_files(scan.bad + [(files[i], reason) for i, reason in written["errors"]], root, skip_bad)
                 if not written["shapes"]:
                     raise DataError(f"no readable images under {root}")
                 actual = decoded_shape(written["shapes"], image_size, channels)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .._csv import csv_text, unguard
 from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import DataError, RunError
 
@@ -55,10 +56,7 @@ def write_split_file(path: str | Path, root: str | Path, splits: dict[str, Image
     Returns the number of rows. The order matters: reading the file back gives the same tensors in the same
     order, so a run that reads its own split (resume, eval) sees exactly the batches it saw before.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    count = 0
+    rows = []
     for split in SPLITS:
         tensors = splits.get(split)
         if tensors is None:
@@ -67,43 +65,51 @@ def write_split_file(path: str | Path, root: str | Path, splits: dict[str, Image
             raise DataError(f"cannot write the split file {path}: the {split} split has no file paths")
         for source, label in zip(tensors.sources, tensors.labels.tolist()):
             sha1 = file_digest(Path(source), "sha1")
-            writer.writerow([relative_path(source, root), (classes or tensors.classes)[label], split, sha1])
-            count += 1
-    atomic_write_text(path, buffer.getvalue())
-    return count
+            rows.append([relative_path(source, root), (classes or tensors.classes)[label], split, sha1])
+    atomic_write_text(path, csv_text(COLUMNS, rows))  # a class named '=...' stays text in a spreadsheet (_csv.py)
+    return len(rows)
 
 
 def read_split_file(path: str | Path) -> list[dict[str, Any]]:
     """Rows {path, class, split, sha1, line} of a split file; DataError naming the file (and line) if malformed."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")  # not read_text: its newline translation would turn a carriage
+        # return inside a quoted file name into a line feed
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"the split file {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
     reader = csv.DictReader(io.StringIO(text))
-    header = [name.strip() for name in reader.fieldnames or []]
+    try:
+        header = [name.strip() for name in reader.fieldnames or []]
+    except csv.Error as error:  # an over-long field, a NUL byte
+        raise DataError(f"the split file {path}, line 1: not a valid CSV row ({error})") from None
     missing = [name for name in COLUMNS[:3] if name not in header]
     if missing:
         raise DataError(f"the split file {path} has no {', '.join(repr(m) for m in missing)} column; expected the "
                         f"columns {','.join(COLUMNS)} (sha1 may be empty)")
     reader.fieldnames = header
     rows, seen = [], {}
-    for line, raw in enumerate(reader, start=2):
-        row = {key: (value or "").strip() for key, value in raw.items() if key is not None}
-        if not any(row.values()):
-            continue
-        name = posixpath.normpath(row["path"].replace("\\", "/")) if row["path"] else ""
-        if not name or not row["class"]:
-            raise DataError(f"the split file {path}, line {line}: the path and class columns must not be empty")
-        if row["split"] not in SPLITS:
-            raise DataError(f"the split file {path}, line {line}: split {row['split']!r} is not one of "
-                            f"{', '.join(SPLITS)}")
-        if name in seen:
-            raise DataError(f"the split file {path} lists {name} twice (lines {seen[name]} and {line}); "
-                            "each image belongs to one split")
-        seen[name] = line
-        rows.append({"path": name, "class": row["class"], "split": row["split"], "sha1": row.get("sha1", "").lower(),
-                     "line": line})
+    try:
+        for line, raw in enumerate(reader, start=2):
+            values = {key: unguard(value or "") for key, value in raw.items() if key is not None}
+            if not any(value.strip() for value in values.values()):
+                continue
+            exact, klass = values["path"], values["class"]  # as write_split_file wrote them (a name may end in a space)
+            name = posixpath.normpath(exact.strip().replace("\\", "/")) if exact.strip() else ""  # hand-written
+            split = values["split"].strip()
+            if not name or not klass.strip():
+                raise DataError(f"the split file {path}, line {line}: the path and class columns must not be empty")
+            if split not in SPLITS:
+                raise DataError(f"the split file {path}, line {line}: split {split!r} is not one of "
+                                f"{', '.join(SPLITS)}")
+            if exact in seen:
+                raise DataError(f"the split file {path} lists {exact} twice (lines {seen[exact]} and {line}); "
+                                "each image belongs to one split")
+            seen[exact] = line
+            rows.append({"path": exact, "loose_path": name, "class": klass, "split": split,
+                         "sha1": values.get("sha1", "").strip().lower(), "line": line})
+    except csv.Error as error:  # an over-long field, a NUL byte
+        raise DataError(f"the split file {path}, line {reader.line_num + 1}: not a valid CSV row ({error})") from None
     if not rows:
         raise DataError(f"the split file {path} lists no images")
     return rows
@@ -126,10 +132,14 @@ def apply_split_file(path: str | Path, root: str | Path, decoded: list[ImageTens
     chosen: dict[str, list[int]] = {split: [] for split in SPLITS}
     missing, skipped, changed = [], [], []
     for row in rows:
-        i = index.get(row["path"])
+        # the exact path first (what visiontrain wrote: a backslash or a trailing space is part of a name), then
+        # the path as a hand-written file means it (spaces trimmed, Windows separators)
+        i = index.get(row["path"], index.get(row["loose_path"]))
         if i is None:
-            (skipped if row["path"] in unreadable else missing).append(row["path"])
+            (skipped if row["path"] in unreadable or row["loose_path"] in unreadable else missing).append(row["path"])
             continue
+        if row["class"] not in classes:
+            row["class"] = row["class"].strip()
         if row["class"] not in classes:
             raise DataError(f"the split file {path}, line {row['line']}: class {row['class']!r} of {row['path']} is "
                             f"not a class folder of {root} ({_listing(classes)}); classes are matched by name")
@@ -146,7 +156,7 @@ def apply_split_file(path: str | Path, root: str | Path, decoded: list[ImageTens
                         f"{_listing(missing)}; restore them, or train without --split-file to carve a new split")
     if not chosen["train"]:
         raise DataError(f"the split file {path} puts no readable image in the train split")
-    listed = {row["path"] for row in rows}
+    listed = {row["path"] for row in rows} | {row["loose_path"] for row in rows}
     unlisted = [name for name in index if name not in listed]
     splits = {split: pool.subset(torch.tensor(indices, dtype=torch.int64)) if indices else None
               for split, indices in chosen.items()}

@@ -136,8 +136,9 @@ class Fit:
                 for note in notes if self.env.is_main else ():
                     print(f"visiontrain: {note}", file=sys.stderr)
         if data.bad_files:
+            more = f"; and {len(data.bad_files) - 10} more (all in summary.json)" if len(data.bad_files) > 10 else ""
             print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
-                  + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]), file=sys.stderr)
+                  + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]) + more, file=sys.stderr)
         torch.manual_seed(config.seed)
         self.model, self.mean, self.std = self._initial_model(data)
         self.normalize = Normalizer(self.mean, self.std, self.precision)
@@ -477,6 +478,8 @@ class Fit:
                         "val_source": data.val_source, "test": len(data.test) if data.test is not None else 0,
                         "image_size": data.image_size, "channels": data.in_channels, "mean": self.mean, "std": self.std,
                         "bad_files": len(data.bad_files), "skipped_files": [p for p, _ in data.bad_files],
+                        "ignored": len(data.ignored_files),  # hidden, __MACOSX, not an image...: said, not silent
+                        "ignored_files": data.ignored_files[:100],
                         "load_seconds": data.load_seconds, "cache": data.cache_status, "storage": data.storage,
                         "split_file": data.split_info, "source": data.source, "class_folders": data.class_folders},
             "augmentation": self.trainer.augment.describe(), "decode_policy": data.decode_policy,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from . import ExportFormat
 
 BUNDLE_VERSION = 1  # of model.json; bumped on an incompatible change
+MAX_SIDE = 4096  # of input_size: as config's image_size (a larger one in an edited model.json would be a memory bomb)
 METRIC_KEYS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "epochs_completed", "final_train_acc")
 # model.json field -> (type, what it must be); checked on load so an edited file fails with its field's name
 REQUIRED_FIELDS: dict[str, tuple[type, str]] = {
@@ -139,20 +141,42 @@ def read_model_json(folder: Path) -> dict[str, Any]:
 
 def _check_shapes(path: Path, meta: dict[str, Any]) -> None:
     classes, input_size = meta["classes"], meta["input_size"]
-    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+    if not classes or not all(isinstance(c, str) and _is_text(c) for c in classes) or len(set(classes)) != len(classes):
         raise BundleError(f"{path}: 'classes' must be a non-empty list of distinct names; export the run again")
-    if len(input_size) != 3 or not all(isinstance(d, int) and d > 0 for d in input_size) or input_size[0] not in (1, 3):
-        raise BundleError(f"{path}: 'input_size' must be [channels (1 or 3), height, width], got {input_size}")
+    if (len(input_size) != 3 or not all(type(d) is int and 8 <= d <= MAX_SIDE for d in input_size[1:])
+            or input_size[0] not in (1, 3) or type(input_size[0]) is not int or input_size[1] != input_size[2]):
+        raise BundleError(f"{path}: 'input_size' must be [channels (1 or 3), side, side] with a side from 8 to "
+                          f"{MAX_SIDE}, got {input_size}")
     for name in ("mean", "std"):
         values = meta[name]
-        if len(values) != input_size[0] or not all(isinstance(v, (int, float)) for v in values):
-            raise BundleError(f"{path}: {name!r} must hold {input_size[0]} number(s), one per channel, got {values}")
+        if len(values) != input_size[0] or not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+            raise BundleError(f"{path}: {name!r} must hold {input_size[0]} finite number(s), one per channel, got "
+                              f"{values}")
     if not all(v > 0 for v in meta["std"]):
         raise BundleError(f"{path}: every 'std' value must be positive, got {meta['std']}")
+    for name, kind, what in (("decode_policy", dict, "an object (the decode policy)"), ("config", dict, "an object"),
+                             ("allow_flip", bool, "true or false"), ("num_classes", int, "a whole number")):
+        if name in meta and meta[name] is not None and type(meta[name]) is not kind:
+            raise BundleError(f"{path}: field {name!r} must be {what}, got {meta[name]!r}; export the run again")
+    if not isinstance((meta.get("config") or {}).get("tta", False), bool):
+        raise BundleError(f"{path}: config.tta must be true or false; export the run again")
+    try:  # types and bounds (the decompression-bomb limit is bounded whatever the file says)
+        decode_policy(meta.get("decode_policy") or {})
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"{path}: 'decode_policy' is not a valid decode policy ({error}); export the run again") from None
     if meta.get("num_classes", len(classes)) != len(classes):
         raise BundleError(f"{path}: 'num_classes' is {meta['num_classes']} but 'classes' lists {len(classes)} names")
     if Path(meta["model_file"]).name != meta["model_file"]:
         raise BundleError(f"{path}: 'model_file' must be a file name inside the bundle, got {meta['model_file']!r}")
+
+
+def _is_text(name: str) -> bool:
+    """False for a str holding lone surrogates (JSON's \\ud800): it cannot be printed or written as UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_bundle(path: str | Path) -> BundlePredictor:

@@ -85,6 +85,7 @@ def render_data_report(check: "DataCheck") -> str:
     thumbs = _Thumbnails(check, root)
     sections = [
         _overview(report),
+        _problems(report),
         _class_counts(report),
         _sizes(report),
         _bad_files(report, thumbs),
@@ -178,15 +179,27 @@ def _overview(report: dict[str, Any]) -> str:
         ("classes", str(len(report["classes"]))),
         ("images", ", ".join(f"{name} {info['images']:,}" for name, info in splits.items())),
         ("as training sees them", f"{report['channels']}x{report['image_size']}x{report['image_size']} uint8"),
+        ("problems with the folder", str(len(report.get("problems", [])))),
         ("unreadable files", str(len(report["bad_files"]))),
         ("exact duplicate groups", f"{len(exact)} ({sum(g['cross_split'] for g in exact)} across splits)"),
         ("near duplicate pairs", f"{len(near)} ({sum(g['cross_split'] for g in near)} across splits)"),
     ]
     if "ignored_files" in report:
-        rows.insert(5, ("ignored files (not an image extension)", str(len(report["ignored_files"]))))
+        rows.insert(6, ("ignored files (hidden, not an image, outside a class folder...)",
+                        str(len(report["ignored_files"]))))
     if report.get("kinds"):
         rows.append(("kinds of image", ", ".join(f"{k} {v}" for k, v in report["kinds"].items() if v) or "—"))
     return _section("Overview", _table(["", "value"], rows, "overview"), "overview-section")
+
+
+def _problems(report: dict[str, Any]) -> str:
+    """The folder's problems (empty class folders, classes a split lacks, link loops...): what training refuses
+    or warns about, which the check lists instead of stopping at the first."""
+    problems = report.get("problems", [])
+    if not problems:
+        return ""
+    items = "".join(f"<li>{_e(problem)}</li>" for problem in problems)
+    return _section("Problems with the folder", f"<ul>{items}</ul>", "problems")
 
 
 def _class_counts(report: dict[str, Any]) -> str:
@@ -221,7 +234,7 @@ def class_counts_figure(report: dict[str, Any]) -> "Figure":
     sits outside the axes so that it never covers a bar."""
     import math
 
-    from .plots import _figure
+    from .plots import _figure, literal
 
     classes, splits = report["classes"], report["splits"]
     figure = _figure(min(20.0, max(6.0, 2 + 0.12 * len(classes) * len(splits))), 3.8)
@@ -233,13 +246,13 @@ def class_counts_figure(report: dict[str, Any]) -> "Figure":
                  label=f"{name} (imbalance {_ratio(info['imbalance_ratio'])})")
     step = math.ceil(len(classes) / 100)  # at most 100 names on the axis
     ticks = list(range(0, len(classes), step))
-    names = [classes[i] for i in ticks]
+    names = [literal(classes[i]) for i in ticks]
     axis.set_xticks(ticks, names, rotation=90 if max(map(len, names)) > 3 else 0,
                     fontsize=max(4.0, min(10.0, 180 / len(ticks))))
     axis.set_ylabel("images")
     axis.grid(axis="y", alpha=0.3)
     figure.legend(loc="outside right upper", fontsize=8)
-    axis.set_title(f"{_dataset_name(report)}: images per class")
+    axis.set_title(literal(f"{_dataset_name(report)}: images per class"))
     return figure
 
 
@@ -274,7 +287,8 @@ def _bad_files(report: dict[str, Any], thumbs: _Thumbnails) -> str:
         if len(bad) > MAX_TILES:
             body.append(_listing(bad, thumbs, f"All {len(bad):,} unreadable files", "bad-files"))
     if ignored:
-        body.append(f"<p>{len(ignored):,} file(s) were ignored because their extension is not an image's:</p>")
+        body.append(f"<p>{len(ignored):,} file(s) and folder(s) were ignored, each for the reason given (hidden, not "
+                    "an image file extension, outside any class folder...):</p>")
         body.append(_listing(ignored, thumbs, "Ignored files", "ignored-files", opened=len(ignored) <= MAX_TILES))
     return _section("Unreadable and non-image files", "".join(body), "bad-files-section")
 

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import quote
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import RunError
@@ -447,14 +448,29 @@ def _write_markdown(path: Path, tables: list[tuple[str, list[str], list[list[str
     atomic_write_bytes(image, curves)
     parts = [f"# visiontrain: {count} runs compared\n"]
     for index, (title, header, rows, _, empty) in enumerate(tables):
-        if index == 2:
-            parts.append(f"## Validation curves\n\n![validation curves]({image.name})\n")
+        if index == 2:  # the link target percent-encoded: a file name holding ')' or spaces would end it
+            parts.append(f"## Validation curves\n\n![validation curves]({quote(image.name)})\n")
         parts.append(f"## {title}\n\n" + (_markdown_table(header, rows) if rows else f"_{empty}_\n"))
     atomic_write_text(path, "\n".join(parts))
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"  # a | in a value ends the cell
+        return "| " + " | ".join(map(markdown_text, cells)) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)]) + "\n"
+
+
+_MARKDOWN_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "} | {
+    c: "\\" + c for c in "\\`*_[]|~!"}
+
+
+def markdown_text(value: Any) -> str:
+    """`value` as literal text in a Markdown table cell. Renderers pass HTML through, so <, > and & become
+    entities (a class folder named <script> stays text); the characters of emphasis, code, links and images
+    are backslash-escaped (a run named [x](javascript:...) is no link); | would end the cell and a line break
+    the row. An _ between two letters or digits is left as it is: inside a word it is never emphasis, and sweep
+    run names (model-mlp_lr-0.01) stay readable in the file."""
+    text = str(value)
+    return "".join(c if c == "_" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+                   else _MARKDOWN_ESCAPES.get(c, c) for i, c in enumerate(text))

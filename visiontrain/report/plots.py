@@ -71,12 +71,20 @@ def _figure(width: float, height: float) -> "Figure":
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def figure_png(figure: "Figure") -> bytes:
+def literal(text: Any) -> str:
+    """`text` drawn as written: matplotlib reads text between two `$` as math (a class or file named `$x$` would
+    be typeset, and `$\\frac$` fails to draw at all), and `\\$` is its literal dollar. Every name that comes from
+    a user (run, class, file and dataset names) goes through this before it is drawn."""
+    return str(text).replace("$", r"\$")
+
+
+def figure_png(figure: "Figure", metadata: dict[str, str] | None = None) -> bytes:
+    """The figure as PNG bytes; `metadata`: text chunks to add (key: text)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)  # attaches the Agg canvas: PNG rendering needs no display and no pyplot
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", metadata=metadata)
     return buffer.getvalue()
 
 
@@ -103,7 +111,7 @@ def _line(axis, epochs: list[float], values: list[float | None], label: str, **s
     points = [(e, v) for e, v in zip(epochs, values) if v is not None]
     if points:
         marker = "o" if len(points) <= 30 else None  # dots show where the epochs are; at 100s they are clutter
-        axis.plot(*zip(*points), label=label, marker=marker, markersize=3, **style)
+        axis.plot(*zip(*points), label=literal(label), marker=marker, markersize=3, **style)
 
 
 # -- training curves ------------------------------------------------------------------------------------------
@@ -130,7 +138,7 @@ def plot_curves(run_dir: str | Path) -> Path:
         lr.set_yscale("log")  # schedules such as one-cycle end orders of magnitude below their peak
     lr.set_ylabel("learning rate (end of epoch)")
     _epoch_axis(lr)
-    figure.suptitle(f"{run.path.name}: training curves")
+    figure.suptitle(literal(f"{run.path.name}: training curves"))
     return _save(figure, run.path / "plots" / "curves.png")
 
 
@@ -179,15 +187,15 @@ def plot_confusion(run_dir: str | Path, split: str = "test") -> Path:
         _cell_counts(axis, counts, shares)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    axis.set_title(f"{run.path.name}: {split} confusion matrix (n={int(counts.sum())}, "
-                   f"accuracy {metrics['accuracy']:.2%})")
+    axis.set_title(literal(f"{run.path.name}: {split} confusion matrix (n={int(counts.sum())}, "
+                           f"accuracy {metrics['accuracy']:.2%})"))
     return _save(figure, plot_path(run, "confusion_matrix", split))
 
 
 def _class_ticks(axis, classes: list[str]) -> None:  # noqa: ANN001
     step = math.ceil(len(classes) / TICK_LABELS_MAX)
     ticks = list(range(0, len(classes), step))
-    names = [classes[i] for i in ticks]
+    names = [literal(classes[i]) for i in ticks]
     font = max(4.0, min(10.0, 180 / len(ticks)))  # 10 classes -> 10 pt, 100 -> 4 pt (the figure grows too)
     axis.set_xticks(ticks, names, rotation=90 if max(map(len, names)) > 3 else 0, fontsize=font)
     axis.set_yticks(ticks, names, fontsize=font)
@@ -249,7 +257,7 @@ def plot_reliability(run_dir: str | Path, split: str = "test") -> Path:
     top.legend(loc="upper left", fontsize=8)
     bottom.bar([low for low, *_ in bins], [n for _, _, n, _, _ in bins], width=width, align="edge", color="gray")
     bottom.set(xlabel="confidence of the predicted class", ylabel="images", yscale="log")  # log: most sit near 1
-    top.set_title(f"{run.path.name}: {split} reliability (ECE {ece:.4f}, n={len(confidence)})")
+    top.set_title(literal(f"{run.path.name}: {split} reliability (ECE {ece:.4f}, n={len(confidence)})"))
     return _save(figure, plot_path(run, "reliability", split))
 
 
