@@ -58,3 +58,52 @@ def test_fp16_inference_on_the_cpu_is_refused_in_one_sentence(digit_folder, tmp_
     assert result.returncode == 2
     assert result.stderr.strip() == ("visiontrain: error: precision: fp16 is not supported on the CPU; use bf16 or "
                                      "fp32")
+
+
+@pytest.fixture(scope="module")
+def mixed_photos(tmp_path_factory):
+    """Crops of scikit-learn's two sample photos (real JPEGs), of many sizes and aspect ratios, in two classes."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images  # (427, 640, 3) uint8 each
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("mixed")
+    for split, count in (("train", 30), ("test", 12)):
+        for name, photo in (("china", china), ("flower", flower)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                height, width = rng.integers(24, 200, 2)
+                top, left = rng.integers(0, 427 - height), rng.integers(0, 640 - width)
+                Image.fromarray(photo[top:top + height, left:left + width]).save(folder / f"{index}.jpg", quality=90)
+    return root
+
+
+def test_a_folder_of_mixed_sizes_caches_the_pixels_that_predict_decodes(mixed_photos, tmp_path):
+    """Each file is decoded straight to the folder's side by the call predict makes for one file: the cached
+    pixels are exactly those, and so the reported predictions are predict's."""
+    import torch
+
+    from visiontrain.data import load_dataset
+    from visiontrain.data.decode import DecodePolicy, decode_image, to_channels
+
+    data = load_dataset(str(mixed_photos), val_fraction=0.0, verbose=False)
+    assert data.image_size < 200  # the median short side: most files were resized
+    for split in (data.train, data.test):
+        for index, source in enumerate(split.sources):
+            expected = to_channels(decode_image(source, DecodePolicy(), size=data.image_size), data.in_channels)
+            assert torch.equal(split.images[index], torch.from_numpy(expected)), source
+
+    run = visiontrain.train(dataset=str(mixed_photos), model="simple-cnn", epochs=1, batch_size=16, progress="none",
+                            report=False, runs_dir=str(tmp_path))
+    with open(run.path / "eval" / "test" / "predictions.csv", newline="") as handle:
+        reported = {row["image"]: float(row["confidence"]) for row in csv.DictReader(handle)}
+    result = run_cli("predict", run.path, mixed_photos / "test", "--format", "json", "--top-k", "1")
+    assert result.returncode == 0, result.stderr
+    predicted = {row["path"]: row["probability"] for row in json.loads(result.stdout)}
+    assert len(predicted) == len(reported) == 24
+    for image, confidence in reported.items():
+        match = next(p for path, p in predicted.items() if path.endswith(image))
+        assert abs(match - confidence) <= 1e-4 + 5e-5, image

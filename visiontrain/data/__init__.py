@@ -132,6 +132,7 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
            "image_size": image_size, "channels": channels, "skip_bad": skip_bad}
     if scan is not None:  # an empty class folder changes the classes, not the files
         key["classes"] = scan.classes
+        key["pixels"] = "decoded at the side"  # each file decoded straight to the side (predict's call), not resized
     storage = "memmap" if dataset not in DATASETS and memmap.wanted(files, image_size, channels, policy) else "memory"
     if storage == "memmap":  # larger than memory: decoded into a file on disk that is mapped, not loaded
         entry, status = memmap.cached(_safe_name(name), key, root=root, policy=policy, image_size=image_size,

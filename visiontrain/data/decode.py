@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                     *DICOM_EXTENSIONS)  # plus extension-less DICOM files, found by their magic (is_dicom)
-_GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 MAX_PIXELS_LIMIT = 1 << 28  # the largest max_pixels a policy may hold (268 M pixels: 1 GiB as RGBA)
 MAX_SIDE_LIMIT = 4096  # the largest max_side (as config's image_size)
 
@@ -115,7 +115,7 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
 def _to_uint8(image: Image.Image, window: str | None = None) -> np.ndarray:
     """(H, W, 1) or (H, W, 3) uint8 under the policy above (`window` applies to 16-bit, 32-bit and float gray)."""
     mode = image.mode
-    if mode in _GRAY_MODES:
+    if mode in GRAY_MODES:
         if mode in ("1", "L"):
             array = np.asarray(image.convert("L"), dtype=np.uint8)
         else:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import DataError
-from .decode import (IMAGE_EXTENSIONS, PYDICOM_MISSING, DecodeError, DecodePolicy, decode_image, has_dicom_magic,
-                     to_channels)
+from .decode import (GRAY_MODES, IMAGE_EXTENSIONS, PYDICOM_MISSING, DecodeError, DecodePolicy, decode_image,
+                     has_dicom_magic, is_dicom, to_channels)
 from .tensors import ImageTensors
 from .walk import Walker
 
@@ -176,10 +179,15 @@ def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, cha
     badly named entries) unless skip_bad.
     """
     scan = scan or scan_folder(root)
+    # The side first, from the file headers, then every file decoded straight to it: the same decode_image(path,
+    # policy, side) call that predict, explain and export make for one file, so the cached pixels are the pixels
+    # those give (a resize after decoding would differ by rounding), and each decode is bounded by the side.
+    files = [str(path) for items in scan.splits.values() for path, _ in items]
+    _, side = folder_shape(files, policy, image_size, channels)
     decoded: dict[str, tuple[list, list[tuple[Path, str]]]] = {}
     bad: list[tuple[str, str]] = []
     for split, items in scan.splits.items():
-        arrays, errors = decode_files([p for p, _ in items], policy, image_size)
+        arrays, errors = decode_files([p for p, _ in items], policy, side)
         kept = [(a, item) for a, e, item in zip(arrays, errors, items) if e is None]
         bad += [(str(item[0]), e) for e, item in zip(errors, items) if e is not None]
         decoded[split] = ([a for a, _ in kept], [item for _, item in kept])
@@ -189,12 +197,12 @@ def load_folder(root: Path, *, policy: DecodePolicy, image_size: int | None, cha
         raise DataError(f"no readable images under {root}")
     if not decoded["train"][0]:
         raise DataError(f"no readable images in the training split of {root}")
-    channels, side = decoded_shape([a.shape for a in all_arrays], image_size, channels)
+    channels, _ = decoded_shape([a.shape for a in all_arrays], side, channels)  # gray only if every image is
     splits = {}
     for split, (arrays, items) in decoded.items():
         if not arrays:
             continue
-        images = torch.stack([_fit(torch.from_numpy(to_channels(a, channels)), side) for a in arrays])
+        images = torch.stack([torch.from_numpy(to_channels(a, channels)) for a in arrays])
         labels = torch.tensor([scan.classes.index(name) for _, name in items], dtype=torch.int64)
         splits[split] = ImageTensors(images, labels, scan.classes, [str(p) for p, _ in items])
     return splits, bad, scan.warnings
@@ -223,16 +231,45 @@ def decoded_shape(shapes: list[tuple[int, ...]], image_size: int | None, channel
     return channels, side
 
 
-def _fit(image: torch.Tensor, side: int) -> torch.Tensor:
-    """(C, H, W) uint8 -> (C, side, side): the centre square (the part a shorter-side resize and centre crop
-    keeps), resized to `side`. Cropping first bounds the memory by the square, whatever the shape: a 1 x 256
-    strip resized whole to a shorter side of 256 would be 256 x 65,536 floats per channel."""
-    _, height, width = image.shape
-    if height == width == side:
-        return image
-    short = min(height, width)
-    top, left = (height - short) // 2, (width - short) // 2
-    square = image[None, :, top:top + short, left:left + short].float()
-    resized = torch.nn.functional.interpolate(square, size=(side, side), mode="bilinear", antialias=True,
-                                              align_corners=False)[0]
-    return resized.round().clamp(0, 255).to(torch.uint8)
+def header_shape(path: str, policy: DecodePolicy) -> tuple[int, int] | None:
+    """(channels, short side) of what decode_image(path, policy) returns without a size, read from the file's
+    header alone (nothing is decoded); None when the header cannot be read (the decode will say why)."""
+    try:
+        if is_dicom(path):
+            import pydicom  # an optional extra: without it the decode reports the file
+
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            mode = "RGB" if int(ds.get("SamplesPerPixel") or 1) == 3 or str(ds.get("PhotometricInterpretation", "")
+                                                                             ).strip() == "PALETTE COLOR" else "L"
+            width, height = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode_image judges the size
+                with Image.open(path) as image:
+                    mode, (width, height) = image.mode, image.size
+    except Exception:  # noqa: BLE001 - pydicom and Pillow raise many kinds for a broken header
+        return None
+    if min(width, height) < 1:
+        return None
+    if max(width, height) > policy.max_side:  # decode_image reduces these to a max_side square
+        width = height = policy.max_side
+    return (1 if mode in GRAY_MODES or mode == "LA" else 3), min(width, height)  # EXIF rotation keeps the short side
+
+
+def probe_shapes(job: tuple[list[str], DecodePolicy]) -> list[tuple[int, int, int]]:
+    """Worker: the (channels, short side, short side) of each file whose header can be read."""
+    paths, policy = job
+    return [(channels, short, short) for path in paths if (shape := header_shape(path, policy)) is not None
+            for channels, short in [shape]]
+
+
+def folder_shape(files: list[str], policy: DecodePolicy, image_size: int | None, channels: int | None,
+                 run: Callable = map, workers: int = 1) -> tuple[int, int]:
+    """(channels, side) of a folder's cache from its file headers: image_size if given, else the common short side,
+    else the median one (capped; decoded_shape). `run` maps probe_shapes over chunks (a process pool's map)."""
+    if image_size is not None and channels is not None:
+        return channels, image_size
+    step = max(64, -(-len(files) // (8 * workers)))
+    shapes = [shape for chunk in run(probe_shapes, [(files[i:i + step], policy) for i in range(0, len(files), step)])
+              for shape in chunk]
+    return decoded_shape(shapes, image_size, channels) if shapes else (channels or 3, image_size or policy.max_side)

@@ -46,13 +46,13 @@ from PIL import Image
 from .._io import _fsync_dir, _umask, atomic_write_text
 from ..errors import DataError
 from .cache import home
-from .decode import _GRAY_MODES, IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
-from .folder import FolderScan, _fit, check_bad_files, decoded_shape, scan_folder
+from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
+from .folder import FolderScan, check_bad_files, decoded_shape, folder_shape, scan_folder
 from .mapped import MappedImages
 from .registry import channel_stats
 from .tensors import ImageTensors
 
-FORMAT = 1  # of the header and the data file; part of the key
+FORMAT = 2  # of the header and the data file; part of the key (2: each file decoded straight to the side)
 ENV = "VISIONTRAIN_MEMMAP"  # 1: always memory-map image folders, 0: never, unset or auto: above RAM_FRACTION
 RAM_FRACTION = 0.25
 CHUNK_BYTES = 4 << 20  # rows per worker task (and per checksum): bounds each worker's memory
@@ -323,14 +323,13 @@ def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | 
     workers = min(os.cpu_count() or 1, MAX_WORKERS) if len(files) > 256 else 1
     try:
         with _runner(workers) as run:
-            shape = (channels, image_size) if channels and image_size else \
-                _predicted_shape(run, files, policy, image_size, channels, workers)
+            shape = folder_shape(files, policy, image_size, channels, run, workers)
             if verbose:
                 print(f"visiontrain: decoding {root.resolve().name} once into a memory-mapped cache ({len(files):,} "
                       f"images, about {len(files) * shape[0] * shape[1] ** 2 / 2**30:.2f} GiB); later runs map it "
                       "without decoding", file=sys.stderr)
             while True:
-                written = _write_all(run, fd, temp, files, shape, policy, image_size, workers, verbose)
+                written = _write_all(run, fd, temp, files, shape, policy, workers, verbose)
                 check_bad_files(scan.bad + [(files[i], reason) for i, reason in written["errors"]], root, skip_bad)
                 if not written["shapes"]:
                     raise DataError(f"no readable images under {root}")
@@ -389,47 +388,13 @@ def _runner(workers: int) -> Iterator[Callable]:
     pool.shutdown()
 
 
-def _probe(job: tuple[list[str], DecodePolicy]) -> Counter:
-    """Worker: Counter of the (channels, short side, short side) that decode_image(size=None) will return, read
-    from the file headers; files that Pillow cannot open from their header (DICOM, broken files) are left out."""
-    paths, policy = job
-    shapes: Counter = Counter()
-    for path in paths:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode_image judges the size
-                with Image.open(path) as image:
-                    mode, (width, height) = image.mode, image.size
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            continue
-        channels = 1 if mode in _GRAY_MODES or mode == "LA" else 3
-        if max(width, height) > policy.max_side:  # decode_image reduces these to a max_side square
-            width = height = policy.max_side
-        shapes[(channels, min(width, height), min(width, height))] += 1  # the short side is all decoded_shape uses
-    return shapes
-
-
-def _predicted_shape(run: Callable, files: list[str], policy: DecodePolicy, image_size: int | None,
-                     channels: int | None, workers: int) -> tuple[int, int]:
-    """(channels, side) from the file headers, so that the file can be sized before anything is decoded; the
-    decoded shapes are checked afterwards, and a wrong guess costs a second pass, never a wrong cache."""
-    step = max(64, -(-len(files) // (8 * workers)))
-    shapes: Counter = Counter()
-    for counts in run(_probe, [(files[i:i + step], policy) for i in range(0, len(files), step)]):
-        shapes.update(counts)
-    if image_size is not None:
-        shapes = Counter({(c, image_size, image_size): n for (c, _, _), n in shapes.items()})
-    expanded = [shape for shape, count in sorted(shapes.items()) for _ in range(count)]
-    return decoded_shape(expanded, image_size, channels) if expanded else (channels or 3, image_size or policy.max_side)
-
-
 def _chunk_rows(row_bytes: int, count: int, workers: int) -> int:
     rows = max(1, min(1024, CHUNK_BYTES // row_bytes))
     return max(1, min(rows, -(-count // (4 * workers))))  # >= 4 tasks per worker: balance, and a moving progress bar
 
 
 def _write_all(run: Callable, fd: int, temp: Path, files: list[str], shape: tuple[int, int], policy: DecodePolicy,
-               image_size: int | None, workers: int, verbose: bool) -> dict[str, Any]:
+               workers: int, verbose: bool) -> dict[str, Any]:
     """Decode every file into its row of `temp` (sized here); returns the unreadable files, the decoded shapes
     and the chunks' digests."""
     channels, side = shape
@@ -438,7 +403,7 @@ def _write_all(run: Callable, fd: int, temp: Path, files: list[str], shape: tupl
     os.ftruncate(fd, 0)
     _reserve(fd, size, temp.parent)
     rows = _chunk_rows(row_bytes, len(files), workers)
-    jobs = [(str(temp), start, files[start:start + rows], policy, image_size, channels, side)
+    jobs = [(str(temp), start, files[start:start + rows], policy, channels, side)
             for start in range(0, len(files), rows)]
     errors, shapes, digests = [], [], []
     progress = _Progress(len(files), "caching", verbose)
@@ -473,17 +438,17 @@ def _write_chunk(job: tuple) -> tuple[list[tuple[int, str]], Counter, str]:
 
     Returns ([(row in chunk, reason) of unreadable files], Counter of decoded (C, H, W) shapes, SHA-256 of the rows).
     """
-    path, start, files, policy, image_size, channels, side = job
+    path, start, files, policy, channels, side = job
     rows = np.zeros((len(files), channels, side, side), dtype=np.uint8)  # (rows, C, H, W); unreadable rows stay 0
     errors, shapes = [], Counter()
     for row, file in enumerate(files):
         try:
-            pixels = decode_image(file, policy, image_size)  # (C, h, w) uint8
+            pixels = decode_image(file, policy, side)  # (C, side, side) uint8, as data/folder.load_folder decodes
         except DecodeError as error:
             errors.append((row, str(error)))
             continue
         shapes[pixels.shape] += 1
-        rows[row] = _fit(torch.from_numpy(to_channels(pixels, channels)), side).numpy()  # as data/folder.load_folder
+        rows[row] = to_channels(pixels, channels)
     fd = os.open(path, os.O_WRONLY)
     try:
         view, offset = memoryview(rows).cast("B"), start * rows[0].nbytes
