@@ -51,7 +51,8 @@ def fashion_dir() -> Path:
     try:
         return realdata.fashion_dir()
     except realdata.MissingData as error:
-        pytest.fail(str(error), pytrace=False)
+        message = str(error)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -154,35 +155,3 @@ def write_digit_folder(root: Path, train: int = 240, test: int = 60) -> Path:
     """scikit-learn's real handwritten digits as 28x28 PNG files in root/{train,test}/<digit>/
     (realdata.write_digits_folder: the first `train` of its train pool, the first `test` of its test pool)."""
     return realdata.write_digits_folder(root, train, test)
-
-
-# -- until every test module uses realdata.py: the real MNIST and CIFAR-10 copies beside the clone -----------------
-SHARED = REPO.parent / "shared" / "data"
-MNIST_DIR = SHARED / "mnist"
-CIFAR_JPG = SHARED / "cifar10-jpg.tar.gz"
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_real_mnist(count_train: int, count_test: int):
-    """The first images of the real MNIST in ../shared/data (as uint8 numpy arrays)."""
-    from visiontrain.data.idx import read_idx_pair
-
-    if not MNIST_DIR.is_dir():
-        pytest.skip("the real MNIST copy in ../shared/data/mnist is not here")
-    train = read_idx_pair(MNIST_DIR / "train-images-idx3-ubyte.gz", MNIST_DIR / "train-labels-idx1-ubyte.gz")
-    test = read_idx_pair(MNIST_DIR / "t10k-images-idx3-ubyte.gz", MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
-    return (train[0][:count_train, 0].numpy(), train[1][:count_train].numpy(),
-            test[0][:count_test, 0].numpy(), test[1][:count_test].numpy())
-
-
-def write_mnist_folder(root: Path, train: int, test: int) -> Path:
-    """The first `train` + `test` real MNIST digits as PNG files in root/{train,test}/<digit>/."""
-    from PIL import Image
-
-    train_x, train_y, test_x, test_y = read_real_mnist(train, test)
-    for split, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
-        for index, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / str(int(label))
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{index:05d}.png")
-    return root
