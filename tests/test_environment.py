@@ -56,12 +56,14 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_folder(digit_fold
     # editable install among them) are not read from there
     (venv_site := type(tmp_path)(site)).mkdir(parents=True, exist_ok=True)
     (venv_site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without PYTHONPATH: were it the checkout, pip would take the visiontrain.egg-info that `pip wheel` leaves there
+    # for an installed visiontrain of the wheel's version, and install nothing
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, timeout=300)
+                    str(wheel)], check=True, timeout=300, env=env)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     where = subprocess.run([python, "-c", "import visiontrain; print(visiontrain.__file__)"], capture_output=True,
                            text=True, cwd=elsewhere, env=env, check=True).stdout.strip()
     assert where.startswith(str(venv_site)), where  # the wheel's copy, not the checkout's
