@@ -1,21 +1,18 @@
-"""Shared fixtures: an isolated VISIONTRAIN_HOME, and small datasets written in the real on-disk formats."""
+"""Shared fixtures: an isolated VISIONTRAIN_HOME, and slices of real datasets written in the real on-disk formats
+(realdata.py: all of them on a machine that ran `make test`, nothing from outside the clone)."""
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+import realdata
+from realdata import write_idx  # noqa: F401  (tests import it from here)
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-MNIST_DIR = SHARED / "mnist"
-CIFAR_JPG = SHARED / "cifar10-jpg.tar.gz"
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 VISIONTRAIN = [sys.executable, "-m", "visiontrain"]
 
 # Under pytest-xdist (`make test` runs `-n auto`) every worker is one of several processes sharing the cores: each
@@ -48,51 +45,42 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
-    """Write an IDX file exactly as the MNIST distribution does (big-endian header, uint8 payload)."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data) if compress else data)
-    return path
-
-
-def read_real_mnist(count_train: int, count_test: int):
-    """The first images of the real MNIST in ../shared/data (as uint8 numpy arrays)."""
-    from visiontrain.data.idx import read_idx_pair
-
-    if not MNIST_DIR.is_dir():
-        pytest.skip("the real MNIST copy in ../shared/data/mnist is not here")
-    train = read_idx_pair(MNIST_DIR / "train-images-idx3-ubyte.gz", MNIST_DIR / "train-labels-idx1-ubyte.gz")
-    test = read_idx_pair(MNIST_DIR / "t10k-images-idx3-ubyte.gz", MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
-    return (train[0][:count_train, 0].numpy(), train[1][:count_train].numpy(),
-            test[0][:count_test, 0].numpy(), test[1][:count_test].numpy())
-
-
-def write_mnist_folder(root: Path, train: int, test: int) -> Path:
-    """The first `train` + `test` real MNIST digits as PNG files in root/{train,test}/<digit>/."""
-    from PIL import Image
-
-    train_x, train_y, test_x, test_y = read_real_mnist(train, test)
-    for split, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
-        for index, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / str(int(label))
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{index:05d}.png")
-    return root
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """The folder of Fashion-MNIST's IDX files (Debian's copy, else the user's visiontrain cache), found once."""
+    try:
+        return realdata.fashion_dir()
+    except realdata.MissingData as error:
+        message = str(error)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def mnist_folder(tmp_path_factory) -> Path:
-    """A slice of the real MNIST (2,000 train, 500 test) as PNG files in root/{train,test}/<digit>/."""
-    return write_mnist_folder(tmp_path_factory.mktemp("mnist-png"), 2000, 500)
+def fashion_folder(tmp_path_factory, fashion_dir) -> Path:
+    """A slice of Fashion-MNIST (2,000 train, 500 test) as PNG files in root/{train,test}/<class>/."""
+    return realdata.write_fashion_folder(tmp_path_factory.mktemp("fashion-png"), 2000, 500)
 
 
 @pytest.fixture(scope="session")
-def mnist_small(tmp_path_factory) -> Path:
-    """A smaller slice of the real MNIST (400 train, 100 test; every digit in both) for tests that need a real run
-    folder but assert no accuracy: training on it takes a fifth of the time mnist_folder takes."""
-    return write_mnist_folder(tmp_path_factory.mktemp("mnist-small"), 400, 100)
+def digits_small(tmp_path_factory) -> Path:
+    """400 train + 100 test handwritten digits (scikit-learn's, 28x28; every digit in both) as PNG files in
+    root/{train,test}/<digit>/, for tests that need a real run folder but assert no accuracy: training on it
+    takes a fifth of the time fashion_folder takes."""
+    return realdata.write_digits_folder(tmp_path_factory.mktemp("digits-small"), 400, 100)
+
+
+@pytest.fixture(scope="session")
+def digits_idx(tmp_path_factory) -> Path:
+    """All of scikit-learn's digits (1,297 train + 500 test, 28x28) as the four MNIST IDX files (gzip)."""
+    return realdata.write_digits_idx(tmp_path_factory.mktemp("digits-idx"))
+
+
+@pytest.fixture
+def mnist_stand_in(digits_idx, monkeypatch):
+    """The named dataset `mnist` in this process, its files replaced by scikit-learn's digits (digits_idx): the
+    registry entry keeps everything else (no flips, black padding, its classes). Real MNIST is not in a clone and
+    its entry verifies the upstream checksums, which these files cannot pass; the checksum stays as it is."""
+    return realdata.install_mnist_stand_in(digits_idx, monkeypatch)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
@@ -123,28 +111,30 @@ def run_main(capsys, *args):
 
 # Under xdist (`make test`: `-n auto --dist loadfile --no-loadscope-reorder`) each test module runs on one worker, so
 # its module-scoped fixtures (shared runs, written folders) are built once, as in a serial run; the modules that take
-# longest are handed out first, so that none of them starts last while the other worker sits idle. The order: CPU
-# seconds per module, measured serially (a module not listed comes after these, in collection order).
+# longest are handed out first, so that none of them starts last while the other worker sits idle (a module not
+# listed comes after these, in collection order).
 # (`--dist loadgroup` with xdist_group marks would be finer, but pytest-xdist 3.8's loadgroup has no effect under
 # pytest 9: it renames Item._nodeid, which pytest 9 no longer reads.)
-XDIST_LONGEST_FIRST = (
-    "tests/test_reliability.py",
-    "tests/test_distributed_resume.py",
-    "tests/test_export.py",
-    "tests/test_transfer.py",
-    "tests/test_learning.py",
-    "tests/test_cli.py",
-    "tests/test_distributed.py",
-    "tests/test_eject.py",
-    "tests/test_train.py",
-    "tests/test_fashion_acceptance.py",
-    "tests/test_timm_models.py",
-    "tests/test_memmap_cache.py",
-    "tests/test_report.py",
-    "tests/test_fastnet.py",
-    "tests/test_sweep.py",
-    "tests/test_lrfind.py",
-    "tests/test_explain.py",
+XDIST_LONGEST_FIRST = (  # measured with the data of realdata.py: seconds per module summed over its tests, -n 2
+    "tests/test_transfer.py",  # 145
+    "tests/test_reliability.py",  # 136
+    "tests/test_fashion_acceptance.py",  # 105
+    "tests/test_timm_models.py",  # 94
+    "tests/test_distributed_resume.py",  # 88
+    "tests/test_cli.py",  # 86
+    "tests/test_learning.py",  # 78
+    "tests/test_export.py",  # 65
+    "tests/test_train.py",  # 58
+    "tests/test_distributed.py",  # 48
+    "tests/test_eject.py",  # 48
+    "tests/test_report.py",  # 41
+    "tests/test_memmap_cache.py",  # 32
+    "tests/test_fastnet.py",  # 27
+    "tests/test_lrfind.py",  # 24
+    "tests/test_sweep.py",  # 23
+    "tests/test_explain.py",  # 22
+    "tests/test_environment.py",  # 18
+    "tests/test_inference_path.py",  # 17
 )
 
 
@@ -161,18 +151,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def write_digit_folder(root: Path, train: int = 240, test: int = 60) -> Path:
-    """scikit-learn's real 8x8 handwritten digits (offline, 1,797 of them), upscaled to 28x28 PNG files in
-    root/{train,test}/<digit>/: the first `train` images for training, the next `test` for testing."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for index in range(train + test):
-        folder = root / ("train" if index < train else "test") / str(int(digits.target[index]))
-        folder.mkdir(parents=True, exist_ok=True)
-        image = Image.fromarray(np.uint8(digits.images[index] * (255 / 16))).resize((28, 28), Image.Resampling.BILINEAR)
-        image.save(folder / f"{index:04d}.png")
-    return root

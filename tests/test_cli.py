@@ -50,8 +50,8 @@ def test_lists(tmp_path):
     assert "fashion-mnist" in datasets.stdout and "cifar100" in datasets.stdout
 
 
-def test_train_eval_and_refusing_to_overwrite(mnist_small, tmp_path, capsys):
-    common = ["--dataset", mnist_small, "--model", "lenet", "--epochs", "1", "--batch-size", "64", "--optimizer",
+def test_train_eval_and_refusing_to_overwrite(digits_small, tmp_path, capsys):
+    common = ["--dataset", digits_small, "--model", "lenet", "--epochs", "1", "--batch-size", "64", "--optimizer",
               "adam", "--lr", "0.003", "--runs-dir", tmp_path, "--name", "r1", "--augment", "none"]
     result = run_cli("train", *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -64,26 +64,26 @@ def test_train_eval_and_refusing_to_overwrite(mnist_small, tmp_path, capsys):
     repeat = run_cli("train", "--config", tmp_path / "r1" / "config.yaml", "--runs-dir", tmp_path, cwd=tmp_path)
     assert repeat.returncode == 0, repeat.stderr
     first = (tmp_path / "r1" / "metrics.csv").read_text().splitlines()[1].split(",")
-    second_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("mnist-small") and p.is_dir())
+    second_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("digits-small") and p.is_dir())
     second = (second_dir / "metrics.csv").read_text().splitlines()[1].split(",")
     assert first[2:] == second[2:]  # the saved config repeats the run exactly (apart from wall seconds)
 
 
-def test_eval_names_a_missing_checkpoint_and_foreign_classes_and_takes_a_plain_folder(mnist_small, tmp_path, capsys):
+def test_eval_names_a_missing_checkpoint_and_foreign_classes_and_takes_a_plain_folder(digits_small, tmp_path, capsys):
     import shutil
 
-    result = run_main(capsys, "train", "--dataset", mnist_small, "--model", "mlp", "--epochs", "1", "--runs-dir",
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "mlp", "--epochs", "1", "--runs-dir",
                       tmp_path, "--name", "r", "--progress", "none", "--no-report")
     assert result.returncode == 0, result.stderr
     shutil.copytree(tmp_path / "r", tmp_path / "bare")
     shutil.rmtree(tmp_path / "bare" / "checkpoints")
     bare = run_main(capsys, "eval", tmp_path / "bare")
     assert bare.returncode == 2 and "has no checkpoint" in bare.stderr and "Traceback" not in bare.stderr
-    shutil.copytree(mnist_small / "test", tmp_path / "renamed")
+    shutil.copytree(digits_small / "test", tmp_path / "renamed")
     (tmp_path / "renamed" / "9").rename(tmp_path / "renamed" / "nine")
     foreign = run_main(capsys, "eval", tmp_path / "r", "--data", tmp_path / "renamed")
     assert foreign.returncode == 2 and "it lacks 9" in foreign.stderr and "it has nine" in foreign.stderr
-    plain = run_main(capsys, "eval", tmp_path / "r", "--data", mnist_small / "test")  # a plain folder of class sub-folders
+    plain = run_main(capsys, "eval", tmp_path / "r", "--data", digits_small / "test")  # a plain folder of class sub-folders
     assert plain.returncode == 0, plain.stderr
     metrics = json.loads((tmp_path / "r" / "eval" / "data-test" / "metrics.json").read_text())
     own = json.loads((tmp_path / "r" / "eval" / "test" / "metrics.json").read_text())
@@ -110,15 +110,15 @@ def test_data_check_lists_bad_files_without_crashing(tmp_path, capsys, monkeypat
     assert result.returncode == 1 and "broken.jpg" in result.stdout and "unreadable files: 1" in result.stdout  # 1: found
 
 
-def test_export_and_predict_from_the_command_line(mnist_small, tmp_path):
+def test_export_and_predict_from_the_command_line(digits_small, tmp_path):
     # the run (trained through the command line in test_train_eval_and_refusing_to_overwrite) made in this process
-    visiontrain.train(dataset=str(mnist_small), model="lenet", epochs=1, batch_size=64, augment="none",
+    visiontrain.train(dataset=str(digits_small), model="lenet", epochs=1, batch_size=64, augment="none",
                       runs_dir=str(tmp_path), name="r", report=False, progress="none")
     exported = run_cli("export", tmp_path / "r", "--format", "onnx")
     assert exported.returncode == 0, exported.stderr
     assert "top-1 agreement 100%" in exported.stdout and (tmp_path / "r" / "export" / "onnx" / "model.onnx").is_file()
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    digits = mnist_small / "test" / "7"
+    digits = digits_small / "test" / "7"
     for source in (tmp_path / "r", tmp_path / "r" / "export" / "onnx"):
         predicted = run_cli("predict", source, digits, tmp_path / "bad.png", "--format", "csv", "-o", tmp_path / "p.csv")
         assert predicted.returncode == 0, predicted.stderr

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import read_real_mnist, run_cli, run_main, write_mnist_folder
+from conftest import run_cli, run_main
+from realdata import digits_slice, write_digits_folder
 from test_report import CHROMIUM, Page, _browser_verdict, embedded_images
 
 from visiontrain.data.decode import DecodePolicy, decode_image, to_channels
@@ -24,8 +25,9 @@ UNICODE_NAME = "ünï côde <img src=x> & 'copy'.png"  # spaces, non-ASCII lette
 
 
 def make_problem_folder(root: Path) -> dict[str, str]:
-    """A real-MNIST folder (40 train + 20 test) with one file of each problem. Returns {role: path}."""
-    write_mnist_folder(root, 40, 20)
+    """A folder of real handwritten digits (40 train + 20 test, scikit-learn's at 28x28) with one file of each
+    problem. Returns {role: path}."""
+    write_digits_folder(root, 40, 20)
     train3, test3 = root / "train" / "3", root / "test" / "3"
     test3.mkdir(parents=True, exist_ok=True)
     source = next(p for p in sorted((root / "train").rglob("*.png")) if p.parent.name == "3")
@@ -159,7 +161,7 @@ def test_odd_images_are_shown_as_training_decodes_them(tmp_path, monkeypatch):
 
 
 def test_thumbnails_are_capped_per_section_with_a_count_of_the_rest(tmp_path):
-    root = write_mnist_folder(tmp_path / "many", 40, 10)
+    root = write_digits_folder(tmp_path / "many", 40, 10)
     train = sorted((root / "train").rglob("*.png"))
     for index, path in enumerate(train[:30]):  # 30 train images copied into test: 30 leaking groups
         target = root / "test" / path.parent.name / f"leak{index}.png"
@@ -172,7 +174,7 @@ def test_thumbnails_are_capped_per_section_with_a_count_of_the_rest(tmp_path):
     assert duplicates.count('<div class="group') == MAX_TILES
     assert f"and {len(check.report['exact_duplicates']) - MAX_TILES:,} more groups not shown" in duplicates
     assert len(embedded_images(Page(duplicates))) == 2 * MAX_TILES  # pairs: one thumbnail per copy
-    tiny = odd_blocks(text)["odd-tiny"]  # every MNIST digit is 28x28: 80 tiny images
+    tiny = odd_blocks(text)["odd-tiny"]  # every digit is 28x28: 80 tiny images
     assert tiny.count('<figure class="tile">') == MAX_TILES and "and 56 more files of this kind" in tiny
     bound = 1 + 2 * MAX_TILES * MAX_GROUP_MEMBERS + MAX_TILES * len(ODD_KINDS)  # chart, duplicates, odd images
     assert len(embedded_images(Page(text))) <= bound
@@ -184,7 +186,7 @@ def test_a_named_dataset_shows_its_duplicates_as_pixelated_28px_thumbnails(tmp_p
     from visiontrain.data.registry import DATASETS, DatasetSource
     from visiontrain.data.tensors import ImageTensors
 
-    train_x, train_y, test_x, test_y = read_real_mnist(50, 20)
+    train_x, train_y, test_x, test_y = (array.copy() for array in digits_slice(50, 20))
     test_x[3] = train_x[7]  # a leaked test digit, as index '#3' of test and '#7' of train
 
     def read(data_dir, policy):
@@ -195,7 +197,7 @@ def test_a_named_dataset_shows_its_duplicates_as_pixelated_28px_thumbnails(tmp_p
     stand_in = tmp_path / "stand-in.bin"
     stand_in.write_bytes(b"x")
     monkeypatch.setitem(DATASETS._items, "tiny-digits",
-                        DatasetSource("tiny-digits", "a slice of MNIST", read, lambda data_dir: [stand_in], False,
+                        DatasetSource("tiny-digits", "a slice of scikit-learn's digits", read, lambda data_dir: [stand_in], False,
                                       "constant"))
     text = write_data_report(check_dataset("tiny-digits"), tmp_path / "digits.html").read_text()
     section = tiles(text, "exact-duplicates")

@@ -35,12 +35,12 @@ def args(folder, runs, name, batch):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_one_run_folder_same_accuracy(mnist_folder, tmp_path):
+def test_torchrun_two_processes_one_run_folder_same_accuracy(fashion_folder, tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([*TORCHRUN, *args(mnist_folder, tmp_path, "ddp", 16)], capture_output=True, text=True,
+    two = subprocess.run([*TORCHRUN, *args(fashion_folder, tmp_path, "ddp", 16)], capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, *args(mnist_folder, tmp_path, "single", 32)], capture_output=True,
+    one = subprocess.run([sys.executable, *args(fashion_folder, tmp_path, "single", 32)], capture_output=True,
                          text=True, env=env, cwd=REPO, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir() if (p / "config.yaml").exists()) == ["ddp", "single"]  # one folder for 2 ranks
@@ -48,14 +48,16 @@ def test_torchrun_two_processes_one_run_folder_same_accuracy(mnist_folder, tmp_p
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     single = json.loads((tmp_path / "single" / "summary.json").read_text())
     assert ddp["distributed"]["world_size"] == 2 and ddp["distributed"]["global_batch_size"] == 32
+    # the same global batches: only summation order differs (Fashion-MNIST, 500 test images: measured differences of
+    # 0.002-0.006 over seeds 0-2, at 0.77-0.80 test accuracy)
     assert abs(ddp["test_acc"] - single["test_acc"]) < 0.03, (ddp["test_acc"], single["test_acc"])
     assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)["state"]["seen"] == 0
 
 
 @pytest.mark.slow
-def test_killing_one_rank_ends_the_job_and_keeps_last_loadable(mnist_folder, tmp_path):
+def test_killing_one_rank_ends_the_job_and_keeps_last_loadable(fashion_folder, tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [*TORCHRUN, *args(mnist_folder, tmp_path, "kill", 16), "--epochs", "30", "--checkpoint-every", "10"]
+    cmd = [*TORCHRUN, *args(fashion_folder, tmp_path, "kill", 16), "--epochs", "30", "--checkpoint-every", "10"]
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
                            start_new_session=True)
     last = tmp_path / "kill" / "checkpoints" / "last.pt"

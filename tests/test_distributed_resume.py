@@ -46,10 +46,10 @@ def torchrun(*args: str, env: dict[str, str], timeout: float = 300) -> subproces
 
 
 @pytest.fixture(scope="module")
-def reference(mnist_folder, tmp_path_factory, ddp_env) -> Path:
+def reference(fashion_folder, tmp_path_factory, ddp_env) -> Path:
     """The uninterrupted 2-process run."""
     runs = tmp_path_factory.mktemp("ddp-reference")
-    result = torchrun("-m", "visiontrain", *train_args(mnist_folder, runs, "ref"), env=ddp_env)
+    result = torchrun("-m", "visiontrain", *train_args(fashion_folder, runs, "ref"), env=ddp_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return runs / "ref"
 
@@ -93,9 +93,9 @@ def assert_bit_identical(run: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm-agent", "sigkill-rank0"])
-def test_interrupted_two_process_run_resumes_bit_identical(mnist_folder, tmp_path, reference, ddp_env, how):
+def test_interrupted_two_process_run_resumes_bit_identical(fashion_folder, tmp_path, reference, ddp_env, how):
     run = tmp_path / "x"
-    job = subprocess.Popen([*TORCHRUN, "-m", "visiontrain", *train_args(mnist_folder, tmp_path, "x")], cwd=REPO,
+    job = subprocess.Popen([*TORCHRUN, "-m", "visiontrain", *train_args(fashion_folder, tmp_path, "x")], cwd=REPO,
                            env=ddp_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     try:

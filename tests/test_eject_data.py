@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import visiontrain
-from conftest import FASHION_DIR, run_main, write_digit_folder
+from conftest import run_main
+from realdata import write_digits_folder
 
 # Run the ejected script with every network connection refused: it must never download.
 OFFLINE = ("import runpy, socket, sys\n"
@@ -38,32 +39,21 @@ def script_module(script: Path) -> dict:
     return runpy.run_path(str(script), run_name="ejected")
 
 
-@pytest.fixture(scope="module")
-def fashion_files():
-    from visiontrain.data.registry import DATASETS
-
-    found = DATASETS.get("fashion-mnist").find(FASHION_DIR, may_download=False) if FASHION_DIR.is_dir() else []
-    if not found:
-        pytest.fail(f"Fashion-MNIST's IDX files are not in {FASHION_DIR}; run `make data` (Debian's "
-                    "dataset-fashion-mnist package)")
-    return FASHION_DIR
-
-
-def test_an_idx_run_from_a_flat_folder_ejects_to_those_files_and_its_validation_split(fashion_files, tmp_path):
-    run = visiontrain.train(dataset="fashion-mnist", data_dir=str(fashion_files), model="mlp", epochs=1,
+def test_an_idx_run_from_a_flat_folder_ejects_to_those_files_and_its_validation_split(fashion_dir, tmp_path):
+    run = visiontrain.train(dataset="fashion-mnist", data_dir=str(fashion_dir), model="mlp", epochs=1,
                             batch_size=256, progress="none", report=False, runs_dir=str(tmp_path / "runs"))
     script = tmp_path / "train_plain.py"
     assert run_main_eject(run.path, script) == 0
     text = script.read_text()
     assert "download" not in text and "datasets.FashionMNIST" not in text
     ejected = script_module(script)
-    assert sorted(ejected["FILES"].values()) == sorted(str(p.resolve()) for p in fashion_files.glob("*.gz"))
+    assert sorted(ejected["FILES"].values()) == sorted(str(p.resolve()) for p in fashion_dir.glob("*.gz"))
     train, val, test = ejected["make_datasets"](ejected["train_transform"], ejected["test_transform"])
     dataset = run.summary["dataset"]
     assert (len(train), len(val), len(test)) == (dataset["train"], dataset["val"], dataset["test"]) == (54000, 6000, 10000)
     from visiontrain.data import load_dataset  # the run's own validation split: the same images, in the same order
 
-    reference = load_dataset("fashion-mnist", data_dir=str(fashion_files), verbose=False)
+    reference = load_dataset("fashion-mnist", data_dir=str(fashion_dir), verbose=False)
     assert torch.equal(val.labels, reference.val.labels) and torch.equal(val.images[:, None], reference.val.images)
     assert ejected["CLASSES"] == run.summary["dataset"]["classes"]
 
@@ -84,7 +74,7 @@ def run_main_eject(run_path: Path, script: Path) -> int:
 def one_to_ten(tmp_path_factory):
     """Real digits in class folders named 1..10 (digit d in folder d+1): natural order '2' before '10', where a text
     sort (ImageFolder's) puts '10' second."""
-    digits = write_digit_folder(tmp_path_factory.mktemp("digits"), train=300, test=60)
+    digits = write_digits_folder(tmp_path_factory.mktemp("digits"), 300, 60)
     root = tmp_path_factory.mktemp("one-to-ten")
     for split in ("train", "test"):
         for folder in (digits / split).iterdir():
@@ -117,7 +107,7 @@ def test_an_image_folder_run_ejects_with_its_class_order_and_its_files(one_to_te
 def test_nothing_from_a_folder_or_class_name_runs_when_the_script_does(tmp_path):
     """A dataset folder and class folders named with quotes and code: the script holds them as strings."""
     payload = '"""+__import__("os").system("touch PWNED")+"""'
-    digits = write_digit_folder(tmp_path / "digits", train=40, test=0)
+    digits = write_digits_folder(tmp_path / "digits", 40, 0)
     root = tmp_path / f"data{payload}"
     root.mkdir()
     for index, folder in enumerate(sorted((digits / "train").iterdir())[:2]):
@@ -138,7 +128,7 @@ def test_nothing_from_a_folder_or_class_name_runs_when_the_script_does(tmp_path)
 
 
 def test_eject_never_writes_over_a_file_it_did_not_write(tmp_path, capsys):
-    digits = write_digit_folder(tmp_path / "digits", train=60, test=20)
+    digits = write_digits_folder(tmp_path / "digits", 60, 20)
     run = visiontrain.train(dataset=str(digits), model="mlp", epochs=1, batch_size=16, progress="none", report=False,
                             runs_dir=str(tmp_path / "runs"))
     precious = tmp_path / "notes.py"

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import visiontrain
-from conftest import REPO, run_cli, write_digit_folder
+from conftest import REPO, run_cli
+from realdata import write_digits_folder
 
 
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory):
-    return write_digit_folder(tmp_path_factory.mktemp("digits"), train=200, test=40)
+    return write_digits_folder(tmp_path_factory.mktemp("digits"), 200, 40)
 
 
 def test_version_flag_prints_the_package_version():
@@ -57,8 +58,10 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_from_another_folder(digit_fold
     # editable install among them) are not read from there
     (venv_site := type(tmp_path)(site)).mkdir(parents=True, exist_ok=True)
     (venv_site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # --ignore-installed and no PYTHONPATH: pip would otherwise take the visiontrain.egg-info that `pip wheel` leaves
+    # in the checkout for an installed visiontrain of the wheel's version, and install nothing
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)],
-                   check=True, timeout=300, env=env)  # ignore-installed: the checkout's own metadata is on that path
+                   check=True, timeout=300, env=env)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -23,17 +23,17 @@ TINY = dict(epochs=1, batch_size=32, optimizer="adam", lr=2e-3, augment="none", 
 
 
 @pytest.fixture(scope="module")
-def runs(mnist_small, tmp_path_factory):
-    """A 1-epoch simple-cnn and a 1-epoch mlp on the real-MNIST PNG folder (reports on), and a folder of 6 test
+def runs(digits_small, tmp_path_factory):
+    """A 1-epoch simple-cnn and a 1-epoch mlp on the handwritten-digit PNG folder (reports on), and a folder of 6 test
     digits in class folders plus a stray text file."""
     root = tmp_path_factory.mktemp("explain-runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VISIONTRAIN_HOME", str(root / "home"))
-        cnn = visiontrain.train(dataset=str(mnist_small), model="simple-cnn", runs_dir=str(root), name="cnn", **TINY)
-        mlp = visiontrain.train(dataset=str(mnist_small), model="mlp", runs_dir=str(root), name="mlp", **TINY)
+        cnn = visiontrain.train(dataset=str(digits_small), model="simple-cnn", runs_dir=str(root), name="cnn", **TINY)
+        mlp = visiontrain.train(dataset=str(digits_small), model="mlp", runs_dir=str(root), name="mlp", **TINY)
     images = root / "digits"
     for digit in ("3", "7"):
-        for source in sorted((mnist_small / "test" / digit).glob("*.png"))[:3]:
+        for source in sorted((digits_small / "test" / digit).glob("*.png"))[:3]:
             (images / digit).mkdir(parents=True, exist_ok=True)
             shutil.copy(source, images / digit / source.name)
     (images / "notes.txt").write_text("not an image\n")

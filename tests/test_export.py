@@ -1,7 +1,8 @@
 """Export and predict (R25): every seed model exported, loaded back and checked against eager PyTorch on real images.
 
-Runs are trained for one short epoch on real MNIST digits (CIFAR-10 JPEGs for the RGB vgg-cifar) and shared
-by the tests of this module; accuracy does not matter here, parity does.
+Runs are trained for one short epoch on real handwritten digits (scikit-learn's, 28x28 PNGs; 32x32 JPEG crops of its
+two sample photos for the RGB vgg-cifar) and shared by the tests of this module; accuracy does not matter here,
+parity does.
 """
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ import csv
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_JPG, REPO, write_mnist_folder
+from conftest import REPO
+from realdata import write_digits_folder, write_photo_folder
 
 import visiontrain
 from visiontrain.errors import CheckpointError
@@ -39,30 +39,15 @@ README_SNIPPET = _README.split("this snippet is run as written by the tests):\n\
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
 
 
-def tiny_mnist_folder(root: Path, train: int = 600, test: int = 200) -> Path:
-    """Fewer real MNIST digits than conftest's mnist_folder, so the many exports here stay fast."""
-    return write_mnist_folder(root, train, test)
+def tiny_digit_folder(root: Path, train: int = 600, test: int = 200) -> Path:
+    """600 + 200 real handwritten digits as 28x28 PNGs in root/{train,test}/<digit>/: few, so the exports stay fast."""
+    return write_digits_folder(root, train, test)
 
 
-def tiny_cifar_folder(root: Path, per_class: int = 14, test_from: int = 10) -> Path:
-    """Real CIFAR-10 JPEGs: images 0..13 of each class of the archive's test part -> root/{train,test}/<class>/.
-
-    The archive lists test/ before train/, so reading stops after the first sixth of it.
-    """
-    if not CIFAR_JPG.is_file():
-        pytest.skip(f"the real CIFAR-10 copy {CIFAR_JPG} is not here")
-    pattern = re.compile(r"cifar10-jpg/test/([^/]+)/(\d+)\.jpg$")
-    with tarfile.open(CIFAR_JPG, "r:gz") as archive:
-        for member in archive:
-            if member.name.startswith("cifar10-jpg/train"):
-                break
-            match = pattern.match(member.name)
-            if match and member.isfile() and int(match.group(2)) < per_class:
-                split = "train" if int(match.group(2)) < test_from else "test"
-                target = root / split / match.group(1) / f"{match.group(2)}.jpg"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(archive.extractfile(member).read())
-    return root
+def tiny_photo_folder(root: Path) -> Path:
+    """32x32 RGB JPEGs, crops of scikit-learn's two photos: 30 train + 20 test of each in root/{train,test}/<photo>/
+    (40 test images: verification takes up to 64 of the test split)."""
+    return write_photo_folder(root, 30, 20, size=32)
 
 
 class Zoo:
@@ -70,13 +55,13 @@ class Zoo:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.mnist_folder = tiny_mnist_folder(folder / "mnist")
+        self.digit_folder = tiny_digit_folder(folder / "digits")
         self.runs: dict[str, Path] = {}
         self.bundles: dict[tuple[str, str], Path] = {}
 
     def run(self, model: str) -> Path:
         if model not in self.runs:
-            dataset = tiny_cifar_folder(self.folder / "cifar") if model == "vgg-cifar" else self.mnist_folder
+            dataset = tiny_photo_folder(self.folder / "photos") if model == "vgg-cifar" else self.digit_folder
             run = visiontrain.train(dataset=str(dataset), model=model, runs_dir=str(self.folder / "runs"), name=model,
                                     **TINY)
             self.runs[model] = run.path
@@ -108,9 +93,9 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def sample_digits(mnist_folder: Path, count: int = 20) -> list[Path]:
+def sample_digits(digit_folder: Path, count: int = 20) -> list[Path]:
     """Real test digits spread over the classes (the folder is sorted by class)."""
-    files = sorted((mnist_folder / "test").rglob("*.png"))
+    files = sorted((digit_folder / "test").rglob("*.png"))
     return files[:: max(1, len(files) // count)][:count]
 
 
@@ -161,7 +146,7 @@ def test_safetensors_round_trip_holds_the_checkpoint_weights_without_pickle(zoo)
     assert all(torch.equal(weights[k], checkpoint["model"][k]) for k in weights)
     meta = read_json(bundle / "model.json")
     assert meta["verification"]["max_abs_diff"] <= 1e-4 and "normalised" in meta["input"]["value_range"]
-    files = sample_digits(zoo.mnist_folder, 8)
+    files = sample_digits(zoo.digit_folder, 8)
     predictor = visiontrain.load(zoo.run("simple-cnn"))
     top1 = [r["top"][0][0] for r in load_bundle(bundle).predict(files)]
     assert top1 == [r["top"][0][0] for r in predictor.predict(files)]
@@ -209,7 +194,7 @@ def test_a_mismatching_export_is_refused_with_its_numbers_and_nothing_is_written
 
 def test_without_the_runs_dataset_the_export_says_how_to_verify_it(zoo, tmp_path):
     run = shutil.copytree(zoo.run("mlp"), tmp_path / "moved-run", ignore=shutil.ignore_patterns("export"))
-    config = (run / "config.yaml").read_text().replace(str(zoo.mnist_folder), str(tmp_path / "gone"))
+    config = (run / "config.yaml").read_text().replace(str(zoo.digit_folder), str(tmp_path / "gone"))
     (run / "config.yaml").write_text(config)
     with pytest.raises(ExportVerificationError, match="cannot verify the export on real images.*as --data"):
         export_run(run, "onnx")
@@ -227,7 +212,7 @@ def test_predict_matches_the_runs_own_evaluation_from_the_run_and_from_the_bundl
     with open(run / "eval" / "test" / "predictions.csv", newline="") as handle:
         expected = {str(Path(r["image"]).resolve()): r["predicted"] for r in csv.DictReader(handle)}
     for source in (run, zoo.bundle("simple-cnn", "onnx")):
-        rows, skipped = predict_paths(source, [zoo.mnist_folder / "test"], top_k=3)
+        rows, skipped = predict_paths(source, [zoo.digit_folder / "test"], top_k=3)
         assert skipped == [] and len(rows) == len(expected) == 200
         assert {str(Path(r["path"]).resolve()): r["top"][0][0] for r in rows} == expected
         assert all(len(r["top"]) == 3 and r["top"][0][1] >= r["top"][1][1] for r in rows)
@@ -238,7 +223,7 @@ def test_unreadable_files_are_skipped_and_listed_and_the_rest_predicted(zoo, tmp
 
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
-    digits = sample_digits(zoo.mnist_folder, 2)
+    digits = sample_digits(zoo.digit_folder, 2)
     shutil.copy(digits[0], folder / "a.png")
     Image.open(digits[1]).convert("RGB").save(folder / "nested" / "b.png")  # an RGB file for a gray model
     (folder / "broken.png").write_bytes(digits[0].read_bytes()[:60])  # truncated
@@ -257,7 +242,7 @@ def test_unreadable_files_are_skipped_and_listed_and_the_rest_predicted(zoo, tmp
 def test_tta_is_the_evaluation_tta_and_never_mirrors_digits(zoo, tmp_path):
     from visiontrain.engine.loop import predict_logits
 
-    files = sample_digits(zoo.mnist_folder, 6)
+    files = sample_digits(zoo.digit_folder, 6)
     predictor = visiontrain.load(zoo.run("lenet"))
     images = torch.stack([predictor._decode(f) for f in files])
     for allow_flip in (True, False):
@@ -271,7 +256,7 @@ def test_tta_is_the_evaluation_tta_and_never_mirrors_digits(zoo, tmp_path):
 
 
 def test_format_rows_writes_a_table_csv_and_json(zoo):
-    rows, _ = predict_paths(zoo.run("mlp"), sample_digits(zoo.mnist_folder, 3), top_k=2)
+    rows, _ = predict_paths(zoo.run("mlp"), sample_digits(zoo.digit_folder, 3), top_k=2)
     table = format_rows(rows, "table").splitlines()
     assert table[0].split() == ["path", "predicted", "probability", "top_k", "note"] and len(table) == 4
     parsed = list(csv.DictReader(format_rows(rows, "csv").splitlines()))
@@ -308,7 +293,7 @@ def test_a_bundle_with_a_missing_or_edited_model_json_is_refused_in_one_sentence
     else:
         (bundle / "model.json").write_text(json.dumps(meta | edits[damage]))
     with pytest.raises(BundleError) as error:
-        predict_paths(bundle, sample_digits(zoo.mnist_folder, 1))
+        predict_paths(bundle, sample_digits(zoo.digit_folder, 1))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -327,7 +312,7 @@ def test_a_pickle_passed_as_a_checkpoint_is_refused_and_nothing_in_it_runs(zoo, 
     evil = tmp_path / "best.pt"
     torch.save({"kind": "visiontrain-checkpoint", "payload": RunsCode(marker)}, evil)
     with pytest.raises(CheckpointError, match="not a safe visiontrain checkpoint"):
-        predict_paths(evil, sample_digits(zoo.mnist_folder, 1))
+        predict_paths(evil, sample_digits(zoo.digit_folder, 1))
     with pytest.raises(CheckpointError, match="not a safe visiontrain checkpoint"):
         export_run(evil, "onnx", tmp_path / "bundle")
     assert not marker.exists() and not (tmp_path / "bundle").exists()
@@ -336,7 +321,7 @@ def test_a_pickle_passed_as_a_checkpoint_is_refused_and_nothing_in_it_runs(zoo, 
 # -- without visiontrain's training stack -----------------------------------------------------------------
 def test_the_readme_onnx_snippet_gives_the_same_top1_as_visiontrain_predict(zoo, tmp_path):
     bundle = zoo.bundle("fastnet", "onnx")
-    files = sample_digits(zoo.mnist_folder, 3)
+    files = sample_digits(zoo.digit_folder, 3)
     rows, _ = predict_paths(zoo.run("fastnet"), files)
     for image, row in zip(files, rows):
         work = tmp_path / image.stem
@@ -350,7 +335,7 @@ def test_the_readme_onnx_snippet_gives_the_same_top1_as_visiontrain_predict(zoo,
 
 def test_an_onnx_bundle_predicts_with_only_onnxruntime_numpy_and_pillow(zoo):
     bundle = zoo.bundle("simple-cnn", "onnx")
-    files = [str(f) for f in sample_digits(zoo.mnist_folder, 5)]
+    files = [str(f) for f in sample_digits(zoo.digit_folder, 5)]
     code = NO_TORCH + (
         "import json; from visiontrain.predict import predict_paths\n"
         "rows, skipped = predict_paths(sys.argv[1], sys.argv[2:])\n"
@@ -365,6 +350,6 @@ def test_an_onnx_bundle_predicts_with_only_onnxruntime_numpy_and_pillow(zoo):
 
 def test_predict_reports_progress_per_batch(zoo):
     seen = []
-    files = sample_digits(zoo.mnist_folder, 6)
+    files = sample_digits(zoo.digit_folder, 6)
     rows, _ = predict_paths(zoo.run("mlp"), files, batch_size=4, on_progress=lambda done, total: seen.append((done, total)))
     assert seen == [(4, 6), (6, 6)] and len(rows) == 6

@@ -1,5 +1,6 @@
-"""Acceptance on a real Fashion-MNIST run (Debian's copy): the eval files agree with scikit-learn computed
-independently from predictions.csv, and Grad-CAM works on the run (report section, `explain` = the evaluation).
+"""Acceptance on a real Fashion-MNIST run (Debian's copy, else the user's visiontrain cache): the eval files agree
+with scikit-learn computed independently from predictions.csv, and Grad-CAM works on the run (report section,
+`explain` = the evaluation).
 
 One simple-cnn epoch on 6,000 training images (val_fraction 0.9 keeps it short on 2 cores); the test split is the
 full 10,000 images either way.
@@ -14,20 +15,17 @@ import numpy as np
 import pytest
 
 import visiontrain
+from realdata import fashion_arrays
 
-from conftest import FASHION_DIR
-
-pytestmark = pytest.mark.skipif(not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                                reason=f"Debian's Fashion-MNIST copy is not in {FASHION_DIR}")
 TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(tmp_path_factory, fashion_dir) -> Path:
     root = tmp_path_factory.mktemp("fashion")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VISIONTRAIN_HOME", str(root / "home"))
-        result = visiontrain.train(dataset="fashion-mnist", data_dir=str(FASHION_DIR), model="simple-cnn", epochs=1,
+        result = visiontrain.train(dataset="fashion-mnist", data_dir=str(fashion_dir), model="simple-cnn", epochs=1,
                                    val_fraction=0.9, batch_size=64, augment="none", precision="fp32", threads=2,
                                    progress="none", runs_dir=str(root), name="fashion-simple-cnn")
     return result.path
@@ -88,7 +86,6 @@ def test_eval_files_match_sklearn_from_predictions_csv(run):
 def test_grad_cam_on_the_real_run(run, tmp_path):
     from PIL import Image
 
-    from visiontrain.data.idx import read_idx_pair
     from visiontrain.explain import explain_paths
 
     page = (run / "report.html").read_text()
@@ -98,10 +95,10 @@ def test_grad_cam_on_the_real_run(run, tmp_path):
     _, *rows = read_csv(run / "eval" / "test" / "predictions.csv")
     wrong = [i for i, row in enumerate(rows) if row[1] != row[2]][:4]
     right = [i for i, row in enumerate(rows) if row[1] == row[2]][:4]
-    images, _ = read_idx_pair(FASHION_DIR / "t10k-images-idx3-ubyte.gz", FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
+    images = fashion_arrays()[2]  # the test images, as the named dataset reads them
     (tmp_path / "images").mkdir()
     for i in wrong + right:
-        Image.fromarray(images[i, 0].numpy()).save(tmp_path / "images" / f"{i:05d}.png")
+        Image.fromarray(images[i]).save(tmp_path / "images" / f"{i:05d}.png")
     explained, skipped, layer = explain_paths(run, [tmp_path / "images"], tmp_path / "out")
     assert not skipped and layer == "features.3" and len(list((tmp_path / "out").glob("*.png"))) == 8
     for row in explained:

@@ -67,11 +67,11 @@ def test_lookahead_pulls_the_weights_to_a_slow_average_and_ends_on_it():
     assert model.weight[0, 0].item() == pytest.approx(1 - decay)
 
 
-def test_alternating_flip_mirrors_each_image_on_every_other_epoch(mnist_folder, tmp_path):
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch(fashion_folder, tmp_path):
     from visiontrain.config import build_config
     from visiontrain.engine.fit import Fit
 
-    config = build_config({"dataset": str(mnist_folder), "model": "fastnet-s1", "width": 0.25, "epochs": 2,
+    config = build_config({"dataset": str(fashion_folder), "model": "fastnet-s1", "width": 0.25, "epochs": 2,
                            "augment": "flip", "flip_mode": "alternate", "runs_dir": str(tmp_path), "threads": 1,
                            "progress": "none", "report": False}, apply_preset=False)
     fit = Fit(config, 0.0)
@@ -85,12 +85,12 @@ def test_alternating_flip_mirrors_each_image_on_every_other_epoch(mnist_folder, 
 
 
 @pytest.mark.slow
-def test_the_airbench_recipe_resumes_bit_identical(mnist_folder, tmp_path, capsys):
+def test_the_airbench_recipe_resumes_bit_identical(fashion_folder, tmp_path, capsys):
     # lookahead's slow weights, the bias group and the per-image flips are all state a resume must restore
-    reference = run_main(capsys, *tiny_args(mnist_folder, tmp_path, "reference", extra=AIRBENCH))  # in this process
+    reference = run_main(capsys, *tiny_args(fashion_folder, tmp_path, "reference", extra=AIRBENCH))  # in this process
     assert reference.returncode == 0, reference.stderr
     killed = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "half", "4", "--",
-                             *tiny_args(mnist_folder, tmp_path, "x", extra=AIRBENCH)], capture_output=True, text=True,
+                             *tiny_args(fashion_folder, tmp_path, "x", extra=AIRBENCH)], capture_output=True, text=True,
                             cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)})
     assert killed.returncode == 137, killed.stderr
     state = torch.load(tmp_path / "x" / "checkpoints" / "last.pt", weights_only=True)

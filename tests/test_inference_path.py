@@ -12,12 +12,13 @@ import json
 import pytest
 
 import visiontrain
-from conftest import run_cli, write_digit_folder
+from conftest import run_cli
+from realdata import write_digits_folder
 
 
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory):
-    return write_digit_folder(tmp_path_factory.mktemp("digits"))
+    return write_digits_folder(tmp_path_factory.mktemp("digits"), 240, 60)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])

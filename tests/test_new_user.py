@@ -8,12 +8,13 @@ import time
 import pytest
 
 import visiontrain
-from conftest import run_cli, run_main, write_digit_folder
+from conftest import run_cli, run_main
+from realdata import write_digits_folder
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    return write_digit_folder(tmp_path_factory.mktemp("digits"), train=300, test=60)
+    return write_digits_folder(tmp_path_factory.mktemp("digits"), 300, 60)
 
 
 def test_an_overfit_batch_run_reads_as_the_sanity_check_it_is(digits, tmp_path, capsys):

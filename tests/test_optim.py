@@ -46,8 +46,8 @@ def test_no_weight_decay_on_biases_and_norms():
         assert group["lr"] == pytest.approx(config.lr * (1.0 if is_head else 0.1))  # discriminative lr
 
 
-def test_accumulation_clipping_and_early_stopping_run(mnist_small, tmp_path):
-    run = visiontrain.train(dataset=str(mnist_small), model="lenet", epochs=6, batch_size=16, accumulate=2,
+def test_accumulation_clipping_and_early_stopping_run(digits_small, tmp_path):
+    run = visiontrain.train(dataset=str(digits_small), model="lenet", epochs=6, batch_size=16, accumulate=2,
                             clip_grad=1.0, early_stop=1, optimizer="sgd", lr=1e-6, schedule="constant",
                             runs_dir=str(tmp_path), progress="none", threads=1)
     # with a learning rate this small nothing improves, so early stopping ends the run after 1 stale epoch

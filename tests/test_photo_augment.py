@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 import visiontrain
-from conftest import MNIST_DIR
 from test_reliability import assert_bit_identical
 from visiontrain.config import ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data.augment import (PHOTO_JITTER, PHOTO_RATIO, AugmentSpec, apply, color_jitter, crop_boxes,
@@ -275,14 +274,22 @@ def test_eject_follows_the_flip_the_run_recorded_not_the_dataset_name(photo_runs
     assert "RandomHorizontalFlip" not in train_line and "ColorJitter" not in train_line
 
 
-@pytest.mark.slow
-def test_eject_of_a_named_mnist_run_never_flips(tmp_path):
-    """The real no-flip dataset: a named MNIST run records allow_flip false, and auto means crop only (~20 s: the
-    70,000 digits are decoded and evaluated; 6,000 train)."""
-    if not MNIST_DIR.is_dir():
-        pytest.skip("the real MNIST copy in ../shared/data/mnist is not here")
-    run = visiontrain.train(dataset="mnist", data_dir=str(MNIST_DIR), model="mlp", epochs=1, batch_size=512,
-                            val_fraction=0.9, runs_dir=str(tmp_path), progress="none", report=False)
+def test_the_named_digit_datasets_never_flip_and_pad_black_and_the_clothes_may_flip():
+    """The registry entries themselves (the stand-in below keeps the `mnist` entry's, so this is what it tests)."""
+    from visiontrain.data.registry import DATASETS
+
+    mnist, fashion = DATASETS.get("mnist"), DATASETS.get("fashion-mnist")
+    assert (mnist.allow_flip, mnist.pad_mode) == (False, "constant")
+    assert (fashion.allow_flip, fashion.pad_mode) == (True, "constant")
+
+
+def test_eject_of_a_named_mnist_run_never_flips(mnist_stand_in, tmp_path):
+    """The real no-flip dataset: a named `mnist` run (its files: scikit-learn's digits, conftest.mnist_stand_in)
+    records allow_flip false, and auto means crop only."""
+    assert (mnist_stand_in.allow_flip, mnist_stand_in.pad_mode) == (False, "constant")
+    run = visiontrain.train(dataset="mnist", model="mlp", epochs=1, batch_size=512, runs_dir=str(tmp_path),
+                            progress="none", report=False)
+    assert run.summary["dataset"]["test"] == 500  # the stand-in's digits, through the named dataset
     assert torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)["allow_flip"] is False
     _, train_line = ejected(run.path, tmp_path)
     assert "transforms.RandomCrop(28, padding=2), " in train_line and "RandomHorizontalFlip" not in train_line

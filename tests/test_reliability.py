@@ -1,4 +1,4 @@
-"""The reliability contract (../shared/RELIABILITY.md), with faults injected from outside the product code."""
+"""The reliability contract (README.md, "Reliability"), with faults injected from outside the product code."""
 from __future__ import annotations
 
 import hashlib
@@ -60,9 +60,9 @@ def status(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference_run(mnist_folder, tmp_path_factory):
+def reference_run(fashion_folder, tmp_path_factory):
     runs = tmp_path_factory.mktemp("reference")
-    result = run_cli(*tiny_args(mnist_folder, runs, "ref"))
+    result = run_cli(*tiny_args(fashion_folder, runs, "ref"))
     assert result.returncode == 0, result.stderr
     return runs / "ref"
 
@@ -70,9 +70,9 @@ def reference_run(mnist_folder, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["mid-epoch", "epoch-boundary"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_bit_identical(mnist_folder, tmp_path, reference_run, where, how, capsys):
+def test_killed_run_resumes_bit_identical(fashion_folder, tmp_path, reference_run, where, how, capsys):
     run = tmp_path / "x"
-    process = subprocess.Popen([*VISIONTRAIN, *tiny_args(mnist_folder, tmp_path, "x")], cwd=REPO,
+    process = subprocess.Popen([*VISIONTRAIN, *tiny_args(fashion_folder, tmp_path, "x")], cwd=REPO,
                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if where == "mid-epoch":
         marker = lambda: status(run).get("epoch") == 1 and status(run).get("step_in_epoch", 0) >= 14  # noqa: E731
@@ -93,10 +93,10 @@ def test_killed_run_resumes_bit_identical(mnist_folder, tmp_path, reference_run,
 
 
 @pytest.mark.slow
-def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(mnist_folder, tmp_path, reference_run, capsys):
+def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(fashion_folder, tmp_path, reference_run, capsys):
     run = tmp_path / "x"
     result = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "half", "4", "--",
-                             *tiny_args(mnist_folder, tmp_path, "x")], capture_output=True, text=True, cwd=REPO,
+                             *tiny_args(fashion_folder, tmp_path, "x")], capture_output=True, text=True, cwd=REPO,
                             env=os.environ | {"PYTHONPATH": str(REPO)})
     assert result.returncode == 137
     assert list((run / "checkpoints").glob("*.tmp"))  # the half-written temp file is there...
@@ -108,10 +108,10 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(mnist_folder, t
     assert_bit_identical(run, reference_run)
 
 
-def test_disk_full_names_the_checkpoint_and_keeps_the_previous(mnist_folder, tmp_path):
+def test_disk_full_names_the_checkpoint_and_keeps_the_previous(fashion_folder, tmp_path):
     run = tmp_path / "x"
     result = subprocess.run([sys.executable, DRIVERS / "fail_checkpoint_write.py", "enospc", "3", "--",
-                             *tiny_args(mnist_folder, tmp_path, "x", epochs=1)], capture_output=True, text=True,
+                             *tiny_args(fashion_folder, tmp_path, "x", epochs=1)], capture_output=True, text=True,
                             cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)})
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "No space left" in result.stderr and "checkpoints" in result.stderr and "disk full" in result.stderr
@@ -120,8 +120,8 @@ def test_disk_full_names_the_checkpoint_and_keeps_the_previous(mnist_folder, tmp
     assert hashlib.sha256((run / "checkpoints" / "last.pt").read_bytes()).hexdigest() == before
 
 
-def test_nan_stops_at_the_step_and_writes_no_nan(mnist_folder, tmp_path, capsys):
-    result = run_main(capsys, *tiny_args(mnist_folder, tmp_path, "nan", epochs=2, extra=["--lr", "99", "--optimizer", "sgd", "--momentum", "0.99"]))
+def test_nan_stops_at_the_step_and_writes_no_nan(fashion_folder, tmp_path, capsys):
+    result = run_main(capsys, *tiny_args(fashion_folder, tmp_path, "nan", epochs=2, extra=["--lr", "99", "--optimizer", "sgd", "--momentum", "0.99"]))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "loss is" in result.stderr and "epoch 1, step" in result.stderr and "learning rate" in result.stderr
     for path in (tmp_path / "nan" / "checkpoints").glob("*.pt"):
@@ -135,7 +135,7 @@ class Evil:
 
 
 @pytest.mark.parametrize("force_unsafe_env", [False, True])
-def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist_small, force_unsafe_env):
+def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, digits_small, force_unsafe_env):
     monkeypatch.chdir(tmp_path)
     if force_unsafe_env:
         monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -143,7 +143,7 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist
     torch.save({"kind": "visiontrain-checkpoint", "payload": Evil()}, evil)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(f"dataset: {mnist_small}\nmodel: lenet\n")
+    (run / "config.yaml").write_text(f"dataset: {digits_small}\nmodel: lenet\n")
     (run / "checkpoints" / "last.pt").write_bytes(evil.read_bytes())
     with pytest.raises(CheckpointError, match="not a safe visiontrain checkpoint"):
         visiontrain.load(evil)
@@ -151,7 +151,7 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, monkeypatch, mnist
         visiontrain.load(run)
     resume = run_cli("train", "--resume", run, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe_env else None)
     assert resume.returncode == 2 and "not a safe visiontrain checkpoint" in resume.stderr
-    weights = run_cli("train", "--dataset", mnist_small, "--model", "lenet", "--weights", evil, "--epochs", "1",
+    weights = run_cli("train", "--dataset", digits_small, "--model", "lenet", "--weights", evil, "--epochs", "1",
                       "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert weights.returncode == 2 and "not a safe weights file" in weights.stderr
     assert not (tmp_path / "PWNED").exists() and not (REPO / "PWNED").exists()
@@ -197,7 +197,7 @@ def test_raising_epochs_on_resume_extends_the_run(reference_run, tmp_path, capsy
     assert "epochs: 4" in (run / "config.yaml").read_text()
 
 
-def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(mnist_folder, tmp_path, monkeypatch,
+def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(fashion_folder, tmp_path, monkeypatch,
                                                                             reference_run, capsys):
     """SIGTERM during the last step of epoch 1: epoch 1 is finished and saved (not lost), then the run stops."""
     from visiontrain.engine import fit as fit_module
@@ -211,7 +211,7 @@ def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(mnis
         original(self, state, epoch, step)
 
     monkeypatch.setattr(fit_module.Fit, "after_step", after_step)
-    args = dict(dataset=str(mnist_folder), model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=0.002,
+    args = dict(dataset=str(fashion_folder), model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=0.002,
                 threads=1, runs_dir=str(tmp_path), name="x", checkpoint_every=7, progress="none", augment="crop",
                 ema=0.9)
     with pytest.raises(TrainingStopped, match="at the end of epoch 1; checkpoint saved") as stopped:

@@ -27,7 +27,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def runs(mnist_small, tmp_path_factory):
+def runs(digits_small, tmp_path_factory):
     """Two 3-epoch runs that differ only in lr, a 1-epoch run without a val split, and the misclassified gallery
     and a batch grid of the first, on 400 real digits (shared by the module)."""
     from visiontrain.data import load_dataset
@@ -35,11 +35,11 @@ def runs(mnist_small, tmp_path_factory):
     root = tmp_path_factory.mktemp("report-runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VISIONTRAIN_HOME", str(root / "home"))  # the autouse isolated_home is per test, this is not
-        first = visiontrain.train(dataset=str(mnist_small), runs_dir=str(root), name="lr-2e-3", **TINY)
-        second = visiontrain.train(dataset=str(mnist_small), runs_dir=str(root), name="lr-5e-3", **TINY | {"lr": 5e-3})
-        no_val = visiontrain.train(dataset=str(mnist_small), runs_dir=str(root), name="no-val",
+        first = visiontrain.train(dataset=str(digits_small), runs_dir=str(root), name="lr-2e-3", **TINY)
+        second = visiontrain.train(dataset=str(digits_small), runs_dir=str(root), name="lr-5e-3", **TINY | {"lr": 5e-3})
+        no_val = visiontrain.train(dataset=str(digits_small), runs_dir=str(root), name="no-val",
                                    **TINY | {"epochs": 1, "val_fraction": 0.0})
-        test = load_dataset(str(mnist_small)).test
+        test = load_dataset(str(digits_small)).test
         logits = visiontrain.load(first.path).logits(test.images)
         plot_misclassified(first.path, test.images, test.labels, logits, test.classes)
         image_grid(test.images[:16], [test.classes[int(label)] for label in test.labels[:16]],

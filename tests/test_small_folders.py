@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli, run_main, write_digit_folder
+from conftest import run_cli, run_main
+from realdata import write_digits_folder
 from visiontrain.data.loader import fit_batch_to_split
 
 
 @pytest.fixture(scope="module")
 def two_per_class(tmp_path_factory):
     """Real digits, 2 training images and 1 test image of each of 10 classes."""
-    digits = write_digit_folder(tmp_path_factory.mktemp("all"), train=300, test=100)
+    digits = write_digits_folder(tmp_path_factory.mktemp("all"), 300, 100)
     root = tmp_path_factory.mktemp("two-per-class")
     for split, keep in (("train", 2), ("test", 1)):
         for folder in sorted((digits / split).iterdir()):

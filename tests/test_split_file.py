@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import visiontrain
-from conftest import run_main, write_mnist_folder
+from conftest import run_main
+from realdata import write_digits_folder
 from visiontrain.config import RESUME_UNSAFE_FIELDS, ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data import load_dataset
 from visiontrain.data.splitfile import read_split_file
@@ -24,8 +25,9 @@ FAST = dict(model="simple-cnn", epochs=1, batch_size=32, threads=1, progress="no
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
-    """300 train + 100 test real MNIST digits as PNGs in train/ and test/: no val/, so visiontrain carves one."""
-    return write_mnist_folder(tmp_path_factory.mktemp("digits"), 300, 100)
+    """300 train + 100 test real handwritten digits (scikit-learn's, 28x28) as PNGs in train/ and test/: no val/, so
+    visiontrain carves one."""
+    return write_digits_folder(tmp_path_factory.mktemp("digits"), 300, 100)
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ SHARED = {"epochs": "1", "batch_size": "64", "augment": "none", "progress": "non
 NAMES = ["model-mlp_lr-0.01", "model-mlp_lr-0.003", "model-simple-cnn_lr-0.01", "model-simple-cnn_lr-0.003"]
 
 
-def sweep_values(mnist_folder, runs_dir, /, **changes) -> dict:
-    return {"dataset": str(mnist_folder), **GRID, **SHARED, "runs_dir": str(runs_dir), "name": "grid"} | changes
+def sweep_values(fashion_folder, runs_dir, /, **changes) -> dict:
+    return {"dataset": str(fashion_folder), **GRID, **SHARED, "runs_dir": str(runs_dir), "name": "grid"} | changes
 
 
 def cli_args(values: dict) -> list[str]:
@@ -29,10 +29,10 @@ def cli_args(values: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(mnist_small, tmp_path_factory):
+def finished_sweep(digits_small, tmp_path_factory):
     """The 2 x 2 sweep, run once through the command line: (values, its folder, the command's result)."""
     runs = tmp_path_factory.mktemp("sweep-runs")
-    values = sweep_values(mnist_small, runs)
+    values = sweep_values(digits_small, runs)
     return values, runs / "sweep-grid", run_cli("sweep", *cli_args(values), cwd=runs)
 
 
@@ -85,8 +85,8 @@ def test_an_interrupted_run_resumes_and_one_killed_before_its_first_checkpoint_r
     assert [row["status"] for row in sweep.rows] == ["done"] * 4 and all(row["test_acc"] for row in sweep.rows)
 
 
-def test_a_diverging_grid_point_is_recorded_and_the_sweep_goes_on(mnist_folder, tmp_path):
-    values = sweep_values(mnist_folder, tmp_path, model="simple-cnn", lr="0.01,90", optimizer="sgd",
+def test_a_diverging_grid_point_is_recorded_and_the_sweep_goes_on(fashion_folder, tmp_path):
+    values = sweep_values(fashion_folder, tmp_path, model="simple-cnn", lr="0.01,90", optimizer="sgd",
                           schedule="constant")
     lines = []
     sweep = run_sweep(values, out=lines.append)
@@ -106,8 +106,8 @@ def test_a_diverging_grid_point_is_recorded_and_the_sweep_goes_on(mnist_folder, 
     ({"lr": "0.01,"}, ["lr", "empty value"]),
     ({"runs_dir": "a,b"}, ["runs_dir", "one runs_dir"]),
 ])
-def test_a_bad_grid_value_names_the_field_before_anything_is_written(mnist_folder, tmp_path, changes, words):
-    values = sweep_values(mnist_folder, tmp_path / "runs", **changes)
+def test_a_bad_grid_value_names_the_field_before_anything_is_written(fashion_folder, tmp_path, changes, words):
+    values = sweep_values(fashion_folder, tmp_path / "runs", **changes)
     with pytest.raises(ConfigError) as error:
         run_sweep(values)
     for word in words:
@@ -115,8 +115,8 @@ def test_a_bad_grid_value_names_the_field_before_anything_is_written(mnist_folde
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_command_line_exits_2_with_one_sentence_and_trains_nothing(mnist_folder, tmp_path, capsys):
-    result = run_main(capsys, "sweep", *cli_args(sweep_values(mnist_folder, tmp_path / "runs", batch_size="64,0")))
+def test_the_command_line_exits_2_with_one_sentence_and_trains_nothing(fashion_folder, tmp_path, capsys):
+    result = run_main(capsys, "sweep", *cli_args(sweep_values(fashion_folder, tmp_path / "runs", batch_size="64,0")))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("visiontrain: error: batch_size: 0 is out of range")
     assert not (tmp_path / "runs").exists() and result.stdout == ""
@@ -129,14 +129,14 @@ def test_another_grid_under_the_same_name_is_refused(finished_sweep):
         run_sweep(values | {"lr": "0.01,0.1"})
 
 
-def test_the_plan_names_runs_by_their_values_and_takes_lists_and_paths(mnist_small, tmp_path):
-    sweep = plan({"dataset": str(mnist_small), "model": ["mlp", "lenet"], "batch_size": "32, 64", "epochs": 1,
+def test_the_plan_names_runs_by_their_values_and_takes_lists_and_paths(digits_small, tmp_path):
+    sweep = plan({"dataset": str(digits_small), "model": ["mlp", "lenet"], "batch_size": "32, 64", "epochs": 1,
                   "runs_dir": str(tmp_path)})
-    assert sweep.path == tmp_path / f"sweep-{mnist_small.name}-model-batch-size"
+    assert sweep.path == tmp_path / f"sweep-{digits_small.name}-model-batch-size"
     assert [p.name for p in sweep.points] == ["model-mlp_batch-size-32", "model-mlp_batch-size-64",
                                               "model-lenet_batch-size-32", "model-lenet_batch-size-64"]
     assert [p.config.batch_size for p in sweep.points] == [32, 64, 32, 64] and sweep.points[0].config.epochs == 1
     assert {p.config.runs_dir for p in sweep.points} == {str(sweep.path)}
     comma_path = tmp_path / "a,b"
-    shutil.copytree(mnist_small, comma_path)  # an existing path with a comma is one value, not two
+    shutil.copytree(digits_small, comma_path)  # an existing path with a comma is one value, not two
     assert len(plan({"dataset": str(comma_path), "model": "mlp", "runs_dir": str(tmp_path)}).points) == 1

@@ -142,12 +142,12 @@ def test_train_a_timm_model_from_a_weights_file_head_only(tmp_path):
     assert predictor.classes == ["blue", "green", "red"]
 
 
-def test_pretrained_weights_from_a_file_bring_the_pretraining_preprocessing_and_fit_gray_data(tmp_path, mnist_folder):
+def test_pretrained_weights_from_a_file_bring_the_pretraining_preprocessing_and_fit_gray_data(tmp_path, fashion_folder):
     """--pretrained --weights FILE: timm's mean/std for the architecture (averaged for 1 channel), and the file's
-    RGB stem filters summed for grayscale digits, so nothing but the head is left out."""
+    RGB stem filters summed for grayscale images, so nothing but the head is left out."""
     source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
     torch.save(source.state_dict(), tmp_path / "resnet18.pth")
-    result = run_cli("train", "--dataset", mnist_folder, "--model", "timm/resnet18", "--pretrained", "--weights",
+    result = run_cli("train", "--dataset", fashion_folder, "--model", "timm/resnet18", "--pretrained", "--weights",
                      tmp_path / "resnet18.pth", "--finetune", "head", "--epochs", "1", "--image-size", "32",
                      "--threads", "1", "--progress", "none", "--no-report", "--runs-dir", tmp_path, "--name", "gray")
     assert result.returncode == 0, result.stderr
@@ -158,8 +158,8 @@ def test_pretrained_weights_from_a_file_bring_the_pretraining_preprocessing_and_
     assert torch.allclose(checkpoint["model"]["features.conv1.weight"], source.conv1.weight.sum(1, keepdim=True))
 
 
-def test_a_model_that_cannot_be_built_leaves_no_empty_run_folder(tmp_path, mnist_folder):
-    result = run_cli("train", "--dataset", mnist_folder, "--model", "timm/resnet18", "--pretrained", "--threads", "1",
+def test_a_model_that_cannot_be_built_leaves_no_empty_run_folder(tmp_path, fashion_folder):
+    result = run_cli("train", "--dataset", fashion_folder, "--model", "timm/resnet18", "--pretrained", "--threads", "1",
                      "--runs-dir", tmp_path / "runs", "--progress", "none")
     assert result.returncode == 2 and "--weights FILE instead of --pretrained" in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import visiontrain
+from realdata import FASHION_CLASSES
 from visiontrain.data.augment import AugmentSpec, make_params, step_generator
 
 TINY = dict(model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=2e-3, augment="none", threads=1,
@@ -17,17 +18,17 @@ TINY = dict(model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=2e
 
 
 @pytest.fixture(scope="module")
-def tiny_run(mnist_folder, tmp_path_factory):
+def tiny_run(fashion_folder, tmp_path_factory):
     """One 3-epoch run shared by the module's tests, which only read it (its own cache: the autouse isolated_home
     is per test, this fixture is not)."""
     root = tmp_path_factory.mktemp("tiny-run")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VISIONTRAIN_HOME", str(root / "home"))
-        return visiontrain.train(dataset=str(mnist_folder), runs_dir=str(root / "runs"), name="tiny", **TINY)
+        return visiontrain.train(dataset=str(fashion_folder), runs_dir=str(root / "runs"), name="tiny", **TINY)
 
 
 def test_training_learns_and_writes_the_run_folder(tiny_run):
-    assert tiny_run.test_acc > 0.9  # 3 epochs of 1,800 real MNIST digits
+    assert tiny_run.test_acc > 0.75  # 3 epochs of 1,800 Fashion-MNIST images: measured 0.81-0.83 over seeds 0-2
     folder = tiny_run.path
     for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt",
                  "eval/test/metrics.json", "eval/test/per_class.csv", "eval/test/confusion_matrix.csv",
@@ -50,7 +51,7 @@ def test_checkpoint_loads_with_plain_torch_in_a_process_without_visiontrain(tiny
         "    c = torch.load(path, weights_only=True)\n"
         "    assert 'visiontrain' not in sys.modules\n"
         "    assert isinstance(c['format_version'], int) and isinstance(c['torch_version'], str)\n"
-        "    assert c['classes'] == [str(d) for d in range(10)] and len(c['mean']) == 1 and len(c['std']) == 1\n"
+        f"    assert c['classes'] == {sorted(FASHION_CLASSES)} and len(c['mean']) == 1 and len(c['std']) == 1\n"
         "    assert isinstance(c['config'], dict) and c['config']['model'] == 'simple-cnn'\n"
         "    assert all(isinstance(v, torch.Tensor) for v in c['model'].values()); print('ok', path)\n"
     )
@@ -59,11 +60,11 @@ def test_checkpoint_loads_with_plain_torch_in_a_process_without_visiontrain(tiny
     assert result.stdout.splitlines() == [f"ok {path}" for path in paths], result.stderr
 
 
-def test_load_reproduces_the_evaluation_accuracy(tiny_run, mnist_folder):
+def test_load_reproduces_the_evaluation_accuracy(tiny_run, fashion_folder):
     from visiontrain.data import load_dataset
 
     predictor = visiontrain.load(tiny_run.path)
-    data = load_dataset(str(mnist_folder))
+    data = load_dataset(str(fashion_folder))
     accuracy = (predictor.logits(data.test.images).argmax(1) == data.test.labels).double().mean().item()
     assert accuracy == pytest.approx(tiny_run.test_acc, abs=1e-12)
     files = data.test.sources[:3]
@@ -72,8 +73,8 @@ def test_load_reproduces_the_evaluation_accuracy(tiny_run, mnist_folder):
     assert visiontrain.evaluate(tiny_run.path)["accuracy"] == pytest.approx(tiny_run.test_acc)
 
 
-def test_same_seed_is_bit_identical_and_another_seed_differs(mnist_small, tmp_path):
-    runs = [visiontrain.train(dataset=str(mnist_small), runs_dir=str(tmp_path), seed=seed, **TINY | {"epochs": 1})
+def test_same_seed_is_bit_identical_and_another_seed_differs(digits_small, tmp_path):
+    runs = [visiontrain.train(dataset=str(digits_small), runs_dir=str(tmp_path), seed=seed, **TINY | {"epochs": 1})
             for seed in (0, 0, 1)]
     states = [torch.load(r.path / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -103,10 +104,8 @@ def test_translate_moves_pixels_by_the_drawn_shift():
 
 
 @pytest.mark.slow
-def test_acceptance_mnist_simple_cnn_one_epoch_reaches_98_percent(tmp_path):
-    from conftest import MNIST_DIR
-
-    run = visiontrain.train(dataset="mnist", data_dir=str(MNIST_DIR), model="simple-cnn", epochs=1,
+def test_acceptance_fashion_mnist_simple_cnn_one_epoch_reaches_82_percent(fashion_dir, tmp_path):
+    run = visiontrain.train(dataset="fashion-mnist", data_dir=str(fashion_dir), model="simple-cnn", epochs=1,
                             runs_dir=str(tmp_path), progress="none")
-    assert run.test_acc >= 0.98
+    assert run.test_acc >= 0.82  # measured 0.839-0.844 over seeds 0-2 (10,000 test images)
     assert run.summary["dataset"]["test"] == 10_000

