@@ -32,10 +32,6 @@ SEED_MODELS = ("mlp", "simple-cnn", "lenet", "vgg-cifar", "fastnet")
 TINY = {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "augment": "none", "threads": 1,
         "progress": "none"}
 
-# The README's own snippet ("this snippet is run as written by the tests"), read from README.md itself so the two
-# can never drift apart; run from a folder that holds bundle/ (visiontrain export RUN -o bundle) and digit.png.
-_README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-README_SNIPPET = _README.split("this snippet is run as written by the tests):\n\n```python\n")[1].split("```")[0]
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
 
 
@@ -319,20 +315,6 @@ def test_a_pickle_passed_as_a_checkpoint_is_refused_and_nothing_in_it_runs(zoo, 
 
 
 # -- without visiontrain's training stack -----------------------------------------------------------------
-def test_the_readme_onnx_snippet_gives_the_same_top1_as_visiontrain_predict(zoo, tmp_path):
-    bundle = zoo.bundle("fastnet", "onnx")
-    files = sample_digits(zoo.digit_folder, 3)
-    rows, _ = predict_paths(zoo.run("fastnet"), files)
-    for image, row in zip(files, rows):
-        work = tmp_path / image.stem
-        shutil.copytree(bundle, work / "bundle")
-        shutil.copy(image, work / "digit.png")
-        result = subprocess.run([sys.executable, "-I", "-c", NO_TORCH + README_SNIPPET], cwd=work, capture_output=True,
-                                text=True, timeout=120, check=False)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == row["top"][0][0]
-
-
 def test_an_onnx_bundle_predicts_with_only_onnxruntime_numpy_and_pillow(zoo):
     bundle = zoo.bundle("simple-cnn", "onnx")
     files = [str(f) for f in sample_digits(zoo.digit_folder, 5)]
