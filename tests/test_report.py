@@ -18,7 +18,8 @@ from PIL import Image
 import visiontrain
 from visiontrain.errors import RunError
 from visiontrain.run import RunDir
-from visiontrain.report import compare_runs, diagnose, image_grid, plot_misclassified, write_report, write_run_plots
+from visiontrain.figures import image_grid
+from visiontrain.report import compare_runs, diagnose, plot_misclassified, write_report, write_run_plots
 from visiontrain.report.plots import plot_confusion
 
 TINY = dict(model="simple-cnn", epochs=3, batch_size=32, optimizer="adam", lr=2e-3, augment="none", threads=1,

@@ -62,7 +62,7 @@ def test_a_torchvision_or_timm_state_dict_given_as_weights_loads_into_the_backbo
     """--weights FILE with the library's own key names (as downloaded) fits; only the 1000-class head is left out."""
     import torchvision
 
-    from visiontrain.engine.checkpoint import fitting_tensors, load_state_dict_file
+    from visiontrain.models.weights import fitting_tensors, load_state_dict_file
     from visiontrain.models import create_model
 
     if name.startswith("timm/"):

@@ -5,7 +5,7 @@ The public API is the CLI's verbs: train, evaluate, load, list_models, list_data
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["train", "evaluate", "load", "predict_paths", "export_run", "write_report", "compare_runs", "list_models",
            "list_datasets", "Config", "__version__"]
 

@@ -1,22 +1,34 @@
-"""A tiny name -> object registry: the one way to add a dataset, model, preset or export format."""
+"""A tiny name -> object registry: the one way to add a dataset, model, preset or export format.
+
+The registries themselves live here, at the bottom of the package, so that any layer can look a name up (the
+config checks `--model` and `--dataset` before anything is loaded) without importing the layers that fill them.
+Each names its providers: the modules that register its entries when imported. They are imported on the first
+lookup, the way plugins are, so `import visiontrain.config` stays light and imports only ever point down.
+"""
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import UnknownNameError
 
 T = TypeVar("T")
 
 
-
-
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, providers: tuple[str, ...] = ()):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._lazy: list[Callable[[], None]] = []
         self._prefixes: dict[str, tuple[Callable[[str], T], str]] = {}
+        self._providers = list(providers)  # modules that register entries on import, imported on first lookup
+
+    def _provide(self) -> None:
+        for provider in list(self._providers):  # a provider that looks a name up while it is being imported gets
+            importlib.import_module(provider)  # its own half-made module back from sys.modules: no recursion
+            if provider in self._providers:
+                self._providers.remove(provider)  # only once imported: a failed import fails the next lookup too
 
     def register_lazy(self, loader: Callable[[], None]) -> None:
         """`loader` registers more names when first needed (torchvision's ~80 models cost 2 s to import)."""
@@ -29,6 +41,7 @@ class Registry(Generic[T]):
 
     def prefixes(self) -> dict[str, str]:
         """prefix -> a line describing the names it stands for (for listings)."""
+        self._provide()
         return {prefix: description for prefix, (_, description) in self._prefixes.items()}
 
     def _resolve(self, name: str) -> T | None:
@@ -52,6 +65,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        self._provide()
         if name not in self._items:
             resolved = self._resolve(name)  # raises UnknownNameError for an unknown prefixed name
             if resolved is not None:
@@ -62,6 +76,7 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def unknown_message(self, name: str) -> str:
+        self._provide()
         self._load_lazy()
         try:
             self._resolve(name)
@@ -73,6 +88,7 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}: {hint}valid names are: {', '.join(sorted(self._items))}"
 
     def names(self) -> list[str]:
+        self._provide()
         self._load_lazy()
         return sorted(self._items)
 
@@ -83,6 +99,7 @@ class Registry(Generic[T]):
             return False
 
     def __contains__(self, name: object) -> bool:
+        self._provide()
         if name in self._items or (isinstance(name, str) and self._resolves(name)):
             return True
         self._load_lazy()
@@ -90,3 +107,10 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+# The package's registries and the modules that fill them.
+DATASETS: Registry[Any] = Registry("dataset", ("visiontrain.data.registry",))  # data/registry.py: DatasetSource
+MODELS: Registry[Callable[..., Any]] = Registry("model", ("visiontrain.models",))  # builders -> Classifier
+PRESETS: Registry[dict[str, Any]] = Registry("preset", ("visiontrain.presets",))  # tuned config fields
+EXPORTERS: Registry[Any] = Registry("export format", ("visiontrain.export",))  # export/: ExportFormat

@@ -11,7 +11,7 @@ import sys
 import time
 import typing
 
-from . import __version__
+from ._version import __version__
 from .config import Config, ConfigError
 
 _START = time.perf_counter()
@@ -276,8 +276,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{'PATH':<16} any image folder: PATH/<class>/*.jpg, or PATH/train/<class>/..., PATH/test/<class>/...")
         return 0
     if args.command == "presets":
-        from . import presets  # noqa: F401
-        from .config import PRESETS
+        from ._registry import PRESETS
 
         for name in PRESETS.names():
             print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))

@@ -14,10 +14,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from ._registry import Registry
+from ._registry import DATASETS, MODELS, PRESETS
 from .errors import ConfigError
+from .windows import parse_window
 
 FORMAT_VERSION = 1  # of config.yaml / checkpoints / summary.json; bumped on incompatible change
+CHECKPOINT_KIND = "visiontrain-checkpoint"  # a checkpoint's "kind" (engine/checkpoint.py writes, models/weights.py reads)
 
 
 GROUPS = {"data": "data: what is read and how it is augmented",
@@ -168,7 +170,6 @@ RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "
                         "optimizer", "schedule", "seed", "lookahead", "val_fraction", "split_file", "sampler", "class_weights",
                         "imbalance_threshold", "overfit_batch", "window", "class_names")
 
-PRESETS: Registry[dict[str, Any]] = Registry("preset")
 FIELDS = {f.name: f for f in fields(Config)}  # name -> dataclasses.Field, with its help, group and range
 _NAMES = set(FIELDS)
 
@@ -269,8 +270,6 @@ def build_config(values: dict[str, Any] | None = None, *, apply_preset: bool = T
         raise ConfigError(f"unknown config field {unknown[0]!r}{hint}; valid fields: {', '.join(sorted(_NAMES))}")
     hints = _hints()
     if apply_preset:
-        from . import presets  # noqa: F401  (registers the presets)
-
         dataset = values.get("dataset", Config.dataset)
         preset = values.get("preset")
         if preset is None and "model" not in values and dataset in PRESETS:
@@ -291,8 +290,6 @@ def build_config(values: dict[str, Any] | None = None, *, apply_preset: bool = T
 
 
 def _check_combinations(config: Config) -> None:
-    from .data.registry import DATASETS
-
     if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
         looks_like_path = any(sep in config.dataset for sep in ("/", "\\", ".")) or config.dataset.startswith("~")
         if looks_like_path:
@@ -316,13 +313,9 @@ def _check_combinations(config: Config) -> None:
                           "names to display names")
     if config.weights is not None and not Path(config.weights).expanduser().is_file():
         raise ConfigError(f"weights: the file {config.weights!r} does not exist")
-    from .models import MODELS
-
     if config.model not in MODELS:
         raise ConfigError(f"model: {MODELS.unknown_message(config.model)}")
     if config.window is not None:
-        from .data.decode import parse_window
-
         try:
             parse_window(config.window)
         except ValueError as error:

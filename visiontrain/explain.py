@@ -129,9 +129,9 @@ def _show(axis: Any, image: torch.Tensor, cam: torch.Tensor | None = None) -> An
 
 def explanation_png(image: torch.Tensor, cam: torch.Tensor, title: str, layer: str) -> bytes:
     """PNG: the image and the image with its heat map over it (and a colour bar), under `title`."""
-    from .report.plots import _figure, figure_png, literal
+    from .figures import figure_png, literal, new_figure
 
-    figure = _figure(7.2, 4.0)
+    figure = new_figure(7.2, 4.0)
     left, right = figure.subplots(1, 2)
     _show(left, image)
     left.set_title("image", fontsize=9)
@@ -273,11 +273,11 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     report prints as a note; it never raises for those."""
     from .inference import load
     from .errors import CheckpointError
-    from .report.plots import _figure, figure_png, literal, plot_path
+    from .figures import figure_png, literal, new_figure
     from .run import RunDir
 
     run = RunDir.open(run_dir)
-    png = plot_path(run, "gradcam", split)
+    png = run.plot_path("gradcam", split)
     logits, labels = logits.float().cpu(), labels.long().cpu()
     probs = logits.softmax(1)
     confidence, predicted = probs.max(1)
@@ -297,7 +297,7 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
         atomic_write_text(png.with_suffix(".txt"), f"Grad-CAM is not shown: {reason}.\n")
         return None
     cams = predictor_cam(predictor, images.cpu()[chosen], predicted[chosen], layer)
-    figure = _figure(1.9 * len(chosen) + 0.8, 4.6)
+    figure = new_figure(1.9 * len(chosen) + 0.8, 4.6)
     axes = figure.subplots(2, len(chosen), squeeze=False)
     for column, (index, cam) in enumerate(zip(chosen.tolist(), cams)):
         _show(axes[0, column], images[index])

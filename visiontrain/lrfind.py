@@ -154,7 +154,7 @@ def _plot(result: RangeTest, title: str) -> None:
     from matplotlib.figure import Figure
 
     from ._io import atomic_write_bytes
-    from .report.plots import figure_png, literal  # the Agg canvas, no pyplot
+    from .figures import figure_png, literal  # the Agg canvas, no pyplot
 
     figure = Figure(figsize=(7, 4.2), dpi=100, layout="constrained")
     axis = figure.subplots()

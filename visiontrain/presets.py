@@ -3,7 +3,7 @@
 Tuned on this project's machines (2 cores of an AMD EPYC, AVX2 only, fp32 + channels_last); figures and
 commands are in the README. Explicit flags override any field.
 """
-from .config import PRESETS
+from ._registry import PRESETS
 
 # airbench-style: fastnet with a stride-1 whitening stem at a quarter of airbench's widths (16/32/64 channels),
 # SGD with Nesterov momentum, one-cycle, label smoothing 0.2, flip + translate TTA at the end. At 2.4-3.7k

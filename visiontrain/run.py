@@ -32,6 +32,10 @@ class RunDir:
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
     split_path = property(lambda self: self.path / "split.csv")  # the train/val/test split (data/splitfile.py)
 
+    def plot_path(self, stem: str, split: str = "test") -> Path:
+        """plots/<stem>.png for the test split (the common case keeps the short name), else plots/<stem>_<split>.png."""
+        return self.path / "plots" / (f"{stem}.png" if split == "test" else f"{stem}_{split}.png")
+
     @classmethod
     def create(cls, config: Config) -> "RunDir":
         """A new folder; with an explicit name that exists, refuse rather than overwrite."""

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .._registry import Registry
+from .. import _registry as _registries
 from ..errors import DataError
 from . import cache
 from .cifar import read_cifar
@@ -35,7 +35,7 @@ class DatasetSource:
     pad_mode: str = "reflect"  # how translate augmentation fills the border: 'constant' (black) or 'reflect'
 
 
-DATASETS: Registry[DatasetSource] = Registry("dataset")
+DATASETS = _registries.DATASETS  # name -> DatasetSource (the registry lives in _registry.py, which config reads)
 
 
 def _candidate_dirs(name: str, data_dir: Path | None, system: tuple[str, ...] = ()) -> list[Path]:

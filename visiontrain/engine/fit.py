@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from .._io import remove_stale_temp_files
-from ..config import PRESETS, Config, ConfigError
+from .._registry import PRESETS
+from ..config import Config, ConfigError
 from ..data import Dataset, load_dataset
 from ..data.augment import PHOTO_JITTER, AugmentSpec, image_flips
 from ..data.decode import DecodePolicy
@@ -32,7 +33,8 @@ from ..metrics.classification import balanced_accuracy
 from ..models import create_model
 from ..inference import Predictor, kept_checkpoint
 from ..run import RunDir
-from .checkpoint import fitting_tensors, load_checkpoint, load_state_dict_file, save_checkpoint
+from ..models.weights import fitting_tensors, load_state_dict_file
+from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, init_distributed, launcher,
                           shutdown)
 from .ema import EMA, Lookahead
@@ -506,18 +508,21 @@ class Fit:
 
     def write_report(self, test_logits: torch.Tensor | None) -> None:
         """plots/ and report.html; after summary.json, which the report reads."""
+        from ..explain import write_misclassified_gradcam
         from ..report import plot_misclassified, write_report
 
         self.plot_augmented_batch()  # here, not at start-up: matplotlib costs ~1.5 s before the first step
         if test_logits is not None:
             test = self.dataset.test
             plot_misclassified(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
+            # and where the model looked in its worst mistakes: plots/gradcam.png (or .txt saying why there is none)
+            write_misclassified_gradcam(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
         write_report(self.run_dir.path)  # also draws the curves, confusion matrix and reliability diagram
 
     def plot_augmented_batch(self) -> None:
         """What the model actually sees: the first training batch after augmentation (epoch 0, step 0)."""
         from ..data.augment import apply, batch_params
-        from ..report import image_grid
+        from ..figures import image_grid
 
         spec, indices = self.trainer.augment, next(self.loader.batches(0))[1][:32]
         images = self.dataset.train.images[indices].float()  # (B, C, H, W) 0..255

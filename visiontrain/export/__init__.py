@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._registry import Registry
+from .. import _registry as _registries
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +52,7 @@ class ExportFormat:
     load_isolated: Callable[[Path, dict, list], list] | None = None
 
 
-EXPORTERS: Registry[ExportFormat] = Registry("export format")
+EXPORTERS = _registries.EXPORTERS  # name -> ExportFormat
 
 from . import onnx, safetensors, torchscript  # noqa: E402,F401  (registration happens on import)
 from .bundle import BundleError, BundlePredictor, load_bundle  # noqa: E402

@@ -57,7 +57,7 @@ def describe(predictor: Predictor, format: str, exporter: ExportFormat, *, run_d
 
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     channels, height, width = predictor.input_size
     summary = _read_summary(run_dir)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .._registry import Registry
-
-MODELS: Registry = Registry("model")
+from .._registry import MODELS
 
 from . import fast, pretrained, tutorial, zoo  # noqa: E402,F401  (registration happens on import)
 from .base import Classifier  # noqa: E402

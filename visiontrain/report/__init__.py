@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .data_report import write_data_report
 from .html import compare_runs, diagnose, write_report
-from .plots import image_grid, plot_misclassified, write_run_plots
+from .plots import plot_misclassified, write_run_plots
 
-__all__ = ["write_run_plots", "write_report", "compare_runs", "image_grid", "plot_misclassified", "diagnose",
-           "write_data_report"]
+__all__ = ["write_run_plots", "write_report", "compare_runs", "plot_misclassified", "diagnose", "write_data_report"]

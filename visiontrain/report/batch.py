@@ -52,7 +52,7 @@ def show_batch(dataset: str, *, augmented: bool = False, data_dir: str | None = 
     The config is the one `visiontrain train --dataset DATASET` would resolve (the dataset's preset included);
     `fields` override single config fields, e.g. augment="crop+flip", augment="photo" or rotation=10.
     """
-    from .plots import image_grid
+    from ..figures import image_grid
 
     if count < 1:
         raise ConfigError(f"-n: {count} is out of range; show at least 1 image")

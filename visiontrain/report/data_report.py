@@ -224,7 +224,7 @@ def _ratio(value: float | None) -> str:
 
 
 def _class_counts_png(report: dict[str, Any]) -> bytes:
-    from .plots import figure_png
+    from ..figures import figure_png
 
     return figure_png(class_counts_figure(report))
 
@@ -234,10 +234,10 @@ def class_counts_figure(report: dict[str, Any]) -> "Figure":
     sits outside the axes so that it never covers a bar."""
     import math
 
-    from .plots import _figure, literal
+    from ..figures import literal, new_figure
 
     classes, splits = report["classes"], report["splits"]
-    figure = _figure(min(20.0, max(6.0, 2 + 0.12 * len(classes) * len(splits))), 3.8)
+    figure = new_figure(min(20.0, max(6.0, 2 + 0.12 * len(classes) * len(splits))), 3.8)
     axis = figure.add_subplot()
     width = 0.8 / max(1, len(splits))
     for j, (name, info) in enumerate(splits.items()):

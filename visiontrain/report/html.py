@@ -16,7 +16,7 @@ from urllib.parse import quote
 from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import RunError
 from ..run import RunDir
-from .plots import comparison_png, eval_splits, number, plot_path, read_eval, series, write_run_plots
+from .plots import comparison_png, eval_splits, number, read_eval, series, write_run_plots
 
 # Thresholds of diagnose(); heuristics, stated in every message so the reader can judge them.
 OVERFIT_GAP = 0.05  # train acc - val acc at the last epoch above which the model fits the train set too well
@@ -219,7 +219,7 @@ def write_report(run_dir: str | Path) -> Path:
     summary, rows = run.read_summary(), run.read_metrics()
     split = next(iter(eval_splits(run)), "test")  # the report leads with test; val when only val was evaluated
     metrics = read_eval(run, split)
-    shown = {plot_path(run, stem, split) for stem in ("confusion_matrix", "reliability", "misclassified", "gradcam")}
+    shown = {run.plot_path(stem, split) for stem in ("confusion_matrix", "reliability", "misclassified", "gradcam")}
     shown.add(run.path / "plots" / "curves.png")
     sections = [
         _summary_section(summary, metrics, split),
@@ -227,8 +227,8 @@ def write_report(run_dir: str | Path) -> Path:
         _png_section(run.path / "plots" / "curves.png", "Training curves", "curves"),
         _per_class_section(metrics, split) if metrics else "",
         _confusion_section(run, metrics, split) if metrics else "",
-        _png_section(plot_path(run, "reliability", split), f"Calibration ({split})", "reliability"),
-        _png_section(plot_path(run, "misclassified", split), f"Highest-loss {split} images", "misclassified"),
+        _png_section(run.plot_path("reliability", split), f"Calibration ({split})", "reliability"),
+        _png_section(run.plot_path("misclassified", split), f"Highest-loss {split} images", "misclassified"),
         _gradcam_section(run, split),
         _other_plots_section(run, shown),
         _config_section(run),
@@ -298,7 +298,7 @@ def _png_section(path: Path, title: str, section_id: str) -> str:
 
 def _gradcam_section(run: RunDir, split: str) -> str:
     """plots/gradcam.png (explain.write_misclassified_gradcam), or its note of why there is none (e.g. no conv)."""
-    path, title = plot_path(run, "gradcam", split), f"Grad-CAM of misclassified {split} images"
+    path, title = run.plot_path("gradcam", split), f"Grad-CAM of misclassified {split} images"
     if path.is_file():
         return _png_section(path, title, "gradcam")
     note = path.with_suffix(".txt")
@@ -313,7 +313,7 @@ def _per_class_section(metrics: dict[str, Any], split: str) -> str:
 
 
 def _confusion_section(run: RunDir, metrics: dict[str, Any], split: str) -> str:
-    image_path = plot_path(run, "confusion_matrix", split)
+    image_path = run.plot_path("confusion_matrix", split)
     image = _image(image_path.read_bytes(), "confusion matrix") if image_path.is_file() else ""
     classes = [r["class"] for r in metrics["per_class"]]
     table = _confusion_table(classes, metrics["confusion_matrix"])

@@ -8,19 +8,18 @@ figure list to leak, safe inside a training process. matplotlib is imported insi
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .._io import atomic_write_bytes
 from ..errors import RunError
+from ..figures import figure_png, image_grid, literal, new_figure, save_png
 from ..run import RunDir
 
 if TYPE_CHECKING:
     import torch
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: F401
 
 RELIABILITY_BINS = 15  # as metrics.classification.expected_calibration_error, so the bars add up to its ECE
 CELL_TEXT_MAX_CLASSES = 30  # above this a count per cell is unreadable; the colour alone carries the matrix
@@ -59,40 +58,6 @@ def _require_eval(run: RunDir, split: str) -> dict[str, Any]:
     return metrics
 
 
-def plot_path(run: RunDir, stem: str, split: str = "test") -> Path:
-    """plots/<stem>.png for the test split (the common case keeps the short name), else plots/<stem>_<split>.png."""
-    return run.path / "plots" / (f"{stem}.png" if split == "test" else f"{stem}_{split}.png")
-
-
-# -- drawing and saving ---------------------------------------------------------------------------------------
-def _figure(width: float, height: float) -> "Figure":
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def literal(text: Any) -> str:
-    """`text` drawn as written: matplotlib reads text between two `$` as math (a class or file named `$x$` would
-    be typeset, and `$\\frac$` fails to draw at all), and `\\$` is its literal dollar. Every name that comes from
-    a user (run, class, file and dataset names) goes through this before it is drawn."""
-    return str(text).replace("$", r"\$")
-
-
-def figure_png(figure: "Figure", metadata: dict[str, str] | None = None) -> bytes:
-    """The figure as PNG bytes; `metadata`: text chunks to add (key: text)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)  # attaches the Agg canvas: PNG rendering needs no display and no pyplot
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata=metadata)
-    return buffer.getvalue()
-
-
-def _save(figure: "Figure", path: Path) -> Path:
-    atomic_write_bytes(path, figure_png(figure))  # a report being built never reads half a PNG
-    return path
-
-
 def _percent_axis(axis) -> None:  # noqa: ANN001
     from matplotlib.ticker import PercentFormatter
 
@@ -122,7 +87,7 @@ def plot_curves(run_dir: str | Path) -> Path:
     if not rows:
         raise RunError(f"{run.path} has no epochs in metrics.csv yet; plot it after the first epoch")
     epochs = [number(r.get("epoch")) or i + 1 for i, r in enumerate(rows)]
-    figure = _figure(13, 3.8)
+    figure = new_figure(13, 3.8)
     loss, accuracy, lr = figure.subplots(1, 3)
     for axis, metric, label in ((loss, "loss", "loss (cross-entropy)"), (accuracy, "acc", "accuracy")):
         _line(axis, epochs, series(rows, f"train_{metric}"), "train")
@@ -139,13 +104,13 @@ def plot_curves(run_dir: str | Path) -> Path:
     lr.set_ylabel("learning rate (end of epoch)")
     _epoch_axis(lr)
     figure.suptitle(literal(f"{run.path.name}: training curves"))
-    return _save(figure, run.path / "plots" / "curves.png")
+    return save_png(figure, run.path / "plots" / "curves.png")
 
 
 def comparison_png(named_rows: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> bytes:
     """PNG of val accuracy and val loss per epoch, one line per run; a run without a val split shows its train
     curves dashed (labelled "(train)") so that it is not silently missing."""
-    figure = _figure(12, 4.2)
+    figure = new_figure(12, 4.2)
     accuracy, loss = figure.subplots(1, 2)
     for index, (name, rows) in enumerate(named_rows):
         epochs = [number(r.get("epoch")) or i + 1 for i, r in enumerate(rows)]
@@ -178,7 +143,7 @@ def plot_confusion(run_dir: str | Path, split: str = "test") -> Path:
     classes = [row["class"] for row in metrics["per_class"]]
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # (K, K) float, each row sums to 1
     side = min(22.0, max(6.0, 3 + 0.18 * len(classes)))  # inches: 10 classes -> 6, 100 -> 21
-    figure = _figure(side + 1.4, side)
+    figure = new_figure(side + 1.4, side)
     axis = figure.add_subplot()
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     figure.colorbar(image, ax=axis, shrink=0.8, label="share of the true class")
@@ -189,7 +154,7 @@ def plot_confusion(run_dir: str | Path, split: str = "test") -> Path:
     axis.set_ylabel("true")
     axis.set_title(literal(f"{run.path.name}: {split} confusion matrix (n={int(counts.sum())}, "
                            f"accuracy {metrics['accuracy']:.2%})"))
-    return _save(figure, plot_path(run, "confusion_matrix", split))
+    return save_png(figure, run.plot_path("confusion_matrix", split))
 
 
 def _class_ticks(axis, classes: list[str]) -> None:  # noqa: ANN001
@@ -244,7 +209,7 @@ def plot_reliability(run_dir: str | Path, split: str = "test") -> Path:
     metrics = read_eval(run, split) or {}
     # metrics.json holds the ECE of the unrounded confidences; predictions.csv keeps 4 decimals
     ece = metrics.get("ece", sum(n / total * abs(p - a) for _, _, n, p, a in bins))
-    figure = _figure(6, 6.5)
+    figure = new_figure(6, 6.5)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     width = 1 / RELIABILITY_BINS
     top.bar([low for low, *_ in bins], [a for *_, a in bins], width=width, align="edge", edgecolor="black",
@@ -258,66 +223,7 @@ def plot_reliability(run_dir: str | Path, split: str = "test") -> Path:
     bottom.bar([low for low, *_ in bins], [n for _, _, n, _, _ in bins], width=width, align="edge", color="gray")
     bottom.set(xlabel="confidence of the predicted class", ylabel="images", yscale="log")  # log: most sit near 1
     top.set_title(literal(f"{run.path.name}: {split} reliability (ECE {ece:.4f}, n={len(confidence)})"))
-    return _save(figure, plot_path(run, "reliability", split))
-
-
-# -- image grids ----------------------------------------------------------------------------------------------
-GRID_CELL = 112  # pixels of the longer image side in an image_grid cell
-GRID_PAD, GRID_LINE, GRID_HEADING = 6, 14, 26  # pixels: around each cell, per caption line, of the heading
-
-
-def image_grid(images: "torch.Tensor", titles: Sequence[str], path: str | Path, ncols: int = 8, *,
-               title: str | None = None) -> Path:
-    """Write a grid of images with a caption under each as a PNG.
-
-    Drawn with Pillow, not matplotlib: a 32-image grid took ~2 s as matplotlib subplots (layout and one axis
-    per image), several times a run, and takes ~60 ms as pasted tiles. Images are scaled to GRID_CELL pixels on
-    their longer side, by whole multiples (nearest: a 28 px digit stays sharp) when smaller, else bilinear.
-
-    Args:
-        images: uint8 (N, C, H, W) with C 1 (shown in grey) or 3 (RGB), pixel values 0..255, not normalised.
-        titles: N captions; may hold line breaks, e.g. "true: Coat\\npred: Shirt 0.91".
-        path: the PNG to write (folders are created).
-        ncols: images per row.
-        title: an optional heading above the grid.
-    """
-    import torch
-    from PIL import Image, ImageDraw, ImageFont
-
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or not len(images):
-        raise ValueError(f"images must be a non-empty uint8 tensor (N, C, H, W) with C 1 or 3, got "
-                         f"{images.dtype} {tuple(images.shape)}")
-    if len(titles) != len(images):
-        raise ValueError(f"image_grid got {len(images)} images but {len(titles)} titles; give one title per image")
-    columns = max(1, min(ncols, len(images)))
-    rows = math.ceil(len(images) / columns)
-    lines = max(title_text.count("\n") + 1 for title_text in titles)
-    cell_width, cell_height = GRID_CELL + 2 * GRID_PAD, GRID_CELL + GRID_PAD + lines * GRID_LINE + GRID_PAD
-    top = GRID_HEADING if title else 0
-    canvas = Image.new("RGB", (columns * cell_width, top + rows * cell_height), "white")
-    draw = ImageDraw.Draw(canvas)
-    font, heading_font = ImageFont.load_default(size=11), ImageFont.load_default(size=13)
-    pixels = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C) uint8
-    height, width = pixels.shape[1:3]
-    scale = GRID_CELL / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    factor = max(1, GRID_CELL // max(height, width))
-    for index, (image, caption) in enumerate(zip(pixels, titles)):
-        tile = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
-        tile = tile.resize((width * factor, height * factor), Image.NEAREST) if scale >= 1 else \
-            tile.resize(size, Image.BILINEAR)
-        row, column = divmod(index, columns)
-        x, y = column * cell_width + GRID_PAD, top + row * cell_height + GRID_PAD
-        canvas.paste(tile, (x + (GRID_CELL - tile.width) // 2, y + (GRID_CELL - tile.height) // 2))
-        for number, line in enumerate(caption.split("\n")):
-            draw.text((x + GRID_CELL // 2, y + GRID_CELL + 2 + number * GRID_LINE), line, fill="black", font=font,
-                      anchor="ma")  # centred under the image
-    if title:
-        draw.text((canvas.width // 2, 6), title, fill="black", font=heading_font, anchor="ma")
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())  # a report being built never reads half a PNG
-    return Path(path)
+    return save_png(figure, run.plot_path("reliability", split))
 
 
 def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "torch.Tensor", logits: "torch.Tensor",
@@ -332,8 +238,6 @@ def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "tor
         classes: K class names; index = label.
         split: which split the images come from (names the file and the heading).
         count: how many images to show.
-
-    Also writes plots/gradcam.png: Grad-CAM of a few of these mistakes (explain.write_misclassified_gradcam).
     """
     import torch
 
@@ -351,11 +255,7 @@ def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "tor
     wrong = int((predicted != labels).sum())
     heading = (f"{run.path.name}: the {len(order)} {split} images with the highest loss "
                f"({wrong} of {len(labels)} misclassified)")
-    path = image_grid(images.cpu()[order], titles, plot_path(run, "misclassified", split), title=heading)
-    from ..explain import write_misclassified_gradcam  # and where the model looked in its worst mistakes
-
-    write_misclassified_gradcam(run.path, images, labels, logits, classes, split)  # plots/gradcam.png or .txt
-    return path
+    return image_grid(images.cpu()[order], titles, run.plot_path("misclassified", split), title=heading)
 
 
 # -- everything the files allow ---------------------------------------------------------------------------------
