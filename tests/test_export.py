@@ -121,11 +121,11 @@ def test_every_seed_model_exports_and_matches_eager_pytorch(zoo, model, fmt):
 
 def _dataset_images(run: Path, predictor) -> torch.Tensor:
     from visiontrain.config import build_config, load_yaml
-    from visiontrain.engine.fit import load_config_dataset
+    from visiontrain.data import load_dataset_of
 
     config = build_config(load_yaml(run / "config.yaml"), apply_preset=False)
-    dataset = load_config_dataset(config.replace(image_size=predictor.input_size[-1],
-                                                 channels=predictor.input_size[0]), verbose=False)
+    dataset = load_dataset_of(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
+                              verbose=False)
     return dataset.test.images[::5][:32]
 
 

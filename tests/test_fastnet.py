@@ -69,14 +69,12 @@ def test_lookahead_pulls_the_weights_to_a_slow_average_and_ends_on_it():
 
 def test_alternating_flip_mirrors_each_image_on_every_other_epoch(fashion_folder, tmp_path):
     from visiontrain.config import build_config
-    from visiontrain.engine.fit import Fit
+    from visiontrain.engine.build import build
 
     config = build_config({"dataset": str(fashion_folder), "model": "fastnet-s1", "width": 0.25, "epochs": 2,
                            "augment": "flip", "flip_mode": "alternate", "runs_dir": str(tmp_path), "threads": 1,
                            "progress": "none", "report": False}, apply_preset=False)
-    fit = Fit(config, 0.0)
-    fit.setup()
-    trainer = fit.trainer
+    trainer = build(config).trainer
     indices = torch.arange(64)
     (even, _), (odd, _), (again, _) = (trainer.batch(indices, epoch, 0) for epoch in (0, 1, 2))
     assert torch.equal(odd, even.flip(3)) and torch.equal(again, even)  # each image, both ways, within two epochs

@@ -48,18 +48,15 @@ def test_show_batch_writes_a_labelled_grid_and_augmented_differs_from_raw(digits
 def test_show_batch_shows_exactly_the_pixels_the_trainer_trains_on(digits):
     """The trainer's own Trainer.batch (normalisation set to the identity) against show-batch's images."""
     from visiontrain.config import build_config
-    from visiontrain.data.loader import TensorLoader
-    from visiontrain.engine.fit import augment_spec, load_config_dataset
-    from visiontrain.engine.loop import Normalizer, Trainer
+    from visiontrain.engine.build import build
+    from visiontrain.engine.loop import Normalizer
     from visiontrain.engine.precision import Precision
     from visiontrain.report.batch import training_batch
 
     config = build_config({"dataset": str(digits), "seed": 3, "rotation": 10, "batch_size": 64})
-    data = load_config_dataset(config, verbose=False)
-    identity = Normalizer([0.0], [1 / 255], Precision(torch.device("cpu"), None, False, False))  # x * 1 + 0
-    trainer = Trainer(None, None, None, None, None, data.train.images, data.train.labels, identity,
-                      augment_spec(config, data), config.seed)
-    loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+    built = build(config)
+    data, trainer, loader = built.dataset, built.trainer, built.loader
+    trainer.normalize = Normalizer([0.0], [1 / 255], Precision(torch.device("cpu"), None, False, False))  # x * 1 + 0
     expected = torch.cat([trainer.batch(indices, 0, step)[0] for step, indices in loader.batches(0)][:2])[:100]
     images, names, spec, _ = training_batch(config, 100, augmented=True, verbose=False)  # step 0 and part of 1
     assert spec.crop_padding == 2 and spec.flip and spec.rotation == 10  # a folder: auto = crop + flip
@@ -212,20 +209,19 @@ def test_example_compare_runs(tmp_path, digits_idx):
 def test_staged_epochs_give_the_trainer_the_same_batches(digits, flip_mode, augment):
     """A GPU run stages each epoch's indices and augmentation parameters in one copy (Trainer.staged_steps): the
     batches, labels and resumed steps must be exactly the per-step ones, or GPU runs would change."""
+    import dataclasses
+
     from visiontrain.config import build_config
-    from visiontrain.data.loader import TensorLoader
-    from visiontrain.engine.fit import augment_spec, load_config_dataset
-    from visiontrain.engine.loop import Normalizer, Trainer
+    from visiontrain.engine.build import build
+    from visiontrain.engine.loop import Normalizer
     from visiontrain.engine.precision import Precision
 
     config = build_config({"dataset": str(digits), "seed": 5, "rotation": 10, "batch_size": 48, "flip_mode": flip_mode,
                            "augment": augment})  # photo: crop boxes stay on the host, jitter is staged
-    data = load_config_dataset(config, verbose=False)
+    built = build(config)
+    loader = built.loader
     identity = Normalizer([0.0], [1 / 255], Precision(torch.device("cpu"), None, False, False))
-    loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
-    flips = torch.rand(len(data.train), generator=torch.Generator().manual_seed(1)) < 0.5 if flip_mode == "alternate" else None
-    trainers = [Trainer(None, None, None, None, loader, data.train.images, data.train.labels, identity,
-                        augment_spec(config, data), config.seed, flips=flips, stage_epochs=staged) for staged in (False, True)]
+    trainers = [dataclasses.replace(built.trainer, normalize=identity, stage_epochs=staged) for staged in (False, True)]
     for epoch, start in ((0, 0), (1, 2)):  # a whole epoch, and an epoch resumed at its third step
         plain, staged = ([trainer.batch(indices, epoch, step, extra) for step, indices, extra
                           in trainer.staged_steps(epoch, start)] for trainer in trainers)

@@ -18,7 +18,7 @@ from test_reliability import assert_bit_identical
 from visiontrain.config import ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data.augment import (PHOTO_JITTER, PHOTO_RATIO, AugmentSpec, apply, color_jitter, crop_boxes,
                                       make_params, resized_crop, step_generator)
-from visiontrain.engine.fit import augment_spec
+from visiontrain.data.augment import augment_spec
 
 PHOTO = AugmentSpec(flip=True, crop_scale=0.35, jitter=0.4)
 
@@ -148,18 +148,17 @@ def test_photo_fields_validate_and_round_trip_through_config_yaml(tmp_path):
 
 
 def test_augment_spec_keeps_auto_and_makes_photo_opt_in():
-    flips, digits = SimpleNamespace(allow_flip=True, pad_mode="reflect"), SimpleNamespace(allow_flip=False,
-                                                                                         pad_mode="constant")
+    flips, digits = (True, "reflect"), (False, "constant")  # (allow_flip, pad_mode): a photo folder, digits
     plain = build_config({"model": "lenet"}, apply_preset=False)
-    assert augment_spec(plain, flips) == AugmentSpec(crop_padding=2, flip=True, pad_mode="reflect")  # as before
-    assert augment_spec(plain, digits) == AugmentSpec(crop_padding=2, flip=False, pad_mode="constant")
+    assert augment_spec(plain, *flips) == AugmentSpec(crop_padding=2, flip=True, pad_mode="reflect")  # as before
+    assert augment_spec(plain, *digits) == AugmentSpec(crop_padding=2, flip=False, pad_mode="constant")
     photo = plain.replace(augment="photo")
-    assert augment_spec(photo, flips) == AugmentSpec(flip=True, pad_mode="reflect", crop_scale=0.35,
+    assert augment_spec(photo, *flips) == AugmentSpec(flip=True, pad_mode="reflect", crop_scale=0.35,
                                                      jitter=PHOTO_JITTER)
-    assert not augment_spec(photo, digits).flip  # photo mirrors only what auto mirrors
-    assert augment_spec(photo.replace(jitter=0.0), flips).jitter == 0.0
-    assert augment_spec(plain.replace(jitter=0.2), flips).jitter == 0.2  # jitter also adds to the other modes
-    assert augment_spec(plain.replace(augment="none"), flips) == AugmentSpec(pad_mode="reflect")
+    assert not augment_spec(photo, *digits).flip  # photo mirrors only what auto mirrors
+    assert augment_spec(photo.replace(jitter=0.0), *flips).jitter == 0.0
+    assert augment_spec(plain.replace(jitter=0.2), *flips).jitter == 0.2  # jitter also adds to the other modes
+    assert augment_spec(plain.replace(augment="none"), *flips) == AugmentSpec(pad_mode="reflect")
 
 
 # -- a photo-mode run on a tiny RGB folder: trains, resumes bit-identically, ejects ----------------------------
@@ -188,7 +187,7 @@ def photo_fields(folder, runs, name):
 def photo_runs(tmp_path_factory):
     """An uninterrupted photo-mode run and one stopped mid-epoch 2 (SIGTERM's path: checkpoint, then stop) and
     resumed, both in this process."""
-    from visiontrain.engine.fit import Fit
+    from visiontrain.fit import Fit
     from visiontrain.errors import TrainingStopped
 
     base = tmp_path_factory.mktemp("photo")
@@ -220,19 +219,16 @@ def test_photo_run_trains_and_resumes_bit_identical(photo_runs):
 
 
 def test_show_batch_shows_the_photo_pixels_the_trainer_trains_on(photo_runs):
-    from visiontrain.data.loader import TensorLoader
-    from visiontrain.engine.fit import load_config_dataset
-    from visiontrain.engine.loop import Normalizer, Trainer
+    from visiontrain.engine.build import build
+    from visiontrain.engine.loop import Normalizer
     from visiontrain.engine.precision import Precision
     from visiontrain.report.batch import training_batch
 
     config = build_config({"dataset": str(photo_runs.folder), "model": "simple-cnn", "augment": "photo",
                            "batch_size": 16, "seed": 2})
-    data = load_config_dataset(config, verbose=False)
-    identity = Normalizer([0.0, 0.0, 0.0], [1 / 255] * 3, Precision(torch.device("cpu"), None, False, False))
-    trainer = Trainer(None, None, None, None, None, data.train.images, data.train.labels, identity,
-                      augment_spec(config, data), config.seed)
-    loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+    built = build(config)
+    data, trainer, loader = built.dataset, built.trainer, built.loader
+    trainer.normalize = Normalizer([0.0, 0.0, 0.0], [1 / 255] * 3, Precision(torch.device("cpu"), None, False, False))
     expected = torch.cat([trainer.batch(indices, 0, step)[0] for step, indices in loader.batches(0)][:2])[:20]
     images, names, spec, _ = training_batch(config, 20, augmented=True, verbose=False)
     assert torch.equal(images, expected) and len(names) == 20

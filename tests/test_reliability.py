@@ -166,7 +166,7 @@ def test_corrupt_checkpoint_is_named_and_resume_falls_back_to_the_newest_valid(r
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=f"{last}.*truncated or corrupt"):
         visiontrain.load(last)
-    from visiontrain.engine.fit import newest_valid_checkpoint
+    from visiontrain.fit import newest_valid_checkpoint
     from visiontrain.run import RunDir
 
     checkpoint, skipped = newest_valid_checkpoint(RunDir(run))
@@ -200,13 +200,13 @@ def test_raising_epochs_on_resume_extends_the_run(reference_run, tmp_path, capsy
 def test_a_stop_at_an_epochs_last_step_saves_that_epoch_and_resumes_exactly(fashion_folder, tmp_path, monkeypatch,
                                                                             reference_run, capsys):
     """SIGTERM during the last step of epoch 1: epoch 1 is finished and saved (not lost), then the run stops."""
-    from visiontrain.engine import fit as fit_module
+    from visiontrain import fit as fit_module
     from visiontrain.errors import TrainingStopped
 
     original = fit_module.Fit.after_step
 
     def after_step(self, state, epoch, step):
-        if epoch == 0 and step + 1 == self.loader.steps_per_epoch:
+        if epoch == 0 and step + 1 == self.built.loader.steps_per_epoch:
             self.stop_signal = signal.SIGTERM  # as the handler would set it
         original(self, state, epoch, step)
 

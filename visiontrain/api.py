@@ -1,12 +1,14 @@
-"""The Python API: the same verbs as the CLI (which is a thin layer over these)."""
+"""The Python API: the same verbs as the CLI, which is a thin layer over these. A facade: the work is in the
+workflows (fit.py, evaluation.py, predict.py, export/, report/...), each of which can be used directly too."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RESUME_UNSAFE_FIELDS, Config, ConfigError, build_config, load_yaml
+from . import fit
+from .config import Config, build_config, load_yaml
+from .evaluation import evaluate_run
 from .inference import Predictor, load  # noqa: F401  (visiontrain.load and visiontrain.api.Predictor)
 from .run import RunDir
 
@@ -31,17 +33,13 @@ def train(config: Config | dict | str | Path | None = None, /, *, resume: str | 
     config: a Config, a dict of fields, or a YAML file; keyword arguments override single fields
         (e.g. `train(dataset="mnist", model="simple-cnn", epochs=1)`).
     resume: a run folder to continue (exactly, from its newest valid checkpoint); fields may raise `epochs`.
+    start_time: when the command started (time.perf_counter()), so start-up counts in the run's seconds.
     """
-    from .engine.fit import Fit
-
-    start_time = start_time if start_time is not None else time.perf_counter()
     if resume is not None:
-        run = RunDir.open(resume)
-        resolved = resume_config(run, _as_dict(config) | fields)
-        summary = Fit(resolved, start_time, run).run()
+        summary = fit.resume(resume, _as_dict(config) | fields, start_time=start_time)
     else:
         resolved = config if isinstance(config, Config) and not fields else build_config(_as_dict(config) | fields)
-        summary = Fit(resolved, start_time).run()
+        summary = fit.train(resolved, start_time=start_time)
     run = RunDir(summary["run_dir"])
     return Run(run.path, summary, run.read_metrics())
 
@@ -56,21 +54,6 @@ def _as_dict(config: Config | dict | str | Path | None) -> dict[str, Any]:
     return dict(config)
 
 
-def resume_config(run: RunDir, overrides: dict[str, Any]) -> Config:
-    """The run's saved config with `overrides` applied; refuses changes that would mix two experiments."""
-    saved = build_config(load_yaml(run.config_path), apply_preset=False)
-    changed = [name for name in RESUME_UNSAFE_FIELDS if name in overrides
-               and build_config(saved.to_dict() | {name: overrides[name]}, apply_preset=False).to_dict()[name]
-               != saved.to_dict()[name]]
-    if changed:
-        raise ConfigError(f"cannot resume {run.path} with a different {', '.join(changed)} (it would mix two "
-                          "experiments); start a new run instead")
-    overrides = {k: v for k, v in overrides.items() if k not in ("name", "preset")}
-    return build_config(saved.to_dict() | overrides, apply_preset=False)
-
-
 def evaluate(run_dir: str | Path, *, split: str = "test", data: str | None = None, verbose: bool = False) -> dict:
     """Metrics of a run's model on a split (also written to run_dir/eval/<split>/)."""
-    from .evaluation import evaluate_run
-
     return evaluate_run(run_dir, split=split, data=data, verbose=verbose)

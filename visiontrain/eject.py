@@ -185,14 +185,11 @@ def recorded_allow_flip(run: RunDir, dataset: str) -> bool:
 
 def _train_transforms(config, data: dict, run: RunDir) -> str:  # noqa: ANN001
     """torchvision transforms for the run's AugmentSpec, resolved by the training code itself, in apply's order."""
-    from types import SimpleNamespace
-
     from .data import flip_and_border
-    from .engine.fit import augment_spec
+    from .data.augment import augment_spec
 
-    recorded = SimpleNamespace(allow_flip=recorded_allow_flip(run, config.dataset),
-                               pad_mode=flip_and_border(config.dataset)[1])
-    spec, size, steps = augment_spec(config, recorded), data["image_size"], []
+    spec = augment_spec(config, recorded_allow_flip(run, config.dataset), flip_and_border(config.dataset)[1])
+    size, steps = data["image_size"], []
     if spec.rotation:
         steps.append(f"transforms.RandomRotation({spec.rotation}, interpolation=transforms.InterpolationMode.BILINEAR)")
     if spec.crop_padding:

@@ -9,8 +9,11 @@ import torch
 
 from ._csv import csv_text
 from ._io import atomic_write_text
+from .config import build_config, load_yaml
+from .data import load_dataset_of
 from .data.tensors import ImageTensors
 from .errors import DataError, RunError
+from .inference import load
 from .metrics.classification import classification_metrics
 from .run import RunDir
 
@@ -63,10 +66,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     A run with a split.csv (it carved its own validation split, or trained with --split-file) is evaluated on
     exactly that split: the same files in the same split, with files added since then left out (and reported).
     """
-    from .inference import load
-    from .config import build_config, load_yaml
-    from .engine.fit import load_config_dataset
-
     run = RunDir.open(run_dir)
     predictor = load(run.path)
     values = load_yaml(run.config_path)
@@ -78,8 +77,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     if data is not None:
         config = config.replace(dataset=str(data), data_dir=None, val_fraction=0.0 if split == "test" else config.val_fraction)
 
-    dataset = load_config_dataset(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
-                                  verbose=verbose)
+    dataset = load_dataset_of(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
+                              verbose=verbose)
     tensors = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
     if data is not None and split == "test" and dataset.test is None and dataset.val is None:
         tensors = dataset.train  # a plain folder of class sub-folders: every image in it is for evaluation

@@ -6,27 +6,25 @@ the loss is smoothed (a bias-corrected moving average, as in fastai) and the tes
 fastest per decade of lr, before its minimum ("steepest descent"); the lr at the minimum divided by 10 is reported
 too, as the more conservative rule.
 
-Everything is built by the same code as `train` (Fit.setup: data, model, normaliser, augmentation, optimiser,
-precision) inside a scratch folder that is deleted afterwards, so no run folder, checkpoint or weights file is
-written or changed; the output folder gets only lr_find.png and lr_find.csv.
+Everything is built by the same step as `train` (engine/build.py: data, model, normaliser, augmentation,
+optimiser, precision), and nothing else: no run folder, checkpoint or weights file is written or changed; the output
+folder gets only lr_find.png and lr_find.csv.
 """
 from __future__ import annotations
 
 import math
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from ._io import atomic_write_text
+from ._io import atomic_write_bytes, atomic_write_text
 from .config import Config, ConfigError
+from .engine.build import Setup, build
 from .engine.distributed import shutdown
-from .engine.fit import Fit
 from .engine.loop import autocast
-from .run import RunDir
+from .figures import figure_png, literal, new_figure
 
 SMOOTHING = 0.9  # weight of the past in the loss average: a ~10-step window. fastai's 0.98 averages ~50 steps,
 # which at 100 steps over 7 decades drags the curve ~3 decades to the right and the suggestion with it
@@ -46,14 +44,6 @@ class RangeTest:
     csv: Path
 
 
-class _ScratchFit(Fit):
-    """Fit's set-up on a fresh model, in a scratch folder that stands in for the run folder."""
-
-    def __init__(self, config: Config, scratch: Path):
-        super().__init__(config, time.perf_counter(), RunDir(scratch))
-        self.resuming = False  # a folder is given only so that none is created under runs/; nothing is restored
-
-
 def lr_find(config: Config, *, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100,
             output: str | Path = "lr-find") -> RangeTest:
     """Run the range test for `config` (its lr is replaced by the rising one) and write lr_find.png/.csv to `output`."""
@@ -64,14 +54,11 @@ def lr_find(config: Config, *, start_lr: float = 1e-6, end_lr: float = 10.0, ste
     # No report, checkpoints, progress bar or EMA: only the optimiser steps matter, and nothing may be written.
     config = config.replace(report=False, checkpoint_every=0, checkpoint_minutes=0.0, progress="none", ema=None)
     lrs = [start_lr * (end_lr / start_lr) ** (i / (steps - 1)) for i in range(steps)]
-    with tempfile.TemporaryDirectory(prefix="visiontrain-lr-find-") as scratch:
-        fit = _ScratchFit(config, Path(scratch))
-        try:
-            fit.setup()
-            losses, stopped = _train_rising(fit, lrs)
-        finally:
-            if hasattr(fit, "env"):  # set-up got as far as the process group
-                shutdown(fit.env)
+    built = build(config)
+    try:
+        losses, stopped = _train_rising(built, lrs)
+    finally:
+        shutdown(built.env)
     if not losses:
         raise ConfigError(f"start_lr: the loss was not finite at the first step ({stopped}); lower --start-lr")
     smoothed = smooth(losses)
@@ -84,14 +71,14 @@ def lr_find(config: Config, *, start_lr: float = 1e-6, end_lr: float = 10.0, ste
     return result
 
 
-def _train_rising(fit: Fit, lrs: list[float]) -> tuple[list[float], str]:
+def _train_rising(built: Setup, lrs: list[float]) -> tuple[list[float], str]:
     """Train one step per lr (accumulating --accumulate batches each); the loss of each step's batches."""
-    trainer, accumulate = fit.trainer, fit.config.accumulate
-    base = fit.config.lr  # the groups' lrs are multiples of it (no decay, backbone scale): keep their ratios
+    trainer, accumulate = built.trainer, built.config.accumulate
+    base = built.config.lr  # the groups' lrs are multiples of it (no decay, backbone scale): keep their ratios
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        fit.optimizer, lambda i: lrs[min(i, len(lrs) - 1)] / base)  # replaces train's schedule; sets lrs[0] now
+        built.optimizer, lambda i: lrs[min(i, len(lrs) - 1)] / base)  # replaces train's schedule; sets lrs[0] now
     trainer.model.train()
-    batches = _endless(fit)
+    batches = _endless(built)
     losses: list[float] = []
     best = math.inf
     for _ in lrs:
@@ -99,7 +86,7 @@ def _train_rising(fit: Fit, lrs: list[float]) -> tuple[list[float], str]:
         for _ in range(accumulate):
             epoch, step, indices = next(batches)
             images, labels = trainer.batch(indices, epoch, step)  # augmentation + normalisation, as in training
-            with autocast(fit.precision):
+            with autocast(built.precision):
                 loss = trainer.criterion(trainer.model(images), labels)
             scaled = loss / accumulate
             (trainer.scaler.scale(scaled) if trainer.scaler else scaled).backward()
@@ -115,11 +102,11 @@ def _train_rising(fit: Fit, lrs: list[float]) -> tuple[list[float], str]:
     return losses, f"reached end_lr after {len(lrs)} steps"
 
 
-def _endless(fit: Fit) -> Iterator[tuple[int, int, torch.Tensor]]:
+def _endless(built: Setup) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(epoch, step, indices) of the training order, epoch after epoch."""
     epoch = 0
     while True:
-        for step, indices in fit.loader.batches(epoch):
+        for step, indices in built.loader.batches(epoch):
             yield epoch, step, indices
         epoch += 1
 
@@ -151,12 +138,7 @@ def _write_csv(result: RangeTest) -> None:
 
 
 def _plot(result: RangeTest, title: str) -> None:
-    from matplotlib.figure import Figure
-
-    from ._io import atomic_write_bytes
-    from .figures import figure_png, literal  # the Agg canvas, no pyplot
-
-    figure = Figure(figsize=(7, 4.2), dpi=100, layout="constrained")
+    figure = new_figure(7, 4.2)
     axis = figure.subplots()
     axis.plot(result.lrs, result.losses, color="0.75", linewidth=0.8, label="loss (each step)")
     axis.plot(result.lrs, result.smoothed, color="C0", label="smoothed loss")

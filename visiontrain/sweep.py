@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import fit
 from ._io import atomic_write_text
 from .config import FORMAT_VERSION, Config, ConfigError, build_config, check_folder_name
+from .engine.loop import NonFiniteLoss
 from .errors import TrainingStopped
+from .report import compare_runs
 from .run import RunDir
+from .windows import split_windows
 
 MANIFEST = "sweep.yaml"
 ONE_VALUE_FIELDS = ("name", "runs_dir")  # the sweep's own name and folder; a run's name is made from its values
@@ -88,8 +92,6 @@ def _values(key: str, value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         items = list(value)
     elif key == "window" and isinstance(value, str):  # "40,400" is one window: numbers pair up, presets stand alone
-        from .data.decode import split_windows
-
         items = split_windows(value)
     elif isinstance(value, str) and "," in value and not Path(value).expanduser().exists():
         items = [item.strip() for item in value.split(",")]
@@ -128,8 +130,6 @@ def _check_distinct(points: list[Point]) -> None:
 # -- running ------------------------------------------------------------------------------------------------------
 def run_sweep(values: dict[str, Any], *, out: Callable[[str], None] = print) -> Sweep:
     """Plan, validate and run the sweep (skipping finished runs), then write compare.html and compare.md."""
-    from .report import compare_runs
-
     sweep = plan(values)
     manifest = _open_manifest(sweep)
     status = {run["name"]: run.get("status", "pending") for run in manifest["runs"]}
@@ -157,18 +157,15 @@ def run_sweep(values: dict[str, Any], *, out: Callable[[str], None] = print) -> 
 
 def _train_point(point: Point, run: RunDir, label: str, out: Callable[[str], None]) -> str:
     """Train (or resume) one grid point; its status: 'done' or 'diverged: ...'."""
-    from .api import train
-    from .engine.loop import NonFiniteLoss
-
     try:
         if run.last.is_file() or run.best.is_file():
             out(f"{label}: resuming from its checkpoint")
-            train(resume=run.path, start_time=time.perf_counter())
+            fit.resume(run.path, start_time=time.perf_counter())
         else:
             if run.path.exists():  # started but killed before its first checkpoint: nothing in it is worth keeping
                 shutil.rmtree(run.path)
             out(f"{label}: training")
-            train(point.config, start_time=time.perf_counter())
+            fit.train(point.config, start_time=time.perf_counter())
     except TrainingStopped as error:
         # Fit re-raises a non-finite loss as TrainingStopped `from None`; the NonFiniteLoss stays its __context__.
         cause = error if isinstance(error, NonFiniteLoss) else error.__context__

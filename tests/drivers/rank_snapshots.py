@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from visiontrain.cli import main
-from visiontrain.engine.fit import Fit
+from visiontrain.fit import Fit
 
 out = Path(sys.argv[1])
 args = sys.argv[sys.argv.index("--") + 1:]
@@ -20,8 +20,8 @@ original_save, original_run_epochs, original_finish = Fit.save, Fit.run_epochs, 
 
 
 def snapshot(fit: Fit) -> None:
-    state = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
-    torch.save({"model": state, "rows": [dict(r) for r in fit.state.rows], "finetune": fit.finetune},
+    state = {k: v.detach().clone() for k, v in fit.built.model.state_dict().items()}
+    torch.save({"model": state, "rows": [dict(r) for r in fit.state.rows], "finetune": fit.built.finetune},
                out / f"rank{fit.env.rank}-epoch{fit.state.epoch}.pt")
 
 

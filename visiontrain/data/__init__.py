@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..errors import DataError
 from . import cache, memmap
 from .classnames import display_names, read_class_names
@@ -18,7 +19,7 @@ from .registry import DATASETS, channel_stats, source_files
 from .splitfile import apply_split_file
 from .tensors import ImageTensors, stratified_split
 
-__all__ = ["Dataset", "ImageTensors", "load_dataset", "list_datasets", "DATASETS"]
+__all__ = ["Dataset", "ImageTensors", "load_dataset", "load_dataset_of", "list_datasets", "DATASETS"]
 
 
 @dataclass
@@ -54,6 +55,18 @@ class Dataset:
     @property
     def in_channels(self) -> int:
         return self.train.images.shape[1]
+
+    def describe(self) -> dict:
+        """What summary.json records of the data a run read (paths as text, counts, where it came from)."""
+        return {"name": self.name, "fingerprint": self.fingerprint, "classes": self.classes,
+                "train": len(self.train), "val": len(self.val) if self.val is not None else 0,
+                "val_source": self.val_source, "test": len(self.test) if self.test is not None else 0,
+                "image_size": self.image_size, "channels": self.in_channels, "mean": self.mean, "std": self.std,
+                "bad_files": len(self.bad_files), "skipped_files": [path for path, _ in self.bad_files],
+                "ignored": len(self.ignored_files),  # hidden, __MACOSX, not an image...: said, not silent
+                "ignored_files": self.ignored_files[:100], "load_seconds": self.load_seconds,
+                "cache": self.cache_status, "storage": self.storage, "split_file": self.split_info,
+                "source": self.source, "class_folders": self.class_folders}
 
     @property
     def image_size(self) -> int:
@@ -201,6 +214,15 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
                    val_source=val_source, load_seconds=time.perf_counter() - start, cache_status=status,
                    storage=storage, class_folders=folders, source=source_paths,
                    root=None if dataset in DATASETS else str(root), split_info=split_info)
+
+
+def load_dataset_of(config: Config, *, split_file: str | Path | None = None, verbose: bool = True) -> Dataset:
+    """The dataset a config names, read as training reads it; `split_file` (default: config.split_file) fixes an
+    image folder's train/val/test (a run's own split.csv, for resume and eval)."""
+    return load_dataset(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
+                        image_size=config.image_size, channels=config.channels, skip_bad=not config.strict,
+                        policy=DecodePolicy(window=config.window), verbose=verbose,
+                        split_file=split_file or config.split_file, class_names=config.class_names)
 
 
 def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config import Config
 from .loader import epoch_seed
 
 
@@ -51,6 +52,20 @@ class AugmentSpec:
         parts += ["horizontal flip"] if self.flip else []
         parts += [f"colour jitter {self.jitter:g}"] if self.jitter else []
         return ", ".join(parts) or "none"
+
+def augment_spec(config: Config, allow_flip: bool, pad_mode: str) -> AugmentSpec:
+    """The augmentation a run trains with: config.augment resolved for data that may (allow_flip) or may not be
+    mirrored (digits), translated with its border fill (pad_mode). eject passes what the run recorded."""
+    mode = config.augment
+    if mode == "auto":
+        mode = "crop+flip" if allow_flip else "crop"
+    photo = mode == "photo"  # opt-in: random resized crop + flip (unless digits) + colour jitter
+    jitter = config.jitter if config.jitter is not None else (PHOTO_JITTER if photo else 0.0)
+    return AugmentSpec(crop_padding=config.crop_padding if "crop" in mode else 0,
+                       flip="flip" in mode or (photo and allow_flip),  # auto and photo never mirror digits
+                       rotation=config.rotation, pad_mode=pad_mode,
+                       crop_scale=config.crop_scale if photo else 0.0, jitter=jitter)
+
 
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(epoch_seed(seed, epoch * 1_000_003 + step, salt=1))

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..windows import WINDOW_PRESETS, format_window, parse_window, split_windows  # noqa: F401
+# absolute: bundle.decode_module also loads this file on its own (no torch), outside the data package
+from visiontrain.windows import WINDOW_PRESETS, format_window, parse_window, split_windows  # noqa: F401
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",

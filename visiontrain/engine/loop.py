@@ -66,8 +66,10 @@ def autocast(precision: Precision):
     return torch.autocast(precision.device.type, dtype=precision.autocast_dtype)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Trainer:
+    """One epoch of the loop over a model, its optimiser and data (engine/build.py makes one from a config)."""
+
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler

@@ -16,7 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError, VisiontrainError
+from ..config import build_config, load_yaml
+from ..data import load_dataset_of
+from ..engine.loop import Normalizer, predict_logits
+from ..engine.precision import Precision
+from ..errors import ConfigError, DataError, VisiontrainError
 
 if TYPE_CHECKING:
     from ..inference import Predictor
@@ -78,9 +82,6 @@ def verification_images(predictor: Predictor, *, run_dir: str | Path | None = No
     The run's config.yaml names the dataset (the checkpoint's copy of the config when only a checkpoint file is
     given); `data` replaces it with an image folder that has the same class folders.
     """
-    from ..config import ConfigError, build_config, load_yaml
-    from ..engine.fit import load_config_dataset
-
     config_path = Path(run_dir) / "config.yaml" if run_dir is not None else None
     values = dict(load_yaml(config_path) if config_path is not None and config_path.is_file() else predictor.config)
     if data is not None:
@@ -91,7 +92,7 @@ def verification_images(predictor: Predictor, *, run_dir: str | Path | None = No
     channels, size = predictor.input_size[0], predictor.input_size[-1]
     try:
         config = build_config(values | {"image_size": size, "channels": channels}, apply_preset=False)
-        dataset = load_config_dataset(config, verbose=False)
+        dataset = load_dataset_of(config, verbose=False)
     except (ConfigError, DataError) as error:
         raise ExportVerificationError(f"cannot verify the export on real images ({error}); export where the run's "
                                       "dataset is, or pass an image folder with the same classes as --data") from None
@@ -139,8 +140,5 @@ def verify_export(exporter: ExportFormat, path: Path, meta: dict[str, Any], mode
 
 def reference_logits(model: Normalized, meta: dict[str, Any], images: torch.Tensor) -> np.ndarray:
     """The reference: the training pipeline's own Normalizer and predict_logits (eval mode, fp32, CPU, no TTA)."""
-    from ..engine.loop import Normalizer, predict_logits
-    from ..engine.precision import Precision
-
     normalize = Normalizer(meta["mean"], meta["std"], Precision(torch.device("cpu"), None, False, False))
     return predict_logits(model.classifier, images, normalize, tta=False).float().numpy()

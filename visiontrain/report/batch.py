@@ -1,48 +1,65 @@
 """What the model sees: the first training images of a dataset, raw or after the trainer's own augmentation.
 
-Nothing is re-implemented here: the config, the dataset split, the batch order and the AugmentSpec come from the
-same functions `visiontrain train` uses (engine/fit.py), and the augmentation parameters of step s are drawn for
-the whole batch of that step, exactly as Trainer.batch draws them, so the pictures are the training pixels.
+Nothing is re-implemented here: the config, the dataset, the batch order and the AugmentSpec come from the build
+step `visiontrain train` uses (engine/build.py), and the augmentation parameters of step s are drawn for the whole
+batch of that step, exactly as Trainer.batch draws them, so the pictures are the training pixels. `show-batch`
+builds the data stage; a run draws plots/augmented_batch.png from its own Setup.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..config import Config, ConfigError, build_config
-from ..data.augment import AugmentSpec
+from ..config import Config, build_config
+from ..data.augment import AugmentSpec, apply, augment_spec, batch_params, image_flips
+from ..data.loader import TensorLoader
+from ..engine.build import build_data
+from ..errors import ConfigError
+from ..figures import image_grid
+
+if TYPE_CHECKING:
+    from ..data import Dataset
+    from ..engine.build import Setup
+
+
+def first_images(dataset: Dataset, spec: AugmentSpec, loader: TensorLoader, seed: int, flips: torch.Tensor | None,
+                 count: int, augmented: bool) -> tuple[torch.Tensor, list[str]]:
+    """The first `count` training images of epoch 0 in `loader`'s order, float (N, C, H, W) 0..255 as the trainer
+    has them before normalisation, and their class names. Batches are taken in order (step 0, 1, ...) until `count`
+    images are collected; each step's parameters are drawn for its full batch."""
+    train, images, names = dataset.train, [], []
+    for step, indices in loader.batches(0):
+        batch = train.images[indices].float()  # (B, C, H, W) 0..255, as Trainer.batch takes it
+        if augmented and spec.active:
+            batch = apply(batch, batch_params(spec, indices, seed, 0, step, flips), spec)
+        images.append(batch[:count - len(names)])
+        names += [dataset.classes[int(label)] for label in train.labels[indices[:count - len(names)]]]
+        if len(names) >= count:
+            break
+    return torch.cat(images), names
 
 
 def training_batch(config: Config, count: int, augmented: bool, verbose: bool = True
                    ) -> tuple[torch.Tensor, list[str], AugmentSpec, str]:
-    """The first `count` training images of epoch 0 as the trainer sees them before normalisation.
+    """The first `count` training images of `config`'s run: (float (N, C, H, W) 0..255, N class names, the
+    AugmentSpec, the dataset name)."""
+    config, _, data, _ = build_data(config, verbose=verbose)  # a batch larger than a small folder fits it
+    spec = augment_spec(config, data.allow_flip, data.pad_mode)
+    loader = TensorLoader(len(data.train), config.batch_size, seed=config.seed)
+    flips = image_flips(config.flip_mode, len(data.train), config.seed)
+    images, names = first_images(data, spec, loader, config.seed, flips, count, augmented)
+    return images, names, spec, data.name
 
-    Returns (float (N, C, H, W) 0..255, N class names, the AugmentSpec, the dataset name). Batches are taken in
-    order (step 0, 1, ...) until `count` images are collected; each step's parameters are drawn for its full batch.
-    """
-    from ..data.augment import apply, batch_params, image_flips
-    from ..data.loader import TensorLoader
-    from ..engine.fit import augment_spec, load_config_dataset
 
-    data = load_config_dataset(config, verbose=verbose)
-    spec = augment_spec(config, data)
-    train = data.train
-    # a folder smaller than one batch cannot train, but it can still be looked at: one batch of everything
-    loader = TensorLoader(len(train), min(config.batch_size, len(train)), seed=config.seed)
-    flips = image_flips(config.flip_mode, len(train), config.seed)
-    images, names = [], []
-    for step, indices in loader.batches(0):
-        batch = train.images[indices].float()  # (B, C, H, W) 0..255, as Trainer.batch takes it
-        if augmented and spec.active:
-            batch = apply(batch, batch_params(spec, indices, config.seed, 0, step, flips), spec)
-        images.append(batch[:count - len(names)])
-        names += [data.classes[int(label)] for label in train.labels[indices[:count - len(names)]]]
-        if len(names) >= count:
-            break
-    return torch.cat(images), names, spec, data.name
+def write_training_batch(built: Setup, path: Path, count: int = 32) -> Path:
+    """plots/augmented_batch.png of a run: its first `count` training images after augmentation."""
+    images, names = first_images(built.dataset, built.trainer.augment, built.loader, built.config.seed,
+                                 built.trainer.flips, count, augmented=True)
+    return image_grid(images.round().clamp(0, 255).to(torch.uint8), names, path,
+                      title="a training batch after augmentation")
 
 
 def show_batch(dataset: str, *, augmented: bool = False, data_dir: str | None = None, count: int = 32,
@@ -52,8 +69,6 @@ def show_batch(dataset: str, *, augmented: bool = False, data_dir: str | None = 
     The config is the one `visiontrain train --dataset DATASET` would resolve (the dataset's preset included);
     `fields` override single config fields, e.g. augment="crop+flip", augment="photo" or rotation=10.
     """
-    from ..figures import image_grid
-
     if count < 1:
         raise ConfigError(f"-n: {count} is out of range; show at least 1 image")
     config = build_config({"dataset": dataset, "data_dir": data_dir, "seed": seed} | fields)
