@@ -166,10 +166,10 @@ def test_corrupt_checkpoint_is_named_and_resume_falls_back_to_the_newest_valid(r
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=f"{last}.*truncated or corrupt"):
         visiontrain.load(last)
-    from visiontrain.fit import newest_valid_checkpoint
+    from visiontrain.engine.checkpoint import newest_valid_checkpoint
     from visiontrain.run import RunDir
 
-    checkpoint, skipped = newest_valid_checkpoint(RunDir(run))
+    checkpoint, skipped = newest_valid_checkpoint(RunDir(run).last, RunDir(run).best)
     assert skipped and skipped[0][0] == last and checkpoint["state"]["epoch"] >= 1
 
 

@@ -10,7 +10,6 @@ step), so a resumed run replays what the uninterrupted one would have done.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import signal
 import sys
 import threading
@@ -22,15 +21,15 @@ import torch
 from torch import nn
 
 from ._io import remove_stale_temp_files
-from ._version import __version__
-from .config import RESUME_UNSAFE_FIELDS, Config, ConfigError, build_config, load_yaml
+from .config import Config
 from .data.splitfile import record_split
 from .engine.build import Setup, build
-from .engine.checkpoint import load_checkpoint, save_checkpoint
-from .engine.distributed import all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, launcher, shutdown
+from .engine.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
+from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, check_world_size,
+                                 launcher, shutdown)
 from .engine.loop import NonFiniteLoss, TrainState
 from .engine.progress import Progress
-from .errors import CheckpointError, TrainingStopped
+from .errors import TrainingStopped
 from .evaluation import write_evaluation
 from .inference import Predictor, kept_checkpoint
 from .metrics.classification import balanced_accuracy, classification_metrics
@@ -48,21 +47,8 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *, star
     """Continue the run in `run_dir` exactly, from its newest valid checkpoint; `overrides` may change what does not
     make it another experiment (more epochs, say). Returns the summary."""
     run = RunDir.open(run_dir)
-    return Fit(resume_config(run, overrides or {}), time.perf_counter() if start_time is None else start_time,
+    return Fit(run.resume_config(overrides or {}), time.perf_counter() if start_time is None else start_time,
                run).run()
-
-
-def resume_config(run: RunDir, overrides: dict[str, Any]) -> Config:
-    """The run's saved config with `overrides` applied; refuses changes that would mix two experiments."""
-    saved = build_config(load_yaml(run.config_path), apply_preset=False)
-    changed = [name for name in RESUME_UNSAFE_FIELDS if name in overrides
-               and build_config(saved.to_dict() | {name: overrides[name]}, apply_preset=False).to_dict()[name]
-               != saved.to_dict()[name]]
-    if changed:
-        raise ConfigError(f"cannot resume {run.path} with a different {', '.join(changed)} (it would mix two "
-                          "experiments); start a new run instead")
-    overrides = {k: v for k, v in overrides.items() if k not in ("name", "preset")}
-    return build_config(saved.to_dict() | overrides, apply_preset=False)
 
 
 class Fit:
@@ -133,10 +119,10 @@ class Fit:
 
     def _restore(self) -> None:
         built = self.built
-        checkpoint, skipped = newest_valid_checkpoint(self.run_dir)
+        checkpoint, skipped = newest_valid_checkpoint(self.run_dir.last, self.run_dir.best)
         for path, reason in skipped if self.env.is_main else ():  # only rank 0 prints
             print(f"visiontrain: skipped checkpoint {path}: {reason}", file=sys.stderr)
-        self._check_world_size(checkpoint.get("world_size"))
+        check_world_size(checkpoint.get("world_size"), self.env, self.config, self.run_dir)
         saved_torch = checkpoint.get("torch_version")
         if saved_torch and saved_torch != torch.__version__ and self.env.is_main:
             print(f"visiontrain: warning: {self.run_dir.path} was trained with torch {saved_torch} and resumes with "
@@ -157,18 +143,6 @@ class Fit:
         if self.env.is_main:
             print(f"visiontrain: resuming {self.run_dir.path} at epoch {self.state.epoch + 1}, "
                   f"step {self.state.step_in_epoch} (global step {self.state.global_step})", file=sys.stderr)
-
-    def _check_world_size(self, saved: int | None) -> None:
-        """Refuse to resume with another number of processes (older checkpoints, without the field: not checked)."""
-        if saved is None or saved == self.env.world_size:
-            return
-        batch = self.config.batch_size * self.config.accumulate
-        raise CheckpointError(
-            f"cannot resume {self.run_dir.path} with world_size {self.env.world_size}: it was trained with world_size "
-            f"{saved}, and the global batch (batch_size x accumulate x world_size: {batch * saved}, here "
-            f"{batch * self.env.world_size}), the data shards and the schedule's steps per epoch all depend on it; "
-            f"resume with {launcher(saved)} train --resume {self.run_dir.path}, or start a new run from its weights "
-            f"(--weights {self.run_dir.last})")
 
     def elapsed(self) -> float:
         """Wall seconds of this run: earlier processes (resume) plus this one since its command started."""
@@ -285,7 +259,6 @@ class Fit:
             summary |= {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
         last = state.rows[-1] if state.rows else {}
         best_row = next((row for row in state.rows if row["epoch"] == state.best_epoch), {})
-        selection, from_weights = built.selection, config.pretrained or config.weights is not None
         summary |= {
             "best_val_acc": best_row.get("val_acc") if data.val is not None else None,
             "best_epoch": state.best_epoch, "epochs_completed": state.epoch,
@@ -294,27 +267,8 @@ class Fit:
             "time_to_first_step": self.time_to_first_step,
             "images_per_second": state.epoch * built.loader.steps_per_epoch * config.batch_size * self.env.world_size
             / max(1e-9, state.train_seconds),
-            "distributed": {"world_size": self.env.world_size, "global_batch_size": config.batch_size
-                            * config.accumulate * self.env.world_size, "sync_bn": config.sync_bn and self.env.enabled,
-                            "lr_scaling": "none: --lr is used as given for the global batch"},
-            "parameters": sum(p.numel() for p in built.model.parameters()),
-            "finetune": {"mode": built.finetune, "pretrained": config.pretrained, "weights": config.weights,
-                         "head_epochs": config.head_epochs if built.finetune == "gradual" else None,
-                         "backbone_lr": config.backbone_lr if from_weights else 1.0},
-            "model_kept": f"best (by validation {selection.metric.replace('_', ' ')})" if data.val is not None
-            else "last epoch",
-            "selection_metric": selection.metric, "selection_reason": selection.reason,
-            "imbalance": {"train_ratio": selection.imbalance_ratio, "threshold": config.imbalance_threshold,
-                          "class_weights": config.class_weights, "sampler": config.sampler},
-            "dataset": data.describe() | {"mean": built.mean, "std": built.std},
-            "augmentation": built.trainer.augment.describe(), "decode_policy": data.decode_policy,
-            "hardware": built.precision.describe() | {"inference_precision": config.inference_precision,
-                                                      "threads": torch.get_num_threads(),
-                                                      "cpu": platform.processor() or platform.machine()},
-            "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "run_dir": str(self.run_dir.path),
-        }
-        if selection.balanced:
+        } | built.describe() | {"run_dir": str(self.run_dir.path)}
+        if built.selection.balanced:
             summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")
         if config.overfit_batch:  # the verdict on the batch it trained on, with the final (not the best-val) weights
             from .engine.overfit import verdict
@@ -343,19 +297,3 @@ class Fit:
             # and where the model looked in its worst mistakes: plots/gradcam.png (or .txt saying why there is none)
             write_misclassified_gradcam(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
         write_report(self.run_dir.path)  # also draws the curves, confusion matrix and reliability diagram
-
-
-def newest_valid_checkpoint(run: RunDir) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
-    """The loadable checkpoint with the most steps among last.pt and best.pt, and those skipped (with why)."""
-    found, skipped = [], []
-    for path in (run.last, run.best):
-        if not path.is_file():
-            continue
-        try:
-            found.append(load_checkpoint(path))
-        except CheckpointError as error:
-            skipped.append((path, str(error)))
-    if not found:
-        detail = "; ".join(f"{p}: {r}" for p, r in skipped) or "none were written"
-        raise CheckpointError(f"no usable checkpoint in {run.checkpoints} ({detail})")
-    return max(found, key=lambda c: c["state"]["global_step"]), skipped

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_text
-from .config import Config, to_yaml
-from .errors import RunError
+from .config import RESUME_UNSAFE_FIELDS, Config, build_config, load_yaml, to_yaml
+from .errors import ConfigError, RunError
 
 METRICS_COLUMNS = ["epoch", "seconds", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
 OPTIONAL_COLUMNS = ["val_balanced_acc"]  # written only when the rows hold it (the best epoch is chosen by it)
@@ -68,6 +68,18 @@ class RunDir:
         if not run.config_path.is_file():
             raise RunError(f"{run.path} is not a visiontrain run folder (it has no config.yaml)")
         return run
+
+    def resume_config(self, overrides: dict[str, Any]) -> Config:
+        """The run's saved config with `overrides` applied; refuses changes that would mix two experiments."""
+        saved = build_config(load_yaml(self.config_path), apply_preset=False)
+        changed = [name for name in RESUME_UNSAFE_FIELDS if name in overrides
+                   and build_config(saved.to_dict() | {name: overrides[name]}, apply_preset=False).to_dict()[name]
+                   != saved.to_dict()[name]]
+        if changed:
+            raise ConfigError(f"cannot resume {self.path} with a different {', '.join(changed)} (it would mix two "
+                              "experiments); start a new run instead")
+        overrides = {k: v for k, v in overrides.items() if k not in ("name", "preset")}
+        return build_config(saved.to_dict() | overrides, apply_preset=False)
 
     def write_config(self, config: Config) -> None:
         atomic_write_text(self.config_path, to_yaml(config))

@@ -13,14 +13,17 @@ lookahead and the Trainer.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._registry import PRESETS
+from .._version import __version__
 from ..config import Config
 from ..data import Dataset, load_dataset_of
 from ..data.augment import augment_spec, image_flips
@@ -72,6 +75,30 @@ class Setup:
             if id(parameter) in self.trainable and id(parameter) not in head:  # never thaw what the model froze
                 parameter.requires_grad_(not frozen)
         self.trainer.frozen_backbone = frozen
+
+    def describe(self) -> dict[str, Any]:
+        """What summary.json records of how the run was built (the results are fit's to add)."""
+        config, env, selection = self.config, self.env, self.selection
+        return {
+            "distributed": {"world_size": env.world_size, "global_batch_size": config.batch_size * config.accumulate
+                            * env.world_size, "sync_bn": config.sync_bn and env.enabled,
+                            "lr_scaling": "none: --lr is used as given for the global batch"},
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "finetune": {"mode": self.finetune, "pretrained": config.pretrained, "weights": config.weights,
+                         "head_epochs": config.head_epochs if self.finetune == "gradual" else None,
+                         "backbone_lr": config.backbone_lr if config.pretrained or config.weights else 1.0},
+            "model_kept": f"best (by validation {selection.metric.replace('_', ' ')})" if selection.metric
+            else "last epoch",
+            "selection_metric": selection.metric, "selection_reason": selection.reason,
+            "imbalance": {"train_ratio": selection.imbalance_ratio, "threshold": config.imbalance_threshold,
+                          "class_weights": config.class_weights, "sampler": config.sampler},
+            "dataset": self.dataset.describe() | {"mean": self.mean, "std": self.std},
+            "augmentation": self.trainer.augment.describe(), "decode_policy": self.dataset.decode_policy,
+            "hardware": self.precision.describe() | {"inference_precision": config.inference_precision,
+                                                     "threads": torch.get_num_threads(),
+                                                     "cpu": platform.processor() or platform.machine()},
+            "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        }
 
     def validation_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of the training model (with its EMA weights if any), in the training precision: the per-epoch

@@ -85,3 +85,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} has format version {checkpoint['format_version']}, newer than this "
                               f"visiontrain ({__version__}, format {FORMAT_VERSION}) understands; upgrade visiontrain")
     return checkpoint
+
+
+def newest_valid_checkpoint(*paths: Path) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """The loadable checkpoint with the most steps among `paths` (a run's last.pt and best.pt), and those skipped
+    (with why): a resume starts from the newest checkpoint that loads."""
+    found, skipped = [], []
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            found.append(load_checkpoint(path))
+        except CheckpointError as error:
+            skipped.append((path, str(error)))
+    if not found:
+        detail = "; ".join(f"{p}: {r}" for p, r in skipped) or "none were written"
+        raise CheckpointError(f"no usable checkpoint in {paths[0].parent} ({detail})")
+    return max(found, key=lambda c: c["state"]["global_step"]), skipped

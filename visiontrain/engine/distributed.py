@@ -9,9 +9,12 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,16 @@ def broadcast_string(text: str | None, env: DistEnv) -> str:
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_world_size(saved: int | None, env: DistEnv, config: Any, run: Any) -> None:
+    """Refuse to resume a run (RunDir) with another number of processes than its checkpoint was written with (older
+    checkpoints, without the field: not checked): the global batch, the shards and the schedule depend on it."""
+    if saved is None or saved == env.world_size:
+        return
+    batch = config.batch_size * config.accumulate
+    raise CheckpointError(
+        f"cannot resume {run.path} with world_size {env.world_size}: it was trained with world_size {saved}, and the "
+        f"global batch (batch_size x accumulate x world_size: {batch * saved}, here {batch * env.world_size}), the "
+        f"data shards and the schedule's steps per epoch all depend on it; resume with {launcher(saved)} train "
+        f"--resume {run.path}, or start a new run from its weights (--weights {run.last})")
