@@ -22,7 +22,15 @@ from torch import nn
 
 from ._io import atomic_write_text
 from .config import build_config, load_yaml
-from .errors import RunError
+from .data import cache, flip_and_border
+from .data.augment import augment_spec
+from .data.folder import scan_folder
+from .data.registry import DATASETS
+from .data.splitfile import read_split_file, relative_path
+from .engine.build import create_model
+from .engine.checkpoint import load_checkpoint
+from .errors import CheckpointError, RunError
+from .models.fast import FastNet
 from .run import RunDir
 
 _STANDARD = (nn.Conv2d, nn.Linear, nn.ReLU, nn.GELU, nn.MaxPool2d, nn.BatchNorm2d, nn.Dropout, nn.Flatten,
@@ -51,12 +59,7 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
         raise RunError(f"{run.path} is an --overfit-batch sanity check, not a run to repeat; eject a normal run")
     output = _script_path(Path(output))
     data = summary["dataset"]
-    from .models import create_model
-
-    model = create_model(config.model, num_classes=len(data["classes"]), in_channels=data["channels"],
-                         image_size=data["image_size"], width=config.width)
-    from .models.fast import FastNet
-
+    model = create_model(config, len(data["classes"]), data["channels"], data["image_size"])
     if isinstance(model, FastNet):
         raise RunError(f"eject writes the tutorial networks and torchvision and timm models; {config.model}'s custom "
                        "layers (patch whitening, frozen-scale BatchNorm) are in visiontrain/models/fast.py to read "
@@ -109,8 +112,6 @@ def _script_path(output: Path) -> Path:
 # -- data: the files the run read ------------------------------------------------------------------------------
 def _data_source(config, data: dict, run: RunDir, output: Path) -> tuple[str, Path | None]:  # noqa: ANN001
     """(the script's data section, the file list to write beside it or None)."""
-    from .data.registry import DATASETS
-
     val_fraction = config.val_fraction if data.get("val_source", "train") == "train" else 0.0
     if config.dataset in DATASETS:
         source = [Path(p) for p in data.get("source") or []]
@@ -130,8 +131,6 @@ def _data_source(config, data: dict, run: RunDir, output: Path) -> tuple[str, Pa
                        "labels") if config.dataset == "cifar10" else (["train"], ["test"], "fine_labels")
             return _CIFAR_SOURCE.format(source=str(found), train=variant[0], test=variant[1], label_key=variant[2],
                                         val_fraction=val_fraction), None
-        from .data import cache  # the JPEG copy: its extracted folder in the cache, read as an image folder
-
         root = found if found.is_dir() else cache.home() / "cifar10-jpg-extracted" / "cifar10-jpg"
         if not root.is_dir():
             raise RunError(f"eject: the extracted copy of {found} is not in the cache any more; train once more on it")
@@ -143,10 +142,6 @@ def _data_source(config, data: dict, run: RunDir, output: Path) -> tuple[str, Pa
 
 def _files_csv(config, data: dict, run: RunDir) -> str:  # noqa: ANN001
     """path (relative to the folder), label (the run's index), class, split: every image the run read."""
-    from .data.folder import scan_folder
-    from .data.registry import DATASETS
-    from .data.splitfile import read_split_file, relative_path
-
     root = Path(data.get("source", [config.dataset])[0]) if config.dataset not in DATASETS else None
     folders = data.get("class_folders") or data["classes"]
     if run.split_path.is_file():  # the split the run carved, or the split file it was given: as it used them
@@ -168,9 +163,6 @@ def _files_csv(config, data: dict, run: RunDir) -> str:  # noqa: ANN001
 
 def recorded_allow_flip(run: RunDir, dataset: str) -> bool:
     """Whether the run's images could be mirrored, as its checkpoint recorded it (what training used)."""
-    from .engine.checkpoint import load_checkpoint
-    from .errors import CheckpointError
-
     for path in (run.best, run.last):
         try:
             checkpoint = load_checkpoint(path)
@@ -178,16 +170,11 @@ def recorded_allow_flip(run: RunDir, dataset: str) -> bool:
             continue
         if "allow_flip" in checkpoint:
             return bool(checkpoint["allow_flip"])
-    from .data import flip_and_border
-
     return flip_and_border(dataset)[0]  # no readable checkpoint records it: the dataset's own rule
 
 
 def _train_transforms(config, data: dict, run: RunDir) -> str:  # noqa: ANN001
     """torchvision transforms for the run's AugmentSpec, resolved by the training code itself, in apply's order."""
-    from .data import flip_and_border
-    from .data.augment import augment_spec
-
     spec = augment_spec(config, recorded_allow_flip(run, config.dataset), flip_and_border(config.dataset)[1])
     size, steps = data["image_size"], []
     if spec.rotation:

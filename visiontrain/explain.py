@@ -13,17 +13,18 @@ a heat map's title agrees with `visiontrain predict`. The heat map itself comes 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_write_bytes, atomic_write_text
-from .errors import VisiontrainError
-
-if TYPE_CHECKING:
-    from .inference import Predictor
+from .errors import CheckpointError, VisiontrainError
+from .figures import figure_png, literal, new_figure
+from .inference import Predictor, load
+from .predict import EagerModel, decode_batch, decode_module, find_images
+from .run import RunDir
 
 MISCLASSIFIED_SHOWN = 6  # Grad-CAM panels of the report's misclassified gallery
 FIGURE_MARK = "visiontrain explain: Grad-CAM figure"  # in each figure's PNG text: the only files explain replaces
@@ -129,8 +130,6 @@ def _show(axis: Any, image: torch.Tensor, cam: torch.Tensor | None = None) -> An
 
 def explanation_png(image: torch.Tensor, cam: torch.Tensor, title: str, layer: str) -> bytes:
     """PNG: the image and the image with its heat map over it (and a colour bar), under `title`."""
-    from .figures import figure_png, literal, new_figure
-
     figure = new_figure(7.2, 4.0)
     left, right = figure.subplots(1, 2)
     _show(left, image)
@@ -159,9 +158,6 @@ def explain_paths(source: str | Path, inputs: Sequence[str | Path], out_dir: str
         (rows, skipped, layer): rows {"path", "png", "true", "predicted", "confidence", "explained"} in input
         order; skipped [(path, reason)] as predict gives them; the name of the layer explained.
     """
-    from .inference import load
-    from .predict import EagerModel, decode_batch, decode_module, find_images
-
     source = Path(source)
     if source.is_dir() and (source / "model.json").is_file() and not (source / "config.yaml").is_file():
         raise ExplainError(f"{source} is an export bundle; Grad-CAM needs the gradients of the PyTorch model, so "
@@ -271,11 +267,6 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     misclassified images with the highest loss, from the run's kept checkpoint. Where there is nothing to show
     (no convolution, no checkpoint, no mistake) it writes plots/gradcam.txt with the reason instead, which the
     report prints as a note; it never raises for those."""
-    from .inference import load
-    from .errors import CheckpointError
-    from .figures import figure_png, literal, new_figure
-    from .run import RunDir
-
     run = RunDir.open(run_dir)
     png = run.plot_path("gradcam", split)
     logits, labels = logits.float().cpu(), labels.long().cpu()

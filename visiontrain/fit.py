@@ -28,11 +28,15 @@ from .engine.checkpoint import load_checkpoint, newest_valid_checkpoint, save_ch
 from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, check_world_size,
                                  launcher, shutdown)
 from .engine.loop import NonFiniteLoss, TrainState
+from .engine.overfit import verdict
 from .engine.progress import Progress
 from .errors import TrainingStopped
 from .evaluation import write_evaluation
+from .explain import write_misclassified_gradcam
 from .inference import Predictor, kept_checkpoint
 from .metrics.classification import balanced_accuracy, classification_metrics
+from .report import plot_misclassified, write_report
+from .report.batch import write_training_batch
 from .run import RunDir
 
 
@@ -271,8 +275,6 @@ class Fit:
         if built.selection.balanced:
             summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")
         if config.overfit_batch:  # the verdict on the batch it trained on, with the final (not the best-val) weights
-            from .engine.overfit import verdict
-
             summary["overfit_batch"] = verdict(built.validation_logits(data.train.images), data.train.labels, config,
                                                len(data.classes))
         if self.env.is_main:
@@ -284,12 +286,8 @@ class Fit:
         return summary
 
     def write_report(self, test_logits: torch.Tensor | None) -> None:
-        """plots/ and report.html; after summary.json, which the report reads. Imported here, not at start-up:
-        matplotlib costs ~1.5 s before the first step."""
-        from .explain import write_misclassified_gradcam
-        from .report import plot_misclassified, write_report
-        from .report.batch import write_training_batch
-
+        """plots/ and report.html; after summary.json, which the report reads. (matplotlib, ~1.5 s to import, loads
+        here at the end, inside the drawing functions, never before the first step.)"""
         write_training_batch(self.built, self.run_dir.path / "plots" / "augmented_batch.png")  # what the model sees
         if test_logits is not None:
             test = self.built.dataset.test

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .data.decode import DecodePolicy, decode_image, to_channels
 from .engine.checkpoint import load_checkpoint
 from .engine.loop import Normalizer, predict_logits
 from .engine.precision import choose_precision
@@ -66,8 +67,6 @@ class Predictor:
                 for indices, values in zip(top.indices, top.values)]
 
     def _decode(self, path: str | Path) -> torch.Tensor:
-        from .data.decode import DecodePolicy, decode_image, to_channels
-
         pixels = decode_image(path, DecodePolicy.from_dict(self.decode_policy), size=self.input_size[-1])
         return torch.from_numpy(to_channels(pixels, self.input_size[0]))
 

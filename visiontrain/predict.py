@@ -47,7 +47,7 @@ class EagerModel:
         """Logits float32 (N, K) for uint8 (N, C, H, W): the evaluation's predict_logits (TTA is added by the caller)."""
         import torch
 
-        from .engine.loop import predict_logits
+        from .engine.loop import predict_logits  # torch: a run, never an ONNX bundle
 
         predictor = self.predictor
         return predict_logits(predictor.model, torch.from_numpy(images), predictor.normalize).float().numpy()
@@ -63,7 +63,7 @@ def open_source(source: str | Path) -> EagerModel | BundlePredictor:
     if path.is_dir() and not (path / "config.yaml").is_file():
         raise RunError(f"{path} is neither a run folder (it has no config.yaml) nor an export bundle (no model.json); "
                        "give a run folder, a checkpoint file or a bundle folder")
-    from .inference import load
+    from .inference import load  # torch: a run or checkpoint, never an ONNX bundle
 
     return EagerModel(load(path))
 

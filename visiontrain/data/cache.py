@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from .._io import atomic_torch_save
+from .walk import Walker
 
 CACHE_VERSION = 1
 
@@ -32,8 +33,6 @@ def list_files(root: Path) -> list[Path]:
     (symbolic links followed, each real folder once; hidden entries and __MACOSX left out).
 
     scandir rather than rglob + is_file: no extra stat per file (60,000 CIFAR-10 JPEGs: 0.5 s, not 3 s)."""
-    from .walk import Walker
-
     return Walker().files_under(Path(root))
 
 

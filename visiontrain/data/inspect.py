@@ -17,7 +17,10 @@ from typing import Any, Callable
 import torch
 
 from ..config import Config
-from .decode import DecodePolicy
+from . import load_dataset
+from .decode import DecodePolicy, is_dicom
+from .folder import scan_folder
+from .registry import DATASETS
 from .tensors import ImageTensors, imbalance_ratio
 
 
@@ -36,8 +39,6 @@ def pixel_hash(image: torch.Tensor) -> str:
 def probe_file(path: Path) -> dict[str, Any]:
     """Header facts of an image file without decoding it: mode, size, EXIF orientation (DICOM: modality too)."""
     from PIL import Image
-
-    from .decode import is_dicom
 
     if is_dicom(path):
         return probe_dicom(path)
@@ -98,9 +99,6 @@ def size_stats(splits: dict[str, ImageTensors], probes: list[dict[str, Any]]) ->
 def check_dataset(dataset: str, *, data_dir: str | None = None) -> DataCheck:
     """inspect_dataset's report together with the decoded splits and the per-file header facts it came from
     (data_report.html draws its thumbnails from these tensors: nothing is decoded a second time)."""
-    from . import load_dataset
-    from .folder import scan_folder
-
     data = load_dataset(dataset, data_dir=data_dir, val_fraction=0.0, skip_bad=True, verbose=False,
                         policy=DecodePolicy(), lenient=True)  # every problem reported, none refused
     splits = {name: split for name, split in (("train", data.train), ("val", data.val), ("test", data.test)) if split is not None}
@@ -147,8 +145,6 @@ def _dicom_stats(probes: list[dict]) -> dict[str, Any]:
 
 
 def _names() -> list[str]:
-    from .registry import DATASETS
-
     return DATASETS.names()
 
 

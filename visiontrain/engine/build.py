@@ -31,12 +31,14 @@ from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
 from ..models import create_model as _create_model
+from ..models.pretrained import PRETRAINED, pretrained_model, pretraining_preprocessing
 from ..models.weights import fitting_tensors, load_state_dict_file
 from .distributed import DistEnv, init_distributed
 from .ema import EMA, Lookahead
 from .imbalance import Selection, choose_selection, inverse_frequency, notice, sample_weights
 from .loop import Normalizer, Trainer, predict_logits
 from .optim import build_optimizer, build_scheduler
+from .overfit import prepare
 from .precision import Precision, choose_precision, resolve_device
 
 Pretraining = tuple[int, list[float], list[float]]  # a pretrained backbone's (input size, mean, std)
@@ -196,16 +198,12 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
     env = env or DistEnv()
     pretraining = None  # (size, mean, std) of --pretrained weights: an installed package's or --weights FILE's
     if config.pretrained:
-        from ..models.pretrained import PRETRAINED, pretraining_preprocessing  # the backbones' packages: on demand
-
         if config.model in PRETRAINED or config.weights:
             pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
         if pretraining is not None and config.image_size is None:  # the backbone's size, in config.yaml
             config = config.replace(image_size=pretraining[0])
     loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
     if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
-        from .overfit import prepare
-
         config, data = prepare(config, data)
     else:  # a small folder trains with the defaults: the batch shrinks to the split
         try:
@@ -242,8 +240,6 @@ def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, 
     if not config.pretrained:
         model = create_model(config, len(data.classes), data.in_channels, data.image_size)
     else:
-        from ..models.pretrained import PRETRAINED, pretrained_model
-
         if pretraining is not None and config.model not in PRETRAINED:  # --pretrained --weights FILE: the file
             model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # loads below
         else:  # an installed package's weights, or the error that says none are available

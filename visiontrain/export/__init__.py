@@ -14,48 +14,16 @@ This package imports torch only inside functions: `load_bundle` on an ONNX bundl
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import _registry as _registries
+from . import onnx, safetensors, torchscript  # noqa: F401  (each registers its format on import)
+from .bundle import BundleError, BundlePredictor, describe, load_bundle, write_bundle
+from .formats import EXPORTERS, ExportFormat, Runner  # noqa: F401
 
 if TYPE_CHECKING:
-    import numpy as np
-    from torch import nn
-
     from ..inference import Predictor
 
-Runner = Callable[["np.ndarray"], "np.ndarray"]  # float32 (N, C, H, W) 0..255 -> logits float32 (N, K)
-
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """One export format: how to write the model file and how to run it again.
-
-    filename: the model file's name inside the bundle.
-    serialize: (exportable model, example images float (2, C, H, W) 0..255) -> the file's bytes. The model is
-        verify.exportable(): eval mode, fp32, CPU, normalisation inside.
-    load: (model file, model.json dict) -> Runner, in this process (what a BundlePredictor uses).
-    load_isolated: like `load`, but proving the file runs without visiontrain (TorchScript: a fresh `python -I`
-        process); None: `load` is already that proof (onnxruntime never imports visiontrain or torch).
-    normalizes_inside: True when the model file takes 0..255 pixels; False when it holds weights only.
-    runtime: what runs it, for model.json.
-    """
-
-    filename: str
-    serialize: Callable[[nn.Module, Any], bytes]
-    load: Callable[[Path, dict], Runner]
-    runtime: Callable[[], str]
-    normalizes_inside: bool = True
-    load_isolated: Callable[[Path, dict, list], list] | None = None
-
-
-EXPORTERS = _registries.EXPORTERS  # name -> ExportFormat
-
-from . import onnx, safetensors, torchscript  # noqa: E402,F401  (registration happens on import)
-from .bundle import BundleError, BundlePredictor, load_bundle  # noqa: E402
 
 
 def export_run(run_dir: str | Path, format: str = "onnx", out_dir: str | Path | None = None, *,
@@ -71,7 +39,7 @@ def export_run(run_dir: str | Path, format: str = "onnx", out_dir: str | Path | 
     Returns:
         The bundle folder. Raises ExportVerificationError (nothing written) when the export does not match.
     """
-    from ..inference import load
+    from ..inference import load  # torch: only to export, never to load an ONNX bundle
 
     EXPORTERS.get(format)  # an unknown format fails before the model is loaded
     source = Path(run_dir)
@@ -96,9 +64,7 @@ def export_predictor(predictor: Predictor, format: str, out_dir: str | Path, *, 
     The predictor's model is copied and put in eval mode, fp32, on the CPU, whatever state the caller left it
     in; the caller's model is not changed.
     """
-    from . import verify
-    from .bundle import describe, write_bundle
-
+    from . import verify  # torch, as above
     exporter = EXPORTERS.get(format)
     model = verify.exportable(predictor)
     images, split = verify.verification_images(predictor, run_dir=run_dir, data=data)

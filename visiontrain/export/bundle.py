@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._io import atomic_write_bytes, atomic_write_text
+from .._version import __version__
 from ..errors import VisiontrainError
+from .formats import EXPORTERS
 
 if TYPE_CHECKING:
     from ..inference import Predictor
-    from . import ExportFormat
 
 BUNDLE_VERSION = 1  # of model.json; bumped on an incompatible change
 MAX_SIDE = 4096  # of input_size: as config's image_size (a larger one in an edited model.json would be a memory bomb)
@@ -56,8 +57,6 @@ def describe(predictor: Predictor, format: str, exporter: ExportFormat, *, run_d
     import platform
 
     import torch
-
-    from .._version import __version__
 
     channels, height, width = predictor.input_size
     summary = _read_summary(run_dir)
@@ -185,8 +184,6 @@ def load_bundle(path: str | Path) -> BundlePredictor:
     Raises BundleError, one sentence, if model.json is missing, edited so that it no longer matches the model
     file (class count, input size, checksum), or names an unknown format.
     """
-    from . import EXPORTERS
-
     folder = Path(path)
     folder = folder.parent if folder.is_file() else folder
     meta = read_model_json(folder)

@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import EXPORTERS, ExportFormat
+from .formats import EXPORTERS, ExportFormat
 from .bundle import BundleError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from . import Runner
+    from .formats import Runner
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import EXPORTERS, ExportFormat
+from .formats import EXPORTERS, ExportFormat
 from .bundle import BundleError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from . import Runner
+    from .formats import Runner
 
 
 def serialize(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -37,8 +37,8 @@ def load(path: Path, meta: dict) -> Runner:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..models import create_model
-    from .verify import Normalized, torch_runner
+    from ..models import create_model  # torch: imported when a safetensors bundle is loaded, not for ONNX
+    from .verify import Normalized, torch_runner  # (the same)
 
     channels, size = meta["input_size"][0], meta["input_size"][-1]
     try:

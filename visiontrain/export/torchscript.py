@@ -14,14 +14,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import EXPORTERS, ExportFormat
+from .formats import EXPORTERS, ExportFormat
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
 
-    from . import Runner
+    from .formats import Runner
 
 _JIT_DEPRECATION = r"`torch\.jit\."  # FutureWarning on every trace/save/load since torch 2.9; not the user's to fix
 
@@ -54,7 +54,7 @@ def serialize(model: nn.Module, example: torch.Tensor) -> bytes:
 def load(path: Path, meta: dict) -> Runner:
     import torch
 
-    from .verify import torch_runner
+    from .verify import torch_runner  # torch: a TorchScript bundle needs it, an ONNX one must not
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=FutureWarning)
@@ -66,7 +66,7 @@ def load_isolated(path: Path, meta: dict, batches: list[np.ndarray]) -> list[np.
     """Logits for each float32 batch, computed by `torch.jit.load(path)` in a fresh `python -I` process."""
     import torch
 
-    from .verify import ExportVerificationError
+    from .verify import ExportVerificationError  # (the same)
 
     with tempfile.TemporaryDirectory(prefix="visiontrain-ts-") as folder:
         inputs, outputs = Path(folder) / "inputs.pt", Path(folder) / "outputs.pt"

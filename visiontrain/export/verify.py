@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError, VisiontrainError
 
 if TYPE_CHECKING:
     from ..inference import Predictor
-    from . import ExportFormat, Runner
+    from .formats import ExportFormat, Runner
 
 MAX_ABS_DIFF = 1e-4  # logits; fp32 kernels of different runtimes differ by ~1e-6 on these models
 MAX_IMAGES = 64

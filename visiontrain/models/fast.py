@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import MODELS
+from .._registry import MODELS
 from .base import Classifier
 
 

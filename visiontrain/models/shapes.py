@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._registry import MODELS
 from ..errors import ConfigError
+from . import create_model
 
 
 @dataclass
@@ -102,8 +104,6 @@ def explain(name: str, input_shape: str | tuple[int, int, int] | None, *, batch_
             num_classes: int = 10, width: float = 1.0, seed: int = 0) -> str:
     """The step-by-step text of `visiontrain explain-shapes`: image -> batch -> every layer -> logits.
     input_shape: (C, H, W) or its text ('1x28x28'), checked after the model name and the numbers."""
-    from . import MODELS, create_model
-
     MODELS.get(name)  # an unknown name first: UnknownNameError suggests the closest ones
     if batch_size < 1:
         raise ConfigError(f"--batch-size: {batch_size} is out of range; use a whole number >= 1")

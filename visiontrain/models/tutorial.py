@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import MODELS
+from .._registry import MODELS
 from .base import Classifier
 
 

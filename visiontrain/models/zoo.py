@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import UnknownNameError
-from . import MODELS
+from .._registry import MODELS
 from .base import Classifier
 
 TIMM_PREFIX = "timm/"

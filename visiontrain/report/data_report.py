@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .._io import atomic_write_text
+from ..config import Config
+from ..data.folder import SPLIT_NAMES
 from ..errors import VisiontrainError
+from ..figures import figure_png, literal, new_figure
 from .html import _e, _image, _page, _section, _table
 
 if TYPE_CHECKING:
@@ -203,8 +206,6 @@ def _problems(report: dict[str, Any]) -> str:
 
 
 def _class_counts(report: dict[str, Any]) -> str:
-    from ..config import Config
-
     classes, splits = report["classes"], report["splits"]
     rows = [[name, *(f"{splits[s]['per_class'][name]:,}" for s in splits)] for name in classes]
     rows.append(["total", *(f"{splits[s]['images']:,}" for s in splits)])
@@ -224,8 +225,6 @@ def _ratio(value: float | None) -> str:
 
 
 def _class_counts_png(report: dict[str, Any]) -> bytes:
-    from ..figures import figure_png
-
     return figure_png(class_counts_figure(report))
 
 
@@ -233,8 +232,6 @@ def class_counts_figure(report: dict[str, Any]) -> "Figure":
     """Bars of images per class, one colour per split, the imbalance ratio of each split in the legend, which
     sits outside the axes so that it never covers a bar."""
     import math
-
-    from ..figures import literal, new_figure
 
     classes, splits = report["classes"], report["splits"]
     figure = new_figure(min(20.0, max(6.0, 2 + 0.12 * len(classes) * len(splits))), 3.8)
@@ -295,8 +292,6 @@ def _bad_files(report: dict[str, Any], thumbs: _Thumbnails) -> str:
 
 def _split_of(path: str, report: dict[str, Any]) -> str | None:
     """train/val/test from a bad file's place in an image folder (a bad file has no decoded tensor to look up)."""
-    from ..data.folder import SPLIT_NAMES
-
     root = Path(report["dataset"]).expanduser()
     if report.get("kinds") is None or not Path(path).is_relative_to(root):
         return None  # a named dataset

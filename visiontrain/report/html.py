@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from .._io import atomic_write_bytes, atomic_write_text
+from ..config import load_yaml
 from ..errors import RunError
 from ..run import RunDir
 from .plots import comparison_png, eval_splits, number, read_eval, series, write_run_plots
@@ -342,8 +343,6 @@ def _other_plots_section(run: RunDir, shown: set[Path]) -> str:
 
 
 def _read_config(run: RunDir) -> dict[str, Any]:
-    from ..config import load_yaml
-
     return load_yaml(run.config_path)
 
 
