@@ -146,3 +146,30 @@ def test_a_gpu_preset_on_a_machine_without_one_says_what_to_do(capsys, tmp_path)
     assert result.returncode == 2 and "internal error" not in result.stderr
     assert "sees no CUDA GPU" in result.stderr and "the cifar10-gpu preset is for a GPU: add --device cpu" in result.stderr
     assert not (tmp_path / "runs").exists()  # stopped before any data loading or run folder
+
+
+def test_the_cli_is_a_table_and_its_choices_come_from_the_registries(capsys):
+    """Every command of cli.COMMANDS is listed by --help and dispatched through the table; --format of export accepts
+    exactly the registered export formats, so a new format needs no change to the CLI; --help imports neither torch
+    nor numpy (it answers at once)."""
+    import subprocess
+    import sys
+
+    from visiontrain._registry import EXPORTERS
+    from visiontrain.cli import COMMANDS, build_parser
+
+    result = run_main(capsys, "--help")
+    assert result.returncode == 0 and all(name in result.stdout for name in COMMANDS)
+    export = next(a for a in build_parser()._subparsers._group_actions[0].choices["export"]._actions
+                  if a.dest == "format")
+    assert list(export.choices) == EXPORTERS.names() == ["onnx", "safetensors", "torchscript"]
+    EXPORTERS.register("made-up")(EXPORTERS.get("onnx"))
+    try:
+        assert "made-up" in export.choices
+    finally:
+        del EXPORTERS._items["made-up"]
+    code = ("import sys; from visiontrain.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"

@@ -1,54 +1,66 @@
-"""The command line: a thin argparse layer over the Python API. No logic lives here.
+"""The command line: a thin argparse layer over the Python API and the workflows. No logic lives here.
 
-torch is imported only inside the commands, so `visiontrain --help` answers at once.
+Each command is one entry of COMMANDS (at the end): its help, a function that adds its arguments, and a function that
+runs it. The package's modules are imported inside the commands, so `visiontrain --help` answers at once, without
+torch; that is the reason for every function-level import in this file.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
 import typing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+from ._registry import EXPORTERS
 from ._version import __version__
-from .config import Config, ConfigError
+from .config import FIELDS, GROUPS, Config, build_config, load_yaml
+from .errors import ConfigError, TrainingStopped, VisiontrainError
 
 _START = time.perf_counter()
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field (--batch-size -> batch_size), grouped as the config is, each with its help and
-    default from the field itself; only flags given on the command line are set (a preset fills the others)."""
-    from .config import FIELDS, GROUPS
-
-    hints = typing.get_type_hints(Config)
-    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
-    for name, field in FIELDS.items():
-        flag, hint = "--" + name.replace("_", "-"), hints[name]
-        default = "none" if field.default is None else str(field.default).lower() if hint is bool else field.default
-        text = field.metadata["help"]
-        text = (text if "default:" in text else f"{text} (default: {default})").replace("%", "%%")  # argparse
-        group = groups[field.metadata["group"]]  # %-formats help
-        if _plain_type(hint) is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=text)
-        else:
-            choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-            metavar = "{" + ",".join(choices) + "}" if choices else _METAVARS.get(_plain_type(hint), "VALUE")
-            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=text)
-
-
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
 CONFIG_FLAGS = ("Every config field is a flag. Resolution order (later wins): the defaults shown, the preset "
                 "(--preset, or the dataset's own when no --model is named: a plain `visiontrain train` is the tuned "
                 "Fashion-MNIST recipe), --config FILE, then the flags given.")
 
 
-def _plain_type(hint: object) -> object:
-    """int for Optional[int], and so on."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) is typing.Union and args else hint
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    parser: dict = dataclasses.field(default_factory=dict)  # more argparse options: usage, description
+
+
+class LazyChoices(Sequence[str]):
+    """argparse choices read only when argparse needs them (a command's own --help, or checking the value given): a
+    registry's providers, or a workflow's module, are not imported for `visiontrain --help`. Give the argument a
+    metavar (argparse would list the choices in it while building the parser) and %(choices)s in its help."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]):
+        self.names = names
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204 - Sequence's
+        return list(self.names())[index]
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+
+def _output_formats() -> Sequence[str]:
+    from .predict import OUTPUT_FORMATS
+
+    return OUTPUT_FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,112 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     parser.add_argument("--version", action="version", version=f"visiontrain {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser("train", help="train a model (default: the tuned Fashion-MNIST recipe)",
-                                usage="%(prog)s [--config FILE] [--resume RUN_DIR] [--FIELD VALUE ...]",
-                                description=CONFIG_FLAGS)
-    train.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
-    _add_config_flags(train)
-
-    evaluate = commands.add_parser("eval", help="evaluate a run: accuracy, per-class table, confusion matrix")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--split", default="test", choices=["test", "val", "train"])
-    evaluate.add_argument("--data", help="evaluate on this image folder instead (same class folders)")
-
-    summary = commands.add_parser("summary", help="layer-by-layer output shapes, parameters and multiply-adds")
-    summary.add_argument("--model", required=True)
-    summary.add_argument("--input", help="C x H x W of one image, e.g. 1x28x28 or 3x32x32 (required)")
-    summary.add_argument("--num-classes", type=int, default=10)
-    summary.add_argument("--width", type=float, default=1.0)
-
-    shapes = commands.add_parser("explain-shapes", help="walk one random batch through a model: each layer's output "
-                                 "shape, dtype and value range")
-    shapes.add_argument("--model", required=True)
-    shapes.add_argument("--input", help="C x H x W of one image, e.g. 1x28x28 or 3x32x32 (required)")
-    shapes.add_argument("--batch-size", type=int, default=4)
-    shapes.add_argument("--num-classes", type=int, default=10)
-    shapes.add_argument("--width", type=float, default=1.0)
-
-    show = commands.add_parser("show-batch", help="a labelled grid of training images, raw or augmented as in training")
-    show.add_argument("dataset", help="a dataset name or an image folder")
-    show.add_argument("--augmented", action="store_true", help="after the augmentation the trainer would apply")
-    show.add_argument("--data-dir")
-    show.add_argument("-n", type=int, default=32, dest="count", help="how many images (default 32)")
-    show.add_argument("-o", "--output", metavar="FILE.png", help="default: <dataset>-batch[-augmented].png")
-    show.add_argument("--seed", type=int, default=0, help="the training seed: it picks the order and the augmentation")
-    show.add_argument("--augment", help="override the config's augment mode (auto, none, crop, flip, crop+flip, photo)")
-    show.add_argument("--rotation", type=float, help="override the config's random rotation, degrees")
-    show.add_argument("--crop-scale", type=float, help="override photo mode's smallest crop area fraction")
-    show.add_argument("--jitter", type=float, help="override the colour jitter strength")
-
-    data = commands.add_parser("data", help="check a dataset: class counts, bad files, duplicates across splits",
-                               description="Every problem is reported in one pass. Exit status: 0 for a clean "
-                               "dataset, 1 when problems were found (folder problems, unreadable files, "
-                               "duplicates), 2 when the dataset cannot be checked at all.")
-    data.add_argument("dataset", help="a dataset name or an image folder")
-    data.add_argument("--data-dir")
-    data.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    data.add_argument("-o", "--html", metavar="FILE", help="the self-contained HTML page with thumbnails of the "
-                      "problems (default data_report.html in the current folder)")
-
-    eject = commands.add_parser("eject", help="write a run as one plain PyTorch script (no visiontrain needed)")
-    eject.add_argument("run_dir")
-    eject.add_argument("-o", "--output", default="train_plain.py")
-
-    export = commands.add_parser("export", help="export a run as a verified ONNX / TorchScript / safetensors bundle")
-    export.add_argument("run_dir", help="a run folder or a checkpoint file")
-    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors"])
-    export.add_argument("-o", "--out", help="bundle folder (default RUN/export/FORMAT)")
-    export.add_argument("--data", help="verify on this image folder (same class folders) instead of the run's dataset")
-
-    predict = commands.add_parser("predict", help="top-k class names for image files and folders")
-    predict.add_argument("source", help="a run folder, a checkpoint file or an export bundle folder")
-    predict.add_argument("inputs", nargs="+", metavar="FILE|DIR")
-    predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--format", dest="output_format", default="table", choices=["table", "csv", "json"])
-    predict.add_argument("-o", "--output", help="write the rows to this file")
-    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                         help="test-time augmentation (default: as the run was trained)")
-
-    explain = commands.add_parser("explain", help="Grad-CAM: where the model looked, one PNG per image")
-    explain.add_argument("source", metavar="RUN_DIR", help="a run folder or a checkpoint file")
-    explain.add_argument("inputs", nargs="+", metavar="FILE|DIR")
-    explain.add_argument("-o", "--out", metavar="OUT_DIR", help="folder for the PNGs (default RUN_DIR/explain)")
-    explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class, not the predicted one")
-    explain.add_argument("--layer", metavar="NAME", help="module to explain (default: the last conv of `features`)")
-
-    report = commands.add_parser("report", help="report.html of a run, or one page comparing several runs")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN")
-    report.add_argument("-o", "--output", metavar="HTML", help="comparison page (default compare.html)")
-    report.add_argument("--markdown", metavar="MD", help="also write the comparison as Markdown")
-
-    sweep = commands.add_parser("sweep", help="train a grid of settings (comma-separated values), resumable, and "
-                                "compare the runs", usage="%(prog)s [--config FILE] [--FIELD VALUE[,VALUE...] ...]",
-                                description="Every config flag given comma-separated values "
-                                "(--lr 0.01,0.001 --model lenet,mlp) is an axis of the grid; the other flags are "
-                                "shared. Runs go to RUNS_DIR/sweep-NAME/; rerunning the command skips finished runs "
-                                "and resumes an interrupted one.")
-    sweep.add_argument("--config", dest="config_file", metavar="FILE",
-                       help="a YAML file of config fields; a list value (lr: [0.01, 0.001]) is an axis too")
-    _add_config_flags(sweep)
-
-    lr_find = commands.add_parser("lr-find", help="learning-rate range test: loss vs an exponentially rising lr, "
-                                  "and a suggested lr (writes lr_find.png and lr_find.csv, trains no run)",
-                                  usage="%(prog)s [--start-lr X] [--end-lr X] [--steps N] [-o DIR] [--FIELD VALUE ...]",
-                                  description=CONFIG_FLAGS)
-    lr_find.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
-    lr_find.add_argument("--start-lr", type=float, default=1e-6, help="first lr (default 1e-6)")
-    lr_find.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
-    lr_find.add_argument("--steps", type=int, default=100, help="optimiser steps from start to end (default 100)")
-    lr_find.add_argument("-o", "--output", default="lr-find", metavar="DIR", help="output folder (default lr-find)")
-    _add_config_flags(lr_find)
-
-    models = commands.add_parser("models", help="list the registered models")
-    models.add_argument("--timm", metavar="PATTERN", help="list timm's architectures matching PATTERN (e.g. 'resnet*' "
-                        "or '*'), as the timm/<name> names --model takes")
-    commands.add_parser("datasets", help="list the named datasets")
-    commands.add_parser("presets", help="list the tuned recipes")
+    for name, command in COMMANDS.items():
+        command.arguments(commands.add_parser(name, help=command.help, **command.parser))
     return parser
 
 
@@ -169,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _dispatch(args)
+        return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
         print("visiontrain: interrupted", file=sys.stderr)
         return 130
@@ -178,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(error: Exception, debug: bool) -> int:
-    from .errors import TrainingStopped, VisiontrainError
-
     if debug:
         import traceback
 
@@ -199,188 +105,59 @@ def _report(error: Exception, debug: bool) -> int:
     return 1
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        return _train(args)
-    if args.command == "sweep":
-        return _sweep(args)
-    if args.command == "lr-find":
-        return _lr_find(args)
-    if args.command == "eval":
-        from .api import evaluate
-
-        from .report import write_report
-
-        evaluate(args.run_dir, split=args.split, data=args.data, verbose=True)
-        write_report(args.run_dir)  # the page picks up the new evaluation
-        return 0
-    if args.command == "summary":
-        return _summary(args)
-    if args.command == "explain-shapes":
-        from .models.shapes import explain
-
-        print(explain(args.model, args.input, batch_size=args.batch_size, num_classes=args.num_classes,
-                      width=args.width))
-        return 0
-    if args.command == "show-batch":
-        return _show_batch(args)
-    if args.command == "export":
-        return _export(args)
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "explain":
-        return _explain(args)
-    if args.command == "report":
-        from .report import compare_runs, write_report
-
-        if len(args.run_dirs) == 1 and not args.output and not args.markdown:
-            print(f"wrote {write_report(args.run_dirs[0])}")
+# -- config flags ---------------------------------------------------------------------------------------------------
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field (--batch-size -> batch_size), grouped as the config is, each with its help and
+    default from the field itself; only flags given on the command line are set (a preset fills the others)."""
+    hints = typing.get_type_hints(Config)
+    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
+    for name, field in FIELDS.items():
+        flag, hint = "--" + name.replace("_", "-"), hints[name]
+        default = "none" if field.default is None else str(field.default).lower() if hint is bool else field.default
+        text = field.metadata["help"]
+        text = (text if "default:" in text else f"{text} (default: {default})").replace("%", "%%")  # argparse
+        group = groups[field.metadata["group"]]  # %-formats help
+        if _plain_type(hint) is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
         else:
-            from ._io import output_file
-
-            output_file(args.output or "compare.html", "-o")  # refused before the runs are read
-            if args.markdown:
-                output_file(args.markdown, "--markdown")
-            print(f"wrote {compare_runs(args.run_dirs, args.output or 'compare.html', args.markdown)}")
-        return 0
-    if args.command == "eject":
-        from ._io import output_file
-        from .eject import eject
-
-        print(f"wrote {eject(args.run_dir, output_file(args.output, '-o'))}")
-        return 0
-    if args.command == "data":
-        return _data(args)
-    if args.command == "models":
-        from .models import MODELS
-        from .models.summary import first_paragraph
-
-        if args.timm is not None:
-            from .models.zoo import timm_names
-
-            names = timm_names(args.timm)
-            if not names:
-                raise ConfigError(f"--timm: no timm architecture matches {args.timm!r}; try a wildcard, e.g. 'resnet*'")
-            print("\n".join(names))
-            return 0
-        for name in MODELS.names():
-            print(f"{name:<28} {first_paragraph(MODELS.get(name).__doc__)}")
-        for prefix, description in MODELS.prefixes().items():
-            print(f"{prefix + '<name>':<28} {description}")
-        return 0
-    if args.command == "datasets":
-        from .data.registry import DATASETS
-
-        for name in DATASETS.names():
-            print(f"{name:<16} {DATASETS.get(name).description}")
-        print(f"{'PATH':<16} any image folder: PATH/<class>/*.jpg, or PATH/train/<class>/..., PATH/test/<class>/...")
-        return 0
-    if args.command == "presets":
-        from ._registry import PRESETS
-
-        for name in PRESETS.names():
-            print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))
-        return 0
-    raise AssertionError(args.command)
+            choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+            metavar = "{" + ",".join(choices) + "}" if choices else _METAVARS.get(_plain_type(hint), "VALUE")
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=text)
 
 
-def _export(args: argparse.Namespace) -> int:
-    import json
-
-    from .export import export_run
-
-    bundle = export_run(args.run_dir, args.format, args.out, data=args.data)
-    check = json.loads((bundle / "model.json").read_text())["verification"]
-    print(f"wrote {bundle} (verified on {check['images']} real images: max |logit difference| "
-          f"{check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.0%})")
-    return 0
+def _plain_type(hint: object) -> object:
+    """int for Optional[int], and so on."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and args else hint
 
 
-def _explain(args: argparse.Namespace) -> int:
-    from .explain import default_out_dir, explain_paths
-
-    out = args.out or default_out_dir(args.source)
-    rows, skipped, layer = explain_paths(args.source, args.inputs, out, class_name=args.class_name, layer=args.layer)
-    for path, reason in skipped:
-        print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
-    if not rows:
-        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
-        return 2
-    print(f"wrote {len(rows)} Grad-CAM images (layer {layer}) to {out}")
-    return 0
+def _flag_values(args: argparse.Namespace) -> dict:
+    """The config fields given as flags on the command line."""
+    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from ._io import atomic_write_text, output_file
-    from .predict import format_rows, predict_paths
-
-    if args.output:
-        output_file(args.output, "-o")  # refused before any image is decoded
-
-    def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
-        if sys.stderr.isatty():
-            print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
-
-    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
-    for path, reason in skipped:
-        print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
-    if not rows:  # as explain says it: an empty table is no answer
-        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
-        return 2
-    text = format_rows(rows, args.output_format)
-    if args.output:
-        atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
-        print(f"wrote {len(rows)} predictions to {args.output}")
-    else:
-        print(text)
-    return 0
+def _config_values(args: argparse.Namespace) -> dict:
+    """The config fields of --config FILE, overridden by the flags given (a file's run name is dropped: repeating
+    a run writes a new folder)."""
+    values = load_yaml(args.config_file) if args.config_file else {}
+    values.pop("name", None)
+    return values | _flag_values(args)
 
 
-def _summary(args: argparse.Namespace) -> int:
-    from .models import MODELS, create_model
-    from .models.shapes import parse_input
-    from .models.summary import format_table
+def _output(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be written (a folder, a file in the way...) before any work."""
+    from ._io import output_file
 
-    MODELS.get(args.model)  # an unknown name before a missing --input: UnknownNameError suggests the closest ones
-    channels, height, width = parse_input(args.input)
-    try:
-        model = create_model(args.model, num_classes=args.num_classes, in_channels=channels, image_size=height,
-                             width=args.width)
-    except ValueError as error:
-        raise ConfigError(f"--model {args.model}: {error}") from None
-    print(format_table(model, (channels, height, width), title=f"{args.model}, input {channels}x{height}x{width}"))
-    return 0
+    if path:
+        output_file(path, flag)
 
 
-def _show_batch(args: argparse.Namespace) -> int:
-    from .report.batch import show_batch
-
-    overrides = {k: v for k, v in (("augment", args.augment), ("rotation", args.rotation),
-                                   ("crop_scale", args.crop_scale), ("jitter", args.jitter)) if v is not None}
-    path = show_batch(args.dataset, augmented=args.augmented, data_dir=args.data_dir, count=args.count,
-                      output=args.output, seed=args.seed, **overrides)
-    print(f"wrote {path}")
-    return 0
-
-
-def _data(args: argparse.Namespace) -> int:
-    import json
-
-    from .config import build_config
-    from .data.inspect import check_dataset, format_report, problem_count
-    from .report.data_report import html_target, write_data_report
-
-    build_config({"dataset": args.dataset, "data_dir": args.data_dir, "model": "lenet"}, apply_preset=False)
-    html = html_target(args.html)  # a bad -o is refused before the check, not after it
-    check = check_dataset(args.dataset, data_dir=args.data_dir)
-    report = check.report
-    print(format_report(report))
-    if args.json:
-        from ._io import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {write_data_report(check, html)}")
-    return 1 if problem_count(report) else 0  # scripts can gate on a clean folder
+# -- training ---------------------------------------------------------------------------------------------------------
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
+    _add_config_flags(parser)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -402,19 +179,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flag_values(args: argparse.Namespace) -> dict:
-    """The config fields given as flags on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-
-
-def _config_values(args: argparse.Namespace) -> dict:
-    """The config fields of --config FILE, overridden by the flags given (a file's run name is dropped: repeating
-    a run writes a new folder)."""
-    from .config import load_yaml
-
-    values = load_yaml(args.config_file) if args.config_file else {}
-    values.pop("name", None)
-    return values | _flag_values(args)
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", dest="config_file", metavar="FILE",
+                        help="a YAML file of config fields; a list value (lr: [0.01, 0.001]) is an axis too")
+    _add_config_flags(parser)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -426,8 +194,16 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lr_find_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
+    parser.add_argument("--start-lr", type=float, default=1e-6, help="first lr (default 1e-6)")
+    parser.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
+    parser.add_argument("--steps", type=int, default=100, help="optimiser steps from start to end (default 100)")
+    parser.add_argument("-o", "--output", default="lr-find", metavar="DIR", help="output folder (default lr-find)")
+    _add_config_flags(parser)
+
+
 def _lr_find(args: argparse.Namespace) -> int:
-    from .config import build_config
     from .lrfind import lr_find
 
     result = lr_find(build_config(_config_values(args)), start_lr=args.start_lr, end_lr=args.end_lr,
@@ -437,6 +213,291 @@ def _lr_find(args: argparse.Namespace) -> int:
           f"min-loss lr / 10: {result.min_loss_lr / 10:.2g}")
     print(f"wrote {result.plot} and {result.csv}")
     return 0
+
+
+# -- evidence: evaluation, reports, Grad-CAM -------------------------------------------------------------------------
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir")
+    parser.add_argument("--split", default="test", choices=["test", "val", "train"])
+    parser.add_argument("--data", help="evaluate on this image folder instead (same class folders)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .api import evaluate
+    from .report import write_report
+
+    evaluate(args.run_dir, split=args.split, data=args.data, verbose=True)
+    write_report(args.run_dir)  # the page picks up the new evaluation
+    return 0
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN")
+    parser.add_argument("-o", "--output", metavar="HTML", help="comparison page (default compare.html)")
+    parser.add_argument("--markdown", metavar="MD", help="also write the comparison as Markdown")
+
+
+def _report_runs(args: argparse.Namespace) -> int:
+    from .report import compare_runs, write_report
+
+    if len(args.run_dirs) == 1 and not args.output and not args.markdown:
+        print(f"wrote {write_report(args.run_dirs[0])}")
+        return 0
+    _output(args.output or "compare.html", "-o")  # refused before the runs are read
+    _output(args.markdown, "--markdown")
+    print(f"wrote {compare_runs(args.run_dirs, args.output or 'compare.html', args.markdown)}")
+    return 0
+
+
+def _explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="RUN_DIR", help="a run folder or a checkpoint file")
+    parser.add_argument("inputs", nargs="+", metavar="FILE|DIR")
+    parser.add_argument("-o", "--out", metavar="OUT_DIR", help="folder for the PNGs (default RUN_DIR/explain)")
+    parser.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class, not the predicted one")
+    parser.add_argument("--layer", metavar="NAME", help="module to explain (default: the last conv of `features`)")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import default_out_dir, explain_paths
+
+    out = args.out or default_out_dir(args.source)
+    rows, skipped, layer = explain_paths(args.source, args.inputs, out, class_name=args.class_name, layer=args.layer)
+    for path, reason in skipped:
+        print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
+    if not rows:
+        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
+        return 2
+    print(f"wrote {len(rows)} Grad-CAM images (layer {layer}) to {out}")
+    return 0
+
+
+# -- using a model: predict, export, eject ----------------------------------------------------------------------------
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a run folder, a checkpoint file or an export bundle folder")
+    parser.add_argument("inputs", nargs="+", metavar="FILE|DIR")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--format", dest="output_format", default="table", choices=LazyChoices(_output_formats),
+                        metavar="FORMAT", help="%(choices)s (default %(default)s)")
+    parser.add_argument("-o", "--output", help="write the rows to this file")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time augmentation (default: as the run was trained)")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_text
+    from .predict import format_rows, predict_paths
+
+    _output(args.output, "-o")  # refused before any image is decoded
+
+    def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
+        if sys.stderr.isatty():
+            print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
+    for path, reason in skipped:
+        print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
+    if not rows:  # as explain says it: an empty table is no answer
+        print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
+        return 2
+    text = format_rows(rows, args.output_format)
+    if args.output:
+        atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
+        print(f"wrote {len(rows)} predictions to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run folder or a checkpoint file")
+    parser.add_argument("--format", default="onnx", choices=LazyChoices(EXPORTERS.names), metavar="FORMAT",
+                        help="%(choices)s: the registered export formats (default %(default)s)")
+    parser.add_argument("-o", "--out", help="bundle folder (default RUN/export/FORMAT)")
+    parser.add_argument("--data", help="verify on this image folder (same class folders) instead of the run's dataset")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    bundle = export_run(args.run_dir, args.format, args.out, data=args.data)
+    check = json.loads((bundle / "model.json").read_text())["verification"]
+    print(f"wrote {bundle} (verified on {check['images']} real images: max |logit difference| "
+          f"{check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.0%})")
+    return 0
+
+
+def _eject_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir")
+    parser.add_argument("-o", "--output", default="train_plain.py")
+
+
+def _eject(args: argparse.Namespace) -> int:
+    from ._io import output_file
+    from .eject import eject
+
+    print(f"wrote {eject(args.run_dir, output_file(args.output, '-o'))}")
+    return 0
+
+
+# -- looking at data and models -----------------------------------------------------------------------------------
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a dataset name or an image folder")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("-o", "--html", metavar="FILE", help="the self-contained HTML page with thumbnails of the "
+                        "problems (default data_report.html in the current folder)")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_text
+    from .data.inspect import check_dataset, format_report, problem_count
+    from .report.data_report import html_target, write_data_report
+
+    build_config({"dataset": args.dataset, "data_dir": args.data_dir, "model": "lenet"}, apply_preset=False)
+    html = html_target(args.html)  # a bad -o is refused before the check, not after it
+    check = check_dataset(args.dataset, data_dir=args.data_dir)
+    report = check.report
+    print(format_report(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {write_data_report(check, html)}")
+    return 1 if problem_count(report) else 0  # scripts can gate on a clean folder
+
+
+def _show_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a dataset name or an image folder")
+    parser.add_argument("--augmented", action="store_true", help="after the augmentation the trainer would apply")
+    parser.add_argument("--data-dir")
+    parser.add_argument("-n", type=int, default=32, dest="count", help="how many images (default 32)")
+    parser.add_argument("-o", "--output", metavar="FILE.png", help="default: <dataset>-batch[-augmented].png")
+    parser.add_argument("--seed", type=int, default=0, help="the training seed: it picks the order and the augmentation")
+    parser.add_argument("--augment", help="override the config's augment mode (auto, none, crop, flip, crop+flip, "
+                        "photo)")
+    parser.add_argument("--rotation", type=float, help="override the config's random rotation, degrees")
+    parser.add_argument("--crop-scale", type=float, help="override photo mode's smallest crop area fraction")
+    parser.add_argument("--jitter", type=float, help="override the colour jitter strength")
+
+
+def _show_batch(args: argparse.Namespace) -> int:
+    from .report.batch import show_batch
+
+    overrides = {k: v for k, v in (("augment", args.augment), ("rotation", args.rotation),
+                                   ("crop_scale", args.crop_scale), ("jitter", args.jitter)) if v is not None}
+    path = show_batch(args.dataset, augmented=args.augmented, data_dir=args.data_dir, count=args.count,
+                      output=args.output, seed=args.seed, **overrides)
+    print(f"wrote {path}")
+    return 0
+
+
+def _model_shape_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--input", help="C x H x W of one image, e.g. 1x28x28 or 3x32x32 (required)")
+    if batch:
+        parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--width", type=float, default=1.0)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .models import MODELS, create_model
+    from .models.shapes import parse_input
+    from .models.summary import format_table
+
+    MODELS.get(args.model)  # an unknown name before a missing --input: UnknownNameError suggests the closest ones
+    channels, height, width = parse_input(args.input)
+    try:
+        model = create_model(args.model, num_classes=args.num_classes, in_channels=channels, image_size=height,
+                             width=args.width)
+    except ValueError as error:
+        raise ConfigError(f"--model {args.model}: {error}") from None
+    print(format_table(model, (channels, height, width), title=f"{args.model}, input {channels}x{height}x{width}"))
+    return 0
+
+
+def _explain_shapes(args: argparse.Namespace) -> int:
+    from .models.shapes import explain
+
+    print(explain(args.model, args.input, batch_size=args.batch_size, num_classes=args.num_classes, width=args.width))
+    return 0
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timm", metavar="PATTERN", help="list timm's architectures matching PATTERN (e.g. 'resnet*' "
+                        "or '*'), as the timm/<name> names --model takes")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import MODELS
+    from .models.summary import first_paragraph
+    from .models.zoo import timm_names
+
+    if args.timm is not None:
+        names = timm_names(args.timm)
+        if not names:
+            raise ConfigError(f"--timm: no timm architecture matches {args.timm!r}; try a wildcard, e.g. 'resnet*'")
+        print("\n".join(names))
+        return 0
+    for name in MODELS.names():
+        print(f"{name:<28} {first_paragraph(MODELS.get(name).__doc__)}")
+    for prefix, description in MODELS.prefixes().items():
+        print(f"{prefix + '<name>':<28} {description}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from ._registry import DATASETS
+
+    for name in DATASETS.names():
+        print(f"{name:<16} {DATASETS.get(name).description}")
+    print(f"{'PATH':<16} any image folder: PATH/<class>/*.jpg, or PATH/train/<class>/..., PATH/test/<class>/...")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from ._registry import PRESETS
+
+    for name in PRESETS.names():
+        print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))
+    return 0
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model (default: the tuned Fashion-MNIST recipe)", _train_arguments, _train,
+                     {"usage": "%(prog)s [--config FILE] [--resume RUN_DIR] [--FIELD VALUE ...]",
+                      "description": CONFIG_FLAGS}),
+    "eval": Command("evaluate a run: accuracy, per-class table, confusion matrix", _eval_arguments, _eval),
+    "summary": Command("layer-by-layer output shapes, parameters and multiply-adds", _model_shape_arguments, _summary),
+    "explain-shapes": Command("walk one random batch through a model: each layer's output shape, dtype and value "
+                              "range", lambda parser: _model_shape_arguments(parser, batch=True), _explain_shapes),
+    "show-batch": Command("a labelled grid of training images, raw or augmented as in training", _show_batch_arguments,
+                          _show_batch),
+    "data": Command("check a dataset: class counts, bad files, duplicates across splits", _data_arguments, _data,
+                    {"description": "Every problem is reported in one pass. Exit status: 0 for a clean dataset, 1 when "
+                     "problems were found (folder problems, unreadable files, duplicates), 2 when the dataset cannot "
+                     "be checked at all."}),
+    "eject": Command("write a run as one plain PyTorch script (no visiontrain needed)", _eject_arguments, _eject),
+    "export": Command("export a run as a verified ONNX / TorchScript / safetensors bundle", _export_arguments, _export),
+    "predict": Command("top-k class names for image files and folders", _predict_arguments, _predict),
+    "explain": Command("Grad-CAM: where the model looked, one PNG per image", _explain_arguments, _explain),
+    "report": Command("report.html of a run, or one page comparing several runs", _report_arguments, _report_runs),
+    "sweep": Command("train a grid of settings (comma-separated values), resumable, and compare the runs",
+                     _sweep_arguments, _sweep,
+                     {"usage": "%(prog)s [--config FILE] [--FIELD VALUE[,VALUE...] ...]",
+                      "description": "Every config flag given comma-separated values (--lr 0.01,0.001 --model "
+                      "lenet,mlp) is an axis of the grid; the other flags are shared. Runs go to RUNS_DIR/sweep-NAME/; "
+                      "rerunning the command skips finished runs and resumes an interrupted one."}),
+    "lr-find": Command("learning-rate range test: loss vs an exponentially rising lr, and a suggested lr (writes "
+                       "lr_find.png and lr_find.csv, trains no run)", _lr_find_arguments, _lr_find,
+                       {"usage": "%(prog)s [--start-lr X] [--end-lr X] [--steps N] [-o DIR] [--FIELD VALUE ...]",
+                        "description": CONFIG_FLAGS}),
+    "models": Command("list the registered models", _models_arguments, _models),
+    "datasets": Command("list the named datasets", _no_arguments, _datasets),
+    "presets": Command("list the tuned recipes", _no_arguments, _presets),
+}
 
 
 if __name__ == "__main__":

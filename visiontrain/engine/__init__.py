@@ -1,1 +1,1 @@
-"""Training engine: the loop, the fit driver, optimiser/schedule, precision, checkpoints."""
+"""Training engine: the loop, the build step, optimiser and schedule, precision, checkpoints, torchrun."""
