@@ -10,7 +10,12 @@ The policy (recorded in summary.json and in every checkpoint):
   first WindowCenter/WindowWidth, else the slice's min..max; MONOCHROME1 is inverted; multi-frame files are refused;
 - transparency (RGBA, LA, P with a transparent colour) is composited onto a white background;
 - CMYK, palette and other modes are converted to RGB; grayscale stays one channel;
-- a truncated or corrupt file is an error (Pillow's LOAD_TRUNCATED_IMAGES stays off).
+- a truncated or corrupt file is an error (Pillow's LOAD_TRUNCATED_IMAGES stays off);
+- `jpeg_draft`: a JPEG decoded to a side at most half its own is scaled by 1/2, 1/4 or 1/8 by libjpeg while it
+  decodes (Pillow's draft mode: the inverse DCT at the reduced size), then resized as any other file: 1.8x the
+  decodes per second on photo-sized JPEGs, pixels within a few levels of a full decode (benchmarks/
+  decode_throughput.py; docs/transfer-learning.md has both and their effect on accuracy). A policy recorded
+  before this field existed reads back as off, so an older model predicts from the pixels it was trained on.
 """
 from __future__ import annotations
 
@@ -32,6 +37,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 MAX_PIXELS_LIMIT = 1 << 28  # the largest max_pixels a policy may hold (268 M pixels: 1 GiB as RGBA)
 MAX_SIDE_LIMIT = 4096  # the largest max_side (as config's image_size)
+ORIENTATION = 0x0112  # the EXIF tag
+DRAFT_GAP = 1.25  # libjpeg's reduced decode keeps its shorter side at least this multiple of the target's: reduced to
+# just above the target (china.jpg, 427 px, to 200 px via 213 px) the bilinear resize that follows barely smooths
+# and the pixels moved 2.7 levels on average from a full decode's; with this gap at most 1.7 (full decode with
+# bilinear against Lanczos: 1.3-3.2), while 344 px photos to 128 px (ImageNet's median) still decode at half size
 
 
 class DecodeError(Exception):
@@ -44,6 +54,7 @@ class DecodePolicy:
     exif_transpose: bool = True  # apply the EXIF orientation tag
     max_side: int = 256  # images larger than this are reduced at decode time (memory stays bounded)
     window: str | None = None  # "LEVEL,WIDTH" for DICOM and 16-bit gray files (a preset name becomes its numbers)
+    jpeg_draft: bool = True  # JPEGs reduced by libjpeg while decoding when the target side allows (see above)
 
     def __post_init__(self) -> None:
         # ValueError (one sentence) for a value of the wrong type or out of bounds: a policy is also read back
@@ -52,8 +63,9 @@ class DecodePolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
                 raise ValueError(f"decode policy: {name} {value!r} is not a whole number from 1 to {high:,}")
-        if not isinstance(self.exif_transpose, bool):
-            raise ValueError(f"decode policy: exif_transpose {self.exif_transpose!r} is not true or false")
+        for name in ("exif_transpose", "jpeg_draft"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"decode policy: {name} {getattr(self, name)!r} is not true or false")
         if self.window is not None and not isinstance(self.window, str):
             raise ValueError(f"decode policy: window {self.window!r} is not text such as \"40,400\" or \"lung\"")
         if self.window is not None:
@@ -61,8 +73,9 @@ class DecodePolicy:
 
     @classmethod
     def from_dict(cls, values: dict) -> "DecodePolicy":
-        """The policy recorded by to_dict() in a checkpoint or model.json (its descriptive extra keys dropped)."""
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        """The policy recorded by to_dict() in a checkpoint or model.json (its descriptive extra keys dropped); one
+        recorded before jpeg_draft existed decoded every JPEG in full, and still does."""
+        return cls(**{"jpeg_draft": False} | {k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict:
         window = f"window {self.window} (level,width) of the raw values, clipped" if self.window else None
@@ -96,9 +109,16 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
                         raise DecodeError(f"declares {width}x{height} pixels, above the limit of "
                                           f"{policy.max_pixels:,} (a decompression-bomb guard; raise max_pixels if "
                                           "the file is genuine)")
+                    target = size if size is not None else (policy.max_side if max(width, height) > policy.max_side
+                                                            else None)
+                    reduction = _draft(image, target) if policy.jpeg_draft and target is not None else 1
                     image.load()
                     if policy.exif_transpose:
-                        image = ImageOps.exif_transpose(image)
+                        if image.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # turned by 90 degrees
+                            width, height = height, width
+                        ImageOps.exif_transpose(image, in_place=True)
+                    if image.mode in ("RGB", "L") and target is not None:  # resized before any array is made
+                        return _resize_image(image, target, (width, height), reduction).transpose(2, 0, 1).copy()
                     pixels = _to_uint8(image, policy.window)
     except DecodeError:
         raise
@@ -137,21 +157,48 @@ def _to_uint8(image: Image.Image, window: str | None = None) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def _draft(image: Image.Image, target: int) -> int:
+    """Let libjpeg reduce a JPEG by 1/2, 1/4 or 1/8 while decoding, as far as keeps its shorter side at least
+    DRAFT_GAP x the whole resize's (what `_crop_box` resamples from); returns the reduction (1: none, or not a
+    JPEG)."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L"):  # CMYK and others: decoded in full, as before
+        return 1
+    width, height = image.size
+    scale = DRAFT_GAP * target / min(width, height)
+    wanted = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
+    drafted = image.draft(image.mode, wanted)  # (mode, (0, 0, width / reduction, height / reduction)) or None
+    return round(width / drafted[1][2]) if drafted else 1
+
+
+def _crop_box(width: float, height: float, size: int, reduction: int = 1) -> tuple[float, float, float, float]:
+    """The source box of the centre size x size crop of the image resized so that its shorter side is `size`, in
+    the pixels of that image decoded `reduction` times smaller (draft mode): the same geometry either way."""
+    scale = size / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    sx, sy = width / new_w / reduction, height / new_h / reduction  # source pixels per resized pixel
+    return left * sx, top * sy, (left + size) * sx, (top + size) * sy
+
+
+def _resize_image(image: Image.Image, size: int, full_size: tuple[int, int] | None = None, reduction: int = 1
+                  ) -> np.ndarray:
+    """(size, size, C) uint8: `image` (mode RGB or L; decoded `reduction` times smaller than its `full_size`, the
+    file's (width, height) as oriented) with its shorter side resized to `size` and the centre kept, as
+    _resize_center_crop; no full-size array is ever made."""
+    width, height = full_size if reduction > 1 else image.size
+    array = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR,
+                                    box=_crop_box(width, height, size, reduction), reducing_gap=3.0), dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
 def _resize_center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
     """The shorter side resized to `size`, then the centre size x size crop, computed without the resized whole:
     Pillow resamples only the source box that the crop covers (`box=`), at the scale and sampling positions of
     the whole resize (pixels agree with resize-then-crop to within one level of rounding), while memory stays
     size x size whatever the shape: a 1 x 100,000 strip resized whole would be 256 x 25,600,000 pixels."""
     height, width, channels = pixels.shape
-    scale = size / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    sx, sy = width / new_w, height / new_h  # source pixels per resized pixel
-    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
     image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
-    array = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0),
-                       dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
+    return _resize_image(image, size)
 
 
 def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:

@@ -47,7 +47,8 @@ from .._io import _fsync_dir, _umask, atomic_write_text
 from ..errors import DataError
 from .cache import home
 from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
-from .folder import FolderScan, check_bad_files, decoded_shape, folder_shape, scan_folder
+from .folder import (MAX_WORKERS, FolderScan, check_bad_files, decode_workers, decoded_shape, folder_shape,
+                     scan_folder)
 from .mapped import MappedImages
 from .registry import channel_stats
 from .tensors import ImageTensors
@@ -57,7 +58,6 @@ ENV = "VISIONTRAIN_MEMMAP"  # 1: always memory-map image folders, 0: never, unse
 RAM_FRACTION = 0.25
 CHUNK_BYTES = 4 << 20  # rows per worker task (and per checksum): bounds each worker's memory
 STATS_BYTES = 64 << 20  # mean/std as the in-memory path computes them (a float64 sample) up to this, then by chunks
-MAX_WORKERS = 8  # decoding processes, as data/folder.decode_files
 BUILD_TIMEOUT = timedelta(days=7)  # how long the other torchrun ranks wait for local rank 0's build
 
 
@@ -320,7 +320,7 @@ def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | 
     fd, temp_name = tempfile.mkstemp(dir=paths.folder, prefix=f".{paths.data.name}.", suffix=".tmp")
     temp = Path(temp_name)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the cache is as readable as the in-memory one
-    workers = min(os.cpu_count() or 1, MAX_WORKERS) if len(files) > 256 else 1
+    workers = min(decode_workers(), MAX_WORKERS) if len(files) > 256 else 1
     try:
         with _runner(workers) as run:
             shape = folder_shape(files, policy, image_size, channels, run, workers)

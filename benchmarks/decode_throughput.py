@@ -1,0 +1,152 @@
+"""Decoding throughput of photo-sized JPEGs: Pillow alone, visiontrain's decode_image, and the folder caches.
+
+The images: --count JPEGs cut from scikit-learn's two sample photos (china.jpg and flower.jpg, 640x427 camera
+photos) at their own resolution, never upscaled, so their JPEG statistics (DCT coefficients, chroma, noise) are those
+of real photos: random boxes from 380x280 to 640x427 (median about 510x350, ImageNet's median is 500x375),
+a fifth of them turned to portrait, mirrored at random, saved at JPEG quality 75-95 with Pillow's default 4:2:0
+chroma subsampling. Written once into --folder (root/<class>/NNNN.jpg, two classes: the photo they come from).
+
+Measured, in one invocation, each on the same files:
+  pillow           Image.open + convert("RGB") + resize to the side (Pillow's work alone, no visiontrain)
+  pillow-draft     the same with Image.draft (libjpeg scales by 1/2, 1/4 or 1/8 while decoding)
+  decode_image     visiontrain's one decode path (data/decode.py; EXIF, policy, crop), one process
+  ...-no-draft     the same with the policy's jpeg_draft off (every JPEG decoded in full)
+  in-memory cache  load_dataset of the folder as training loads it (worker processes, data/folder.py)
+  memmap cache     the same through the memory-mapped cache builder (data/memmap.py, VISIONTRAIN_MEMMAP=1)
+Each row gives images/s of wall time and images per CPU-second (user + system time of this process and its workers:
+the per-core rate, which a machine shared with other jobs does not distort as much as wall time), the median of
+--repeats, and the ImageNet extrapolation (1,281,167 training images) on 2 and on 16 cores at the per-core rate.
+
+    python benchmarks/decode_throughput.py [--folder /tmp/vt-photo-jpegs] [--count 3000] [--side 128]
+        [--repeats 3] [--out benchmarks/results/decode_throughput.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+IMAGENET_TRAIN = 1_281_167
+
+
+def make_folder(folder: Path, count: int, seed: int = 0) -> Path:
+    from sklearn.datasets import load_sample_images
+
+    loaded = load_sample_images()
+    rng = np.random.default_rng(seed)
+    for name, photo in zip(("china", "flower"), loaded.images):
+        image = Image.fromarray(photo)
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count // 2):
+            target = folder / name / f"{index:04d}.jpg"
+            if target.is_file():
+                continue
+            width, height = int(rng.integers(380, 641)), int(rng.integers(280, 428))
+            left, top = int(rng.integers(0, 641 - width)), int(rng.integers(0, 428 - height))
+            crop = image.crop((left, top, left + width, top + height))
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if rng.random() < 0.2:
+                crop = crop.transpose(Image.Transpose.ROTATE_90)
+            crop.save(target, quality=int(rng.integers(75, 96)))
+    return folder
+
+
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(function, count: int) -> dict:  # noqa: ANN001
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    function()
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return {"wall_s": wall, "cpu_s": cpu, "images_per_s": count / wall, "images_per_cpu_s": count / cpu}
+
+
+def pillow(files: list[Path], side: int, draft: bool) -> None:
+    for path in files:
+        with Image.open(path) as image:
+            if draft:
+                scale = side / min(image.size)
+                image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
+            image = image.convert("RGB")
+            scale = side / min(image.size)
+            image.resize((max(side, round(image.width * scale)), max(side, round(image.height * scale))),
+                         Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+def decode_all(files: list[Path], side: int, draft: bool = True) -> None:
+    from visiontrain.data.decode import DecodePolicy, decode_image
+
+    policy = DecodePolicy(jpeg_draft=draft)
+    for path in files:
+        decode_image(path, policy, side)
+
+
+def load_cache(folder: Path, side: int, memmap: bool) -> None:
+    from visiontrain.data import load_dataset
+
+    with tempfile.TemporaryDirectory() as home:  # a cold cache every time
+        os.environ["VISIONTRAIN_HOME"] = home
+        os.environ["VISIONTRAIN_MEMMAP"] = "1" if memmap else "0"
+        load_dataset(str(folder), image_size=side, val_fraction=0.0, verbose=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "vt-photo-jpegs")
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--side", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=None, help="comma-separated subset of the measurements")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    folder = make_folder(args.folder, args.count)
+    files = sorted(folder.rglob("*.jpg"))
+    sizes = sorted(min(Image.open(p).size) for p in files[::10])
+    print(f"{len(files)} JPEGs in {folder} (median short side {sizes[len(sizes) // 2]} px, "
+          f"{sum(p.stat().st_size for p in files) / len(files) / 1024:.0f} KiB each), to {args.side} px; "
+          f"{os.cpu_count()} cores: {os.getloadavg()[0]:.1f} load average before starting", flush=True)
+    sample = files[: min(len(files), 1000)]  # the single-process measurements: a third of the time
+    measurements = {
+        "pillow": (lambda: pillow(sample, args.side, False), len(sample)),
+        "pillow-draft": (lambda: pillow(sample, args.side, True), len(sample)),
+        "decode_image": (lambda: decode_all(sample, args.side), len(sample)),
+        "decode_image-no-draft": (lambda: decode_all(sample, args.side, draft=False), len(sample)),
+        "in-memory cache": (lambda: load_cache(folder, args.side, False), len(files)),
+        "memmap cache": (lambda: load_cache(folder, args.side, True), len(files)),
+    }
+    chosen = args.only.split(",") if args.only else list(measurements)
+    runs: dict[str, list[dict]] = {name: [] for name in chosen}
+    for _ in range(args.repeats):  # interleaved rounds: a change in the machine's load hits every measurement
+        for name in chosen:
+            function, count = measurements[name]
+            runs[name].append(timed(function, count))
+    results = {}
+    for name in chosen:
+        median = {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
+        per_core = median["images_per_cpu_s"]
+        median |= {f"imagenet_hours_{cores}_cores": IMAGENET_TRAIN / (per_core * cores) / 3600 for cores in (2, 16)}
+        results[name] = median
+        print(f"{name:16s} {median['images_per_s']:7.0f} images/s  {per_core:7.0f} per CPU-second   ImageNet: "
+              f"{median['imagenet_hours_2_cores']:.2f} h on 2 cores, {median['imagenet_hours_16_cores'] * 60:.0f} min "
+              f"on 16", flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"images": len(files), "side": args.side, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
