@@ -84,8 +84,10 @@ class Config:
                           (0.05, 16.0, "a multiplier from 0.05 to 16"))
     pretrained: bool = _field("model", False, "start from pretrained weights (an installed package, or --weights)")
     weights: Optional[str] = _field("model", None, "a state-dict file to start from (loaded weights-only)")
-    finetune: Literal["auto", "full", "head", "gradual"] = _field(
-        "model", "auto", "auto: gradual from pretrained weights, else full; head: only the new head trains")
+    finetune: Literal["auto", "full", "head", "gradual", "probe"] = _field(
+        "model", "auto", "auto: probe from pretrained weights, else full; probe: epoch 1 fits the new head to the "
+        "frozen backbone's features (computed once: a linear probe), then everything fine-tunes; gradual: "
+        "--head-epochs of the head alone, then everything; head: only the new head trains")
     head_epochs: int = _field("model", 1, "gradual: epochs that train only the new head (the backbone and its "
                               "BatchNorm frozen)", (0, 100_000, "a whole number of epochs >= 0"))
     backbone_lr: float = _field("model", 0.1, "with pretrained weights: the backbone's lr as a fraction of --lr",

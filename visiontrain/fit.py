@@ -29,6 +29,7 @@ from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, br
                                  launcher, shutdown)
 from .engine.loop import NonFiniteLoss, TrainState
 from .engine.overfit import verdict
+from .engine.probe import FOLDS
 from .engine.progress import Progress
 from .errors import TrainingStopped
 from .evaluation import write_evaluation
@@ -183,14 +184,22 @@ class Fit:
         while state.epoch < config.epochs:
             epoch = state.epoch
             self.epoch_start = started = time.perf_counter()
-            built.set_backbone_frozen(built.finetune == "head" or (built.finetune == "gradual"
-                                                                   and epoch < config.head_epochs))
-            built.trainer.train_one_epoch(state, epoch)
-            state.train_seconds += time.perf_counter() - started
+            self.progress.epoch_begin(epoch)
+            probing = built.finetune == "probe" and epoch == 0
+            frozen = built.finetune == "head" or (built.finetune == "gradual" and epoch < config.head_epochs)
+            built.set_backbone_frozen(frozen)
+            if probing:  # the head fitted to features computed once, not trained through the network
+                self.probe()
+            else:
+                built.trainer.train_one_epoch(state, epoch)
+                state.train_seconds += time.perf_counter() - started
             broadcast_buffers(built.model, self.env, built.ema.state_dict() if built.ema else None)  # as rank 0's
             loss_sum, correct, seen = all_reduce_sum([state.loss_sum, state.correct, state.seen], self.env, built.device)
-            row = {"epoch": epoch + 1, "lr": built.optimizer.param_groups[0]["lr"],
+            lrs = built.learning_rates(frozen) if not probing else {"lr": 0.0, "head_lr": 0.0, "backbone_lr": 0.0}
+            row = {"epoch": epoch + 1, **lrs,  # the probe's epoch takes no gradient step: lr 0
                    "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
+            if built.finetune != "full":  # which part learnt this epoch (report/html.py's diagnosis reads it)
+                row["stage"] = "probe" if probing else "head" if frozen else "all"
             if val is not None:
                 logits = built.validation_logits(val.images)
                 row["val_loss"] = nn.functional.cross_entropy(logits, val.labels).item()
@@ -216,6 +225,20 @@ class Fit:
             if config.early_stop and state.stale_epochs >= config.early_stop:
                 self.progress.message(f"early stop: no better {selection.column} for {config.early_stop} epochs")
                 break
+
+    def probe(self) -> None:
+        """--finetune probe's first epoch (engine/probe.py): the training split's features, once, then the head by
+        L-BFGS; its train loss and accuracy are those of the fitted head on those (unaugmented) features."""
+        state = self.state
+        result = self.built.fit_probe(lambda done, total: self.progress.task("probe: backbone features of the "
+                                                                             "training images", done, total))
+        state.probe = result.describe()
+        if self.env.is_main:  # every rank fitted the same head on the same images: rank 0 counts them
+            state.loss_sum, state.seen = result.train_loss * result.images, result.images
+            state.correct = round(result.train_acc * result.images)
+        self.progress.message(f"probe: head fitted to {result.images:,} images' features in "
+                              f"{result.extract_seconds + result.fit_seconds:.1f} s (L2 {result.l2:g} by "
+                              f"{FOLDS}-fold cross-validation: {result.cv_acc:.2%})")
 
     # -- the whole run -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -268,9 +291,9 @@ class Fit:
             "best_epoch": state.best_epoch, "epochs_completed": state.epoch,
             "final_val_acc": last.get("val_acc"), "final_train_acc": last.get("train_acc"),
             "wall_seconds": self.elapsed(), "train_seconds": state.train_seconds,
-            "time_to_first_step": self.time_to_first_step,
-            "images_per_second": state.epoch * built.loader.steps_per_epoch * config.batch_size * self.env.world_size
-            / max(1e-9, state.train_seconds),
+            "time_to_first_step": self.time_to_first_step, "probe": state.probe,
+            "images_per_second": (state.epoch - (state.probe is not None)) * built.loader.steps_per_epoch
+            * config.batch_size * self.env.world_size / max(1e-9, state.train_seconds),
         } | built.describe() | {"run_dir": str(self.run_dir.path)}
         if built.selection.balanced:
             summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")

@@ -16,7 +16,8 @@ from .config import RESUME_UNSAFE_FIELDS, Config, build_config, load_yaml, to_ya
 from .errors import ConfigError, RunError
 
 METRICS_COLUMNS = ["epoch", "seconds", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
-OPTIONAL_COLUMNS = ["val_balanced_acc"]  # written only when the rows hold it (the best epoch is chosen by it)
+OPTIONAL_COLUMNS = ["val_balanced_acc",  # written only when the rows hold it (the best epoch is chosen by it)
+                    "head_lr", "backbone_lr", "stage"]  # from pretrained weights: the two lrs, and what learnt
 
 
 class RunDir:

@@ -14,7 +14,7 @@ from ..errors import DataError
 from . import cache, memmap
 from .classnames import display_names, read_class_names
 from .decode import DecodePolicy
-from .folder import check_bad_files, load_folder, missing_class_warnings, scan_folder
+from .folder import check_bad_files, load_folder, median_short_side, missing_class_warnings, scan_folder
 from .registry import DATASETS, channel_stats, source_files
 from .splitfile import apply_split_file
 from .tensors import ImageTensors, stratified_split
@@ -239,3 +239,13 @@ def _safe_name(name: str) -> str:
 def _cache_exists_hint(name: str) -> bool:
     folder = cache.home() / "cache"
     return folder.is_dir() and any(folder.glob(f"{_safe_name(name)}-*.pt"))
+
+
+def typical_side(config: Config) -> int | None:
+    """The side of the config's images before any is decoded: a named dataset's own (28 for the MNIST family, 32
+    for CIFAR), an image folder's median short side from a sample of file headers; None when unknown."""
+    if config.dataset in DATASETS:
+        return DATASETS.get(config.dataset).image_size
+    scan = scan_folder(Path(config.dataset).expanduser())  # refuses a folder training cannot use, in one sentence
+    return median_short_side([str(path) for path in scan.image_files()], DecodePolicy(window=config.window),
+                             seed=config.seed)

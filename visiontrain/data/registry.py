@@ -33,6 +33,7 @@ class DatasetSource:
     find: Callable[..., list[Path]]  # find(data_dir, may_download=True): the source files (the cache key)
     allow_flip: bool = True  # digits must not be mirrored
     pad_mode: str = "reflect"  # how translate augmentation fills the border: 'constant' (black) or 'reflect'
+    image_size: int | None = None  # the images' side, known before reading them (a pretrained run's size choice)
 
 
 DATASETS = _registries.DATASETS  # name -> DatasetSource (the registry lives in _registry.py, which config reads)
@@ -78,7 +79,7 @@ def _idx_source(name: str, description: str, classes: list[str], md5: dict[str, 
             splits[split] = ImageTensors(images, labels, classes)
         return splits, []
 
-    DATASETS.register(name)(DatasetSource(name, description, read, find, allow_flip, "constant"))
+    DATASETS.register(name)(DatasetSource(name, description, read, find, allow_flip, "constant", 28))
 
 
 _idx_source(
@@ -135,7 +136,7 @@ def _cifar_source(name: str, description: str) -> None:
         return {split: ImageTensors(images, labels, classes)
                 for split, (images, labels, classes) in read_cifar(source, variant=name).items()}, []
 
-    DATASETS.register(name)(DatasetSource(name, description, read, find, True, "reflect"))
+    DATASETS.register(name)(DatasetSource(name, description, read, find, True, "reflect", 32))
 
 
 def _extract_jpg_copy(archive: Path, sha256: str) -> Path:

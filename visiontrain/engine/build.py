@@ -17,7 +17,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,13 +25,13 @@ from torch import nn
 from .._registry import PRESETS
 from .._version import __version__
 from ..config import Config
-from ..data import Dataset, load_dataset_of
+from ..data import Dataset, load_dataset_of, typical_side
 from ..data.augment import augment_spec, image_flips
 from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
 from ..models import create_model as _create_model
-from ..models.pretrained import PRETRAINED, pretrained_model, pretraining_preprocessing
+from ..models.pretrained import PRETRAINED, input_size_for, pretrained_model, pretraining_preprocessing
 from ..models.weights import fitting_tensors, load_state_dict_file
 from .distributed import DistEnv, init_distributed
 from .ema import EMA, Lookahead
@@ -39,6 +39,7 @@ from .imbalance import Selection, choose_selection, inverse_frequency, notice, s
 from .loop import Normalizer, Trainer, predict_logits
 from .optim import build_optimizer, build_scheduler
 from .overfit import prepare
+from .probe import ProbeResult, linear_probe
 from .precision import Precision, choose_precision, resolve_device
 
 Pretraining = tuple[int, list[float], list[float]]  # a pretrained backbone's (input size, mean, std)
@@ -59,7 +60,7 @@ class Setup:
     std: list[float]
     normalize: Normalizer
     selection: Selection  # the metric that keeps the best epoch
-    finetune: str  # full, head or gradual
+    finetune: str  # full, head, gradual or probe
     loader: TensorLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -69,14 +70,45 @@ class Setup:
     trainable: set[int] = field(default_factory=set)  # ids of the parameters the model itself lets train
 
     def set_backbone_frozen(self, frozen: bool) -> None:
-        """Fine-tuning: train only the new head (backbone weights and BatchNorm statistics fixed) or everything."""
+        """Fine-tuning: train only the new head (backbone weights and BatchNorm statistics fixed) or everything.
+        After a probe the backbone's weights train but its BatchNorm statistics stay the pretrained ones, those the
+        probe's features were computed with: batches of 32 small-folder images replacing them at the first step
+        cost the first fine-tuning epoch 20 points of train accuracy (measured: docs/transfer-learning.md)."""
         if self.finetune == "full":
             return
         head = set(map(id, self.model.fc.parameters()))
         for parameter in self.model.parameters():
             if id(parameter) in self.trainable and id(parameter) not in head:  # never thaw what the model froze
                 parameter.requires_grad_(not frozen)
-        self.trainer.frozen_backbone = frozen
+        self.trainer.frozen_backbone = frozen or self.finetune == "probe"
+
+    def fit_probe(self, report: Callable[[int, int], None] | None = None) -> ProbeResult:
+        """--finetune probe's first epoch: the new head fitted to the frozen backbone's features of the training
+        split (engine/probe.py), in place; the EMA and lookahead restart from the probed weights, and under torchrun
+        every rank takes rank 0's head (each computed the same probe; a GPU's reductions may differ in the last bit)."""
+        result = linear_probe(self.model, self.dataset.train.images, self.dataset.train.labels, self.normalize,
+                              num_classes=len(self.dataset.classes), seed=self.config.seed,
+                              criterion=self.trainer.criterion, report=report)
+        if self.env.enabled:
+            for parameter in self.model.fc.parameters():
+                torch.distributed.broadcast(parameter.data, src=0)
+        for average in (self.ema, self.lookahead):
+            if average is not None:
+                average.load_state_dict({k: v for k, v in self.model.state_dict().items() if k in average.state})
+        return result
+
+    def learning_rates(self, frozen: bool) -> dict[str, float]:
+        """The lrs a metrics.csv row records: `lr`, the head's (the schedule of --lr), and, when the run starts from
+        weights, head_lr and backbone_lr (0 while the backbone is frozen: --backbone-lr scales it otherwise)."""
+        head = set(map(id, self.model.fc.parameters()))
+        lrs = {"head": None, "backbone": None}
+        for group in self.optimizer.param_groups:  # the first group of each: its weights (decayed, not scaled)
+            part = "head" if any(id(p) in head for p in group["params"]) else "backbone"
+            lrs[part] = group["lr"] if lrs[part] is None else lrs[part]
+        head_lr = lrs["head"] if lrs["head"] is not None else lrs["backbone"]
+        if self.finetune == "full":
+            return {"lr": head_lr}
+        return {"lr": head_lr, "head_lr": head_lr, "backbone_lr": 0.0 if frozen else lrs["backbone"]}
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records of how the run was built (the results are fit's to add)."""
@@ -88,6 +120,7 @@ class Setup:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "finetune": {"mode": self.finetune, "pretrained": config.pretrained, "weights": config.weights,
                          "head_epochs": config.head_epochs if self.finetune == "gradual" else None,
+                         "probe_epochs": 1 if self.finetune == "probe" else None,
                          "backbone_lr": config.backbone_lr if config.pretrained or config.weights else 1.0},
             "model_kept": f"best (by validation {selection.metric.replace('_', ' ')})" if selection.metric
             else "last epoch",
@@ -136,12 +169,13 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
         weights=sample_weights(data.train.labels, len(data.classes)) if config.sampler == "balanced" else None)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     from_weights = config.pretrained or config.weights is not None
-    finetune = config.finetune if config.finetune != "auto" else ("gradual" if from_weights else "full")
+    finetune = finetune_mode(config)
     optimizer = build_optimizer(model, config, backbone_lr=config.backbone_lr if from_weights else 1.0)
     optimizer_steps = loader.steps_per_epoch // config.accumulate  # per epoch
-    scheduler = build_scheduler(optimizer, config, optimizer_steps)
+    stepped_epochs = config.epochs - (1 if finetune == "probe" else 0)  # the probe's epoch takes no optimiser step
+    scheduler = build_scheduler(optimizer, config, optimizer_steps, epochs=stepped_epochs)
     ema = EMA(model, config.ema) if config.ema else None
-    lookahead = Lookahead(model, optimizer_steps * config.epochs) if config.lookahead else None
+    lookahead = Lookahead(model, optimizer_steps * stepped_epochs) if config.lookahead else None
     model, module = _wrapped(model, config, env, device, finetune)
     trainer = Trainer(
         model=module, optimizer=optimizer, scheduler=scheduler,
@@ -160,6 +194,13 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
 
 
 # -- the steps ----------------------------------------------------------------------------------------------------
+def finetune_mode(config: Config) -> str:
+    """full, head, gradual or probe: --finetune, with auto resolved (probe from pretrained or --weights, else full)."""
+    if config.finetune != "auto":
+        return config.finetune
+    return "probe" if config.pretrained or config.weights is not None else "full"
+
+
 def runtime(config: Config) -> tuple[torch.device, DistEnv, Precision]:
     """Threads, determinism, the device (one sentence when a GPU preset meets a CPU), torchrun's process group and
     the precision."""
@@ -200,15 +241,23 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
     if config.pretrained:
         if config.model in PRETRAINED or config.weights:
             pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
-        if pretraining is not None and config.image_size is None:  # the backbone's size, in config.yaml
-            config = config.replace(image_size=pretraining[0])
+        if pretraining is not None and config.image_size is None:  # chosen before decoding, kept in config.yaml
+            side = typical_side(config)
+            config = config.replace(image_size=input_size_for(pretraining[0], side))
+            if verbose:
+                print(f"visiontrain: {size_notice(config.model, pretraining[0], side, config.image_size)}",
+                      file=sys.stderr)
     loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
     if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
         config, data = prepare(config, data)
     else:  # a small folder trains with the defaults: the batch shrinks to the split
         try:
-            batch_size, accumulate, notes = fit_batch_to_split(config.batch_size, config.accumulate, len(data.train),
-                                                               env.world_size)
+            batch_size, notes = config.batch_size, []
+            if finetune_mode(config) == "probe":  # enough fine-tuning steps on a few hundred images
+                batch_size, notes = probe_batch(config.batch_size, len(data.train) // env.world_size)
+            batch_size, accumulate, more = fit_batch_to_split(batch_size, config.accumulate, len(data.train),
+                                                              env.world_size)
+            notes += more
         except ValueError as error:
             raise DataError(f"dataset {config.dataset}: {error}") from None
         if notes:
@@ -220,6 +269,31 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
         print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
               + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]) + more, file=sys.stderr)
     return config, loaded, data, pretraining
+
+
+def size_notice(model: str, native: int, side: int | None, size: int) -> str:
+    """The first line of a pretrained run: the backbone's size, the images', and the one it trains at."""
+    if side is not None and side < native:
+        return (f"{model} is pretrained at {native} px; your images are {side} px: training at {size} px "
+                "(--image-size to choose)")
+    return f"{model} is pretrained at {native} px: training at {size} px (--image-size to choose)"
+
+
+MIN_STEPS_PER_EPOCH = 8  # --finetune probe on a small split: the batch shrinks until an epoch has this many steps
+MIN_PROBE_BATCH = 16  # ... but no further (BatchNorm statistics of smaller batches are noisy)
+
+
+def probe_batch(batch_size: int, per_rank: int) -> tuple[int, list[str]]:
+    """(batch size, notes): the batch of a fine-tune after the probe, whose length is counted in optimiser steps. A
+    few hundred images at --batch-size 128 make 2 steps an epoch, 18 in the 9 epochs after the probe: too few to
+    fine-tune. The batch halves (to at least MIN_PROBE_BATCH) until an epoch has MIN_STEPS_PER_EPOCH steps."""
+    chosen = batch_size
+    while per_rank // chosen < MIN_STEPS_PER_EPOCH and chosen // 2 >= MIN_PROBE_BATCH:
+        chosen //= 2
+    if chosen == batch_size:
+        return batch_size, []
+    return chosen, [f"fine-tuning {per_rank} training images: batch_size {chosen} ({per_rank // chosen} steps per "
+                    f"epoch; {batch_size} would make {max(1, per_rank // batch_size)}), --batch-size to choose"]
 
 
 def create_model(config: Config, num_classes: int, in_channels: int, image_size: int) -> nn.Module:

@@ -39,6 +39,7 @@ class TrainState:
     seen: int = 0
     train_seconds: float = 0.0  # time spent in training steps (images/s)
     elapsed: float = 0.0  # wall seconds used by earlier processes of this run
+    probe: dict | None = None  # --finetune probe: what the linear probe found (engine/probe.py ProbeResult)
     rows: list = field(default_factory=list)  # metrics.csv rows so far
 
 
@@ -85,7 +86,7 @@ class Trainer:
     ema: EMA | None = None
     scaler: torch.amp.GradScaler | None = None
     after_step: Callable[[TrainState, int, int], None] = lambda state, epoch, step: None  # progress, checkpoints
-    frozen_backbone: bool = False  # fine-tuning's head stage: the backbone runs in eval mode (BatchNorm stats fixed)
+    frozen_backbone: bool = False  # the backbone runs in eval mode (BatchNorm stats fixed): head stage, after a probe
     sync_every: int = 1  # steps between host syncs of the running loss (CPU: 1, free; GPU: more, see flush)
     pending: list = field(default_factory=list)  # (loss, correct, count, epoch, step) not yet added to the state
     lookahead: Lookahead | None = None

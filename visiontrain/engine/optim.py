@@ -65,7 +65,9 @@ def lr_factor(step: int, *, total_steps: int, steps_per_epoch: int, config: Conf
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int):
-    total = steps_per_epoch * config.epochs
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int,
+                    epochs: int | None = None):
+    """epochs: those that take optimiser steps (default config.epochs; --finetune probe's first takes none)."""
+    total = steps_per_epoch * (config.epochs if epochs is None else epochs)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total, steps_per_epoch=steps_per_epoch, config=config))

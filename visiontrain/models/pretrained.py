@@ -85,6 +85,21 @@ def pretraining_preprocessing(name: str) -> tuple[int, list[float], list[float]]
     return None
 
 
+UPSCALE = 3  # images smaller than a backbone's size are trained at about this multiple of their side (measured:
+# docs/transfer-learning.md; CIFAR-10's 32 px pay up to 96 px, beyond which the time grows faster than accuracy)
+SIZE_STEP = 32  # sizes are whole multiples of the backbone's total stride, so no feature map is cut unevenly
+
+
+def input_size_for(native: int, data_side: int | None) -> int:
+    """The side a pretrained backbone (pretrained at `native` px) trains at on images whose side is `data_side`:
+    the native size for images at least that large (or of unknown size); for smaller ones UPSCALE x their side,
+    rounded up to a multiple of SIZE_STEP, at most the native size. Time per image grows with the square of the
+    side, while what a 32 px image holds does not grow with it."""
+    if data_side is None or data_side >= native:
+        return native
+    return min(native, max(SIZE_STEP, -(-UPSCALE * data_side // SIZE_STEP) * SIZE_STEP))
+
+
 def pretrained_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> tuple[nn.Module, PretrainedSource]:
     """The registered model with pretrained weights in its backbone, a new head, and adapted input channels."""
     if name.startswith(TIMM_PREFIX):  # timm would download them; visiontrain never does

@@ -25,6 +25,7 @@ OVERFIT_RISING_EPOCHS = 2  # epochs in a row of rising val loss (while train los
 DIVERGE_RISE = 0.10  # train loss this much (10%) above its best earlier epoch: the steps overshoot
 UNDERFIT_ACC = 0.70  # final train accuracy below this: the model has not even learnt the train set
 STILL_RISING = 0.01  # accuracy gain in the last epoch (1 point) that says training had not converged
+UNFREEZE_DROP = 0.02  # val accuracy this far (2 points) below the head-only epochs' best when the backbone trains
 
 PLOT_CAPTIONS = {  # plots another module may write into plots/; anything else is shown under its file name
     "augmented_batch.png": "A training batch after augmentation",
@@ -122,19 +123,61 @@ def diagnose(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             strings csv.DictReader gives; '' or None where there is no validation split).
 
     Returns:
-        Sentences starting with "Learning rate too high:", "Overfitting:", "Underfitting:", or a single
-        "No problem detected: ..." line. Thresholds are the module constants OVERFIT_GAP, OVERFIT_RISING_EPOCHS,
-        DIVERGE_RISE, UNDERFIT_ACC and STILL_RISING. Train accuracy is the running mean over each epoch on
-        augmented images, so it lags behind the val accuracy measured at the epoch's end.
+        Sentences starting with "Learning rate too high:", "Unfreezing the backbone hurt:", "Overfitting:",
+        "Underfitting:", or a single "No problem detected: ..." line. Thresholds are the module constants
+        OVERFIT_GAP, OVERFIT_RISING_EPOCHS, DIVERGE_RISE, UNDERFIT_ACC, STILL_RISING and UNFREEZE_DROP. Train
+        accuracy is the running mean over each epoch on augmented images, so it lags behind the val accuracy
+        measured at the epoch's end. A fine-tuning run's rows also say which part learnt (stage: probe, head or all;
+        older runs: backbone_lr 0 while frozen); the probe's train loss (a head fitted to convergence on unaugmented
+        features) is not compared with the epochs' running means.
     """
     if not rows:
         return ["No epochs in metrics.csv yet: nothing to diagnose."]
     epochs = [int(number(r.get("epoch")) or i + 1) for i, r in enumerate(rows)]
     curves = {key: series(rows, key) for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
-    diverged = _lr_too_high(epochs, curves["train_loss"])
-    overfit = _overfitting(epochs, curves)
-    underfit = [] if diverged else _underfitting(epochs, curves, overfitting=bool(overfit))
-    return diverged + overfit + underfit or [_no_problem(epochs, curves)]
+    probe = [r.get("stage") == "probe" for r in rows]
+    trained_loss = [None if p else loss for p, loss in zip(probe, curves["train_loss"])]
+    diverged = _lr_too_high(epochs, trained_loss)
+    unfreeze = _unfreeze_drop(epochs, rows, curves["val_acc"])
+    overfit = _overfitting(epochs, curves | {"train_loss": trained_loss})
+    underfit = [] if diverged or unfreeze else _underfitting(epochs, curves, overfitting=bool(overfit))
+    return diverged + unfreeze + overfit + underfit or [_no_problem(epochs, curves)]
+
+
+def _frozen(row: Mapping[str, Any]) -> bool | None:
+    """Whether the backbone was frozen in this epoch (True), trained (False), or the run says nothing of it."""
+    if row.get("stage"):
+        return row["stage"] in ("probe", "head")
+    backbone = number(row.get("backbone_lr"))
+    return None if backbone is None else backbone == 0
+
+
+def _unfreeze_drop(epochs: list[int], rows: Sequence[Mapping[str, Any]], val_acc: list[float | None]) -> list[str]:
+    """The val accuracy of the epochs after the backbone unfroze, against the best of the head-only ones: a fall
+    of more than UNFREEZE_DROP that the rest of the run never made up means the backbone's updates spoiled its
+    pretrained features (too high a backbone lr for this data, or a head not yet fitted when they began)."""
+    frozen = [_frozen(row) for row in rows]
+    start = next((i for i in range(1, len(rows)) if frozen[i - 1] and frozen[i] is False), None)
+    if start is None:
+        return []
+    head = [(val_acc[i], -i) for i in range(start) if frozen[i] and val_acc[i] is not None]  # ties: the first
+    after = [(val_acc[i], -i) for i in range(start, len(rows)) if val_acc[i] is not None]
+    if not head or not after:
+        return []
+    (best_head, head_index), best_after = max(head), max(after)
+    first, first_index = after[0][0], -after[0][1]
+    if first >= best_head - UNFREEZE_DROP or best_after[0] >= best_head - UNFREEZE_DROP / 2:
+        return []  # no fall, or one the rest of the run made up
+    head_epoch, first_epoch, after_epoch = epochs[-head_index], epochs[first_index], epochs[-best_after[1]]
+    stage = "the probe's head" if rows[-head_index].get("stage") == "probe" else "the head alone"
+    backbone = number(rows[start].get("backbone_lr"))
+    at = f" at lr {backbone:.3g}" if backbone else ""
+    return [f"Unfreezing the backbone hurt: the val accuracy fell from {best_head:.2%} (epoch {head_epoch}, "
+            f"{stage}) to {first:.2%} (epoch {first_epoch}, the backbone training{at}) and reached only "
+            f"{best_after[0]:.2%} after (epoch {after_epoch}); its updates spoiled the pretrained features faster "
+            "than the data could retrain them. Lower the backbone's lr (--backbone-lr, a fraction of --lr: try a "
+            "third or a tenth), fit the head before it (--finetune probe, or more --head-epochs), or keep the "
+            "backbone frozen (--finetune head). The run keeps its best epoch's weights, so nothing is lost."]
 
 
 def _lr_too_high(epochs: list[int], train_loss: list[float | None]) -> list[str]:

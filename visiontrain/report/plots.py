@@ -96,11 +96,21 @@ def plot_curves(run_dir: str | Path) -> Path:
         axis.legend()
         _epoch_axis(axis)
     _percent_axis(accuracy)
-    rates = series(rows, "lr")
-    _line(lr, epochs, rates, "lr", color="tab:green")
+    if any(row.get("backbone_lr") not in (None, "") for row in rows):  # fine-tuning: the head's and the backbone's
+        # an lr of 0 (the probe's epoch, a frozen backbone) is a gap in the line: nothing learnt by gradient steps
+        parts = [("head", "head_lr", "tab:green"), ("backbone", "backbone_lr", "tab:purple")]
+    else:
+        parts = [("lr", "lr", "tab:green")]
+    rates = []
+    for label, column, color in parts:
+        values = [rate if rate or len(parts) == 1 else None for rate in series(rows, column)]
+        _line(lr, epochs, values, label, color=color)
+        rates += values
     positive = [rate for rate in rates if rate is not None and rate > 0]
-    if len(positive) == len(rates) and max(positive) > 10 * min(positive):
+    if positive and (len(parts) > 1 or len(positive) == len(rates)) and max(positive) > 10 * min(positive):
         lr.set_yscale("log")  # schedules such as one-cycle end orders of magnitude below their peak
+    if len(parts) > 1:
+        lr.legend()
     lr.set_ylabel("learning rate (end of epoch)")
     _epoch_axis(lr)
     figure.suptitle(literal(f"{run.path.name}: training curves"))
