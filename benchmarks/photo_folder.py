@@ -1,0 +1,139 @@
+"""Time to accuracy on a small photo folder with a pretrained backbone: the probe recipe against the old gradual
+fine-tune and a long fine-tune, in one invocation.
+
+The folder (benchmarks/make_photo_folder.py builds it from the CIFAR-10 JPEG copy; built here when missing):
+4 classes (bird, cat, deer, dog) x 80 train + 40 val + 50 test, CIFAR's 32 px images upscaled to 224 px.
+
+The runs, each `visiontrain train --model efficientnet_lite0 --pretrained` in a fresh process (start-up, data
+loading and the model's weights count), with the defaults unless said:
+  probe      the new default (--finetune auto = probe): epoch 1 fits the head to the frozen backbone's features,
+             computed once; then 9 epochs fine-tune everything (BatchNorm statistics kept) in batches of 32
+  gradual    the old default (--finetune gradual --batch-size 128): 1 head epoch, then 9 epochs of everything
+  long       the old recipe, long and with enough steps (--finetune gradual --epochs 30 --batch-size 32): what a
+             long fine-tune reaches
+Each epoch's val accuracy (160 images) and the seconds since the command started come from the run's metrics.csv;
+the test accuracy (200 images) is that of the checkpoint the run keeps. Printed: each run's curve, the goals of
+issue 20 (the probe's accuracy within 20 s; 95% of the long fine-tune's best val accuracy within 120 s) and the
+ratios: time for probe and gradual to reach the same accuracy, and their accuracy at equal time.
+
+    python benchmarks/photo_folder.py [--folder /tmp/vt-photo224] [--runs probe,gradual,long] [--threads N]
+        [--out benchmarks/results/photo_folder.json]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from make_photo_folder import build  # noqa: E402
+
+COMMON = ["--model", "efficientnet_lite0", "--pretrained", "--progress", "line", "--no-report"]
+RUNS = {
+    "probe": ["--epochs", "10"],
+    "gradual": ["--finetune", "gradual", "--epochs", "10", "--batch-size", "128"],
+    "long": ["--finetune", "gradual", "--epochs", "30", "--batch-size", "32"],
+}
+PROBE_GOAL_S, FRACTION_GOAL, FRACTION_GOAL_S = 20.0, 0.95, 120.0
+
+
+def train(name: str, folder: Path, runs_dir: Path, extra: list[str]) -> dict:
+    """One CLI run in a fresh process: its metrics rows, summary, wall and CPU seconds."""
+    args = ["train", "--dataset", str(folder), "--runs-dir", str(runs_dir), "--name", name, *COMMON, *RUNS[name],
+            *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "visiontrain", *args], capture_output=True, text=True,
+                            cwd=HERE.parent, env=os.environ | {"PYTHONPATH": str(HERE.parent)})
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    with open(runs_dir / name / "metrics.csv", newline="") as handle:
+        rows = [{k: float(v) if v not in ("", None) and k != "stage" else v for k, v in row.items()}
+                for row in csv.DictReader(handle)]
+    summary = json.loads((runs_dir / name / "summary.json").read_text())
+    return {"args": args, "rows": rows, "test_acc": summary["test_acc"], "wall_s": wall,
+            "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "first_line": result.stderr.splitlines()[0] if result.stderr else "", "probe": summary.get("probe")}
+
+
+def best_within(rows: list[dict], seconds: float) -> float | None:
+    accs = [row["val_acc"] for row in rows if row["seconds"] <= seconds]
+    return max(accs) if accs else None
+
+
+def time_to(rows: list[dict], accuracy: float) -> float | None:
+    return next((row["seconds"] for row in rows if row["val_acc"] >= accuracy - 1e-9), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "vt-photo224")
+    parser.add_argument("--runs", default="probe,gradual,long")
+    parser.add_argument("--threads", type=int, default=None, help="--threads of each run (default: all cores)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if not (args.folder / "train").is_dir():
+        build(args.folder, val=40)
+    extra = ["--threads", str(args.threads)] if args.threads else []
+    load = os.getloadavg()[0]
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["VISIONTRAIN_HOME"] = str(Path(scratch) / "home")  # a cold cache: decoding counts, once per run
+        for name in args.runs.split(","):
+            results[name] = run = train(name, args.folder, Path(scratch) / "runs", extra)
+            print(f"\n{name}: test {run['test_acc']:.2%}, {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} CPU-s; "
+                  f"{run['first_line']}")
+            for row in run["rows"]:
+                print(f"  epoch {int(row['epoch']):2d} {row['seconds']:7.1f} s  val {row['val_acc']:.2%}"
+                      + (f"  ({row['stage']})" if row.get("stage") else ""), flush=True)
+    print(f"\nload average {load:.1f} on {os.cpu_count()} cores when the runs started; threads "
+          f"{args.threads or 'all'}")
+    report = {"folder": str(args.folder), "load_average": load, "threads": args.threads, "runs": results}
+    if "probe" in results:
+        probe = results["probe"]["rows"][0]
+        report["probe_goal"] = {"seconds": probe["seconds"], "val_acc": probe["val_acc"],
+                                "met": probe["seconds"] <= PROBE_GOAL_S}
+        print(f"goal: the probe's accuracy within {PROBE_GOAL_S:.0f} s: {probe['val_acc']:.2%} at "
+              f"{probe['seconds']:.1f} s ({'met' if probe['seconds'] <= PROBE_GOAL_S else 'not met'})")
+    if "probe" in results and "long" in results:
+        reference = max(row["val_acc"] for row in results["long"]["rows"])
+        reached = best_within(results["probe"]["rows"], FRACTION_GOAL_S)
+        fraction = (reached or 0.0) / reference
+        report["fraction_goal"] = {"long_best_val_acc": reference, "probe_best_within_s": reached,
+                                   "fraction": fraction, "met": fraction >= FRACTION_GOAL}
+        print(f"goal: {FRACTION_GOAL:.0%} of the long fine-tune's best val accuracy ({reference:.2%}) within "
+              f"{FRACTION_GOAL_S:.0f} s: {reached or 0:.2%} = {fraction:.1%} "
+              f"({'met' if fraction >= FRACTION_GOAL else 'not met'}); the probe reached "
+              f"{FRACTION_GOAL:.0%} of it at {time_to(results['probe']['rows'], FRACTION_GOAL * reference) or 'never'} s")
+    if "probe" in results and "gradual" in results:
+        probe, gradual = results["probe"]["rows"], results["gradual"]["rows"]
+        target = max(row["val_acc"] for row in gradual)
+        t_probe, t_gradual = time_to(probe, target), time_to(gradual, target)
+        ratio = t_gradual / t_probe if t_probe and t_gradual else None
+        report["speedup_to_gradual_best"] = {"val_acc": target, "probe_s": t_probe, "gradual_s": t_gradual,
+                                             "ratio": ratio}
+        print(f"time to the gradual recipe's best val accuracy ({target:.2%}): probe {t_probe} s, gradual "
+              f"{t_gradual} s" + (f": {ratio:.1f}x sooner" if ratio else ""))
+        first = probe[0]
+        at = best_within(gradual, first["seconds"])
+        print(f"at the probe's {first['seconds']:.0f} s: probe {first['val_acc']:.2%}, gradual "
+              f"{'nothing yet' if at is None else f'{at:.2%}'}; test accuracy probe "
+              f"{results['probe']['test_acc']:.2%}, gradual {results['gradual']['test_acc']:.2%}"
+              + (f", long {results['long']['test_acc']:.2%}" if "long" in results else ""))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
