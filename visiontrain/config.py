@@ -93,6 +93,13 @@ class Config:
     # -- optimisation ------------------------------------------------------------------------------------
     epochs: int = _field("optimisation", 10, "passes over the training split", (1, 100_000,
                                                                                 "a whole number of epochs >= 1"))
+    max_steps: Optional[int] = _field("optimisation", None, "stop after this many training steps (batches per "
+                                      "process), the last epoch partial; the schedule ends there; default: epochs x "
+                                      "the steps of an epoch", (1, 1 << 40, "a whole number of steps >= 1"))
+    time: Optional[str] = _field("optimisation", None, "a wall-clock budget for the whole run, e.g. 90s, 5m or 1h: "
+                                 "the first steps are timed and epochs and max_steps are sized so that the schedule "
+                                 "ends, and evaluation and the report finish, within it (config.yaml records the "
+                                 "plan); default: no budget")
     batch_size: int = _field("optimisation", 128, "images per step, per process (shrunk to the training split when "
                              "larger)", (1, 1 << 20, "a whole number >= 1"))
     optimizer: Literal["sgd", "adam", "adamw"] = _field("optimisation", "adam", "the optimiser")
@@ -237,6 +244,18 @@ def check_folder_name(field: str, name: str) -> None:
                           "e.g. cifar-resnet_2")
 
 
+def budget_seconds(text: str) -> float:
+    """Seconds of a --time budget: '90', '90s', '5m', '1.5h', '1h30m'; ConfigError naming the field otherwise."""
+    total, rest = 0.0, str(text).strip().lower()
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    for match in re.finditer(r"(\d+(?:\.\d+)?)\s*([hms]?)", rest):
+        total += float(match.group(1)) * units[match.group(2) or "s"]
+    if not rest or re.sub(r"(\d+(?:\.\d+)?)\s*([hms]?)", "", rest).strip() or not 1 <= total <= 30 * 86400:
+        raise ConfigError(f"time: {text!r} is not a budget; use seconds, minutes or hours such as 90s, 5m, 1.5h or "
+                          "1h30m (from 1 s to 30 days)")
+    return total
+
+
 def _check_value(name: str, value: Any) -> None:
     if isinstance(value, str):
         try:
@@ -320,6 +339,8 @@ def _check_combinations(config: Config) -> None:
             parse_window(config.window)
         except ValueError as error:
             raise ConfigError(f"window: {error}") from None
+    if config.time is not None:
+        budget_seconds(config.time)
     if config.channels not in (None, 1, 3):
         raise ConfigError(f"channels: {config.channels} is not allowed; use 1 or 3")
     if not (config.device == "auto" or config.device in ("cpu", "mps") or config.device.startswith("cuda")):

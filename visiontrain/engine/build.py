@@ -67,6 +67,11 @@ class Setup:
     ema: EMA | None = None
     lookahead: Lookahead | None = None
     trainable: set[int] = field(default_factory=set)  # ids of the parameters the model itself lets train
+    total_steps: int = 0  # training steps (batches per process) of the whole run
+
+    def epoch_steps(self, epoch: int) -> int:
+        """The steps of epoch `epoch` (0-based): all of the loader's, but the last of a --max-steps run."""
+        return min(self.loader.steps_per_epoch, self.total_steps - epoch * self.loader.steps_per_epoch)
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Fine-tuning: train only the new head (backbone weights and BatchNorm statistics fixed) or everything."""
@@ -77,6 +82,16 @@ class Setup:
             if id(parameter) in self.trainable and id(parameter) not in head:  # never thaw what the model froze
                 parameter.requires_grad_(not frozen)
         self.trainer.frozen_backbone = frozen
+
+    def replan(self, config: Config) -> None:
+        """Take `config`'s epochs and max_steps (a --time plan): the schedule and lookahead are built again for the
+        new number of steps, as build() would have built them from the start (the optimiser has not stepped)."""
+        self.config, self.total_steps = planned_steps(config, self.loader.steps_per_epoch)
+        accumulate = self.config.accumulate
+        self.scheduler = self.trainer.scheduler = build_scheduler(
+            self.optimizer, self.config, self.loader.steps_per_epoch // accumulate, self.total_steps // accumulate)
+        if self.lookahead is not None:
+            self.lookahead = self.trainer.lookahead = Lookahead(self.model, self.total_steps // accumulate)
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records of how the run was built (the results are fit's to add)."""
@@ -138,10 +153,11 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     from_weights = config.pretrained or config.weights is not None
     finetune = config.finetune if config.finetune != "auto" else ("gradual" if from_weights else "full")
     optimizer = build_optimizer(model, config, backbone_lr=config.backbone_lr if from_weights else 1.0)
+    config, total_steps = planned_steps(config, loader.steps_per_epoch)
     optimizer_steps = loader.steps_per_epoch // config.accumulate  # per epoch
-    scheduler = build_scheduler(optimizer, config, optimizer_steps)
+    scheduler = build_scheduler(optimizer, config, optimizer_steps, total_steps // config.accumulate)
     ema = EMA(model, config.ema) if config.ema else None
-    lookahead = Lookahead(model, optimizer_steps * config.epochs) if config.lookahead else None
+    lookahead = Lookahead(model, total_steps // config.accumulate) if config.lookahead else None
     model, module = _wrapped(model, config, env, device, finetune)
     trainer = Trainer(
         model=module, optimizer=optimizer, scheduler=scheduler,
@@ -156,7 +172,17 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     return Setup(config=config, device=device, env=env, precision=precision, dataset=data, loaded=loaded, model=model,
                  mean=mean, std=std, normalize=normalize, selection=selection, finetune=finetune, loader=loader,
                  optimizer=optimizer, scheduler=scheduler, trainer=trainer, ema=ema, lookahead=lookahead,
-                 trainable=trainable)
+                 trainable=trainable, total_steps=total_steps)
+
+
+def planned_steps(config: Config, steps_per_epoch: int) -> tuple[Config, int]:
+    """(config, the run's training steps): epochs x steps per epoch, or --max-steps when that is fewer (the epochs
+    then cut to those the steps reach, the last one partial)."""
+    total = steps_per_epoch * config.epochs
+    if config.max_steps is not None and config.max_steps < total:
+        total = config.max_steps
+        config = config.replace(epochs=-(-total // steps_per_epoch))
+    return config, total
 
 
 # -- the steps ----------------------------------------------------------------------------------------------------

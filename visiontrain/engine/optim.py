@@ -65,7 +65,9 @@ def lr_factor(step: int, *, total_steps: int, steps_per_epoch: int, config: Conf
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int):
-    total = steps_per_epoch * config.epochs
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int,
+                    total_steps: int | None = None):
+    """The schedule over `total_steps` optimiser steps (default: steps_per_epoch x epochs), stepped every one."""
+    total = total_steps or steps_per_epoch * config.epochs
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total, steps_per_epoch=steps_per_epoch, config=config))
