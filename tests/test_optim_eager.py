@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import REPO
 from visiontrain.config import build_config
@@ -27,7 +26,7 @@ def test_the_eager_optimisers_step_exactly_as_torchs(optimizer):
         generator = torch.Generator().manual_seed(1)
         for _ in range(5):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(torch.randn(8, 1, 8, 8, generator=generator)),
+            torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 8, 8, generator=generator)),
                                         torch.randint(0, 3, (8,), generator=generator)).backward()
             opt.step()
         opt.load_state_dict(opt.state_dict())
