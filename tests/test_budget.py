@@ -6,7 +6,8 @@ import torch
 
 import visiontrain
 from conftest import run_main
-from visiontrain.config import ConfigError, budget_seconds, build_config
+from visiontrain.config import ConfigError, budget_seconds, build_config, load_yaml
+from visiontrain.run import RunDir
 
 TINY = dict(model="lenet", batch_size=32, progress="none", report=False, optimizer="sgd", lr=0.05)
 
@@ -41,9 +42,9 @@ def test_a_budgeted_run_is_the_run_its_plan_describes(digits_small, tmp_path, ca
                         "--no-report", "--threads", "1")
     assert budgeted.returncode == 0, budgeted.stderr
     assert "visiontrain: a budget of 60 s:" in budgeted.stderr
-    config = build_config(visiontrain.config.load_yaml(tmp_path / "budget" / "config.yaml"), apply_preset=False)
+    config = build_config(load_yaml(tmp_path / "budget" / "config.yaml"), apply_preset=False)
     assert config.time is None and config.max_steps is not None
-    summary = visiontrain.api.RunDir(tmp_path / "budget").read_summary()
+    summary = RunDir(tmp_path / "budget").read_summary()
     plan = summary["time_budget"]
     assert (plan["epochs"], plan["steps"]) == (config.epochs, config.max_steps)
     planned = (plan["elapsed"] + plan["steps"] * plan["step_seconds"] + plan["epochs"] * plan["epoch_validation_seconds"]
@@ -65,3 +66,23 @@ def test_a_budget_too_small_for_one_step_says_how_much_it_needs(digits_small, tm
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("visiontrain: error:")]
     assert line.startswith("visiontrain: error: time: a budget of 1 s does not leave one training step: ")
     assert int(line.split("give at least ")[1].split()[0]) < 60 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_process_trains_rank_0s_plan(digits_small, tmp_path):
+    """Each process times its own steps; they must all train the same steps, or the collectives would hang."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "visiontrain", "train", "--dataset", str(digits_small), "--model", "lenet",
+                             "--batch-size", "16", "--time", "60s", "--runs-dir", str(tmp_path), "--name", "ddp",
+                             "--no-report", "--progress", "none"], capture_output=True, text=True, timeout=300,
+                            cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = RunDir(tmp_path / "ddp").read_summary()
+    checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["state"]["global_step"] == summary["time_budget"]["steps"]

@@ -75,6 +75,9 @@ class Fit:
         if self.config.time is not None and not self.resuming:  # size the schedule to the budget (engine/budget.py)
             seconds = budget_seconds(self.config.time)
             self.plan = budget.plan(built, seconds, lambda: time.perf_counter() - self._clock)
+            if self.env.enabled:  # every process trains rank 0's plan (their own timings may differ by a step)
+                chosen = broadcast_string(f"{self.plan.epochs} {self.plan.steps}" if self.env.is_main else None, self.env)
+                self.plan.epochs, self.plan.steps = map(int, chosen.split())
             built.replan(self.config.replace(epochs=self.plan.epochs, max_steps=self.plan.steps, time=None))
             self.config = built.config  # config.yaml records the plan: repeating it repeats the run
             if self.env.is_main:
