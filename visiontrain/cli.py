@@ -480,7 +480,8 @@ COMMANDS: dict[str, Command] = {
                      "problems were found (folder problems, unreadable files, duplicates), 2 when the dataset cannot "
                      "be checked at all."}),
     "eject": Command("write a run as one plain PyTorch script (no visiontrain needed)", _eject_arguments, _eject),
-    "export": Command("export a run as a verified ONNX / TorchScript / safetensors bundle", _export_arguments, _export),
+    "export": Command("export a run as a verified ONNX / TorchScript / torch.export (pt2) / safetensors bundle",
+                      _export_arguments, _export),
     "predict": Command("top-k class names for image files and folders", _predict_arguments, _predict),
     "explain": Command("Grad-CAM: where the model looked, one PNG per image", _explain_arguments, _explain),
     "report": Command("report.html of a run, or one page comparing several runs", _report_arguments, _report_runs),

@@ -28,7 +28,7 @@ from .export.bundle import BundlePredictor, decode_module, decode_policy, load_b
 if TYPE_CHECKING:
     from .inference import Predictor
 
-BUNDLE_SUFFIXES = (".onnx", ".ts", ".safetensors")
+BUNDLE_SUFFIXES = (".onnx", ".ts", ".pt2", ".safetensors")
 BUNDLE_FILES = tuple(f"model{suffix}" for suffix in BUNDLE_SUFFIXES)
 OUTPUT_FORMATS = ("table", "csv", "json")
 Row = dict[str, Any]  # {"path": str, "top": [(class name, probability), ...], "note": str}
