@@ -16,7 +16,14 @@ from typing import Any
 from ..report.html import markdown_text as md
 from .formats import EXPORTERS
 
-PICKLED = ("torchscript", "pt2")  # formats whose loaders unpickle, so a crafted file can run code
+SAFE = "loading an ONNX or safetensors file runs no code from it"
+FORMAT_NOTES = {  # what a user of the model file must know beyond the three lines
+    "pt2": "torch.export.load unpickles parts of the file, and PyTorch's documentation says never to load one from "
+           f"an untrusted source: load it only from a source you trust ({SAFE}). The .pt2 format is still evolving: "
+           "a newer torch than the one that wrote it (torch {torch}) may refuse it; then export the run again.",
+    "torchscript": f"A TorchScript file is a program that torch runs: load it only from a source you trust ({SAFE}). "
+                   "torch.jit is deprecated in favour of torch.export (`--format pt2`).",
+}
 MAX_CLASS_ROWS = 500  # classes listed in the card; model.json lists every one
 TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "augment", "label_smoothing",
                    "pretrained", "seed")
@@ -102,7 +109,8 @@ def _data(meta: dict[str, Any]) -> str:
     if dataset.get("val_source") == "train" and dataset.get("val") is not None:
         counts[1] += " (held out of the train folder)"
     rows = [["dataset", name], ["images", ", ".join(counts) or "not recorded (exported without the run folder)"],
-            ["fingerprint (SHA-256 of the decoded pixels, labels and class names)", dataset.get("fingerprint") or "not recorded"],
+            ["fingerprint (SHA-256 of the decoded pixels, labels and class names)",
+             dataset.get("fingerprint") or "not recorded"],
             ["model", f"{meta.get('model')} (width {meta.get('width', 1.0)})"]]
     rows += [[field.replace("_", " "), config[field]] for field in TRAINING_FIELDS if field in config]
     return "## Training data and recipe\n\n" + _table(["", "value"], rows)
@@ -194,9 +202,8 @@ def _loading(meta: dict[str, Any]) -> str:
                  f"{len(meta['classes'])}), column *i* is class *i*.\n\n"
                  "### With visiontrain (decoding, resizing and class names included)\n\n"
                  + _code(bundle_code, "python"))
-    trust = "" if meta["format"] not in PICKLED else (
-        "\nLoading this file can run code stored in it (torch.jit.load and torch.export.load are built on pickle): "
-        "load it only from a source you trust. ONNX and safetensors files cannot run code.\n")
+    note = FORMAT_NOTES.get(meta["format"], "")
+    trust = f"\n{note.format(torch=md((meta.get('versions') or {}).get('torch', '?')))}\n" if note else ""
     return ("## How to load it\n\n" + three + "\nFrom the command line:\n\n"
             + _code("visiontrain predict path/to/this/folder image.png photos/", "sh") + trust)
 
