@@ -195,7 +195,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
     result = run_sweep(_config_values(args))  # --name names the sweep (its folder), not one run
     print(format_table(result))
-    print(f"wrote {result.compare_html} and {result.compare_md}")
+    plot = f", {result.plot}" if result.plot.is_file() else ""
+    print(f"wrote {result.compare_html}{plot} and {result.compare_md}")
     return 0
 
 
@@ -284,27 +285,33 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="output_format", default="table", choices=LazyChoices(_output_formats),
                         metavar="FORMAT", help="%(choices)s (default %(default)s)")
     parser.add_argument("-o", "--output", help="write the rows to this file")
+    parser.add_argument("--gallery", metavar="PNG", help="also draw the images with their top prediction (the first "
+                        "64; red: wrong where the parent folder names the true class)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation (default: as the run was trained)")
 
 
 def _predict(args: argparse.Namespace) -> int:
     from ._io import atomic_write_text
-    from .predict import format_rows, predict_paths
+    from .predict import GALLERY_MAX, format_rows, gallery_target, predict_paths, write_gallery
 
     _output(args.output, "-o")  # refused before any image is decoded
+    gallery = args.gallery and gallery_target(args.gallery, args.inputs, output=args.output, source=args.source)
 
     def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
         if sys.stderr.isatty():
             print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
+    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress,
+                                  keep_pixels=GALLERY_MAX if gallery else 0)
     for path, reason in skipped:
         print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
     if not rows:  # as explain says it: an empty table is no answer
         print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
         return 2
     text = format_rows(rows, args.output_format)
+    if gallery:
+        print(f"wrote {write_gallery(rows, gallery)}", file=sys.stderr if not args.output else sys.stdout)
     if args.output:
         atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
         print(f"wrote {len(rows)} predictions to {args.output}")
@@ -485,7 +492,8 @@ COMMANDS: dict[str, Command] = {
                      "problems were found (folder problems, unreadable files, duplicates), 2 when the dataset cannot "
                      "be checked at all."}),
     "eject": Command("write a run as one plain PyTorch script (no visiontrain needed)", _eject_arguments, _eject),
-    "export": Command("export a run as a verified ONNX / TorchScript / safetensors bundle", _export_arguments, _export),
+    "export": Command("export a run as a verified ONNX / TorchScript / torch.export (pt2) / safetensors bundle",
+                      _export_arguments, _export),
     "predict": Command("top-k class names for image files and folders", _predict_arguments, _predict),
     "explain": Command("Grad-CAM: where the model looked, one PNG per image", _explain_arguments, _explain),
     "report": Command("report.html of a run, or one page comparing several runs", _report_arguments, _report_runs),
