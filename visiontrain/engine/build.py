@@ -31,7 +31,7 @@ from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
 from ..models import create_model as _create_model
-from ..models.pretrained import PRETRAINED, pretrained_model, pretraining_preprocessing
+from ..models.pretrained import fetch_pretrained, pretrained_model, pretraining_preprocessing
 from ..models.weights import fitting_tensors, load_state_dict_file
 from .distributed import DistEnv, init_distributed
 from .ema import EMA, Lookahead
@@ -196,10 +196,11 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
     The config comes back as it runs: a pretrained backbone's input size when none was given, the overfit check's
     one batch, and a batch (and accumulation) fitted to a small split, each said in one line."""
     env = env or DistEnv()
-    pretraining = None  # (size, mean, std) of --pretrained weights: an installed package's or --weights FILE's
+    pretraining = None  # (size, mean, std) of --pretrained weights: a package's, torchvision's, timm's, --weights'
     if config.pretrained:
-        if config.model in PRETRAINED or config.weights:
-            pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
+        pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
+        if pretraining is not None and not config.weights:
+            fetch_pretrained(config.model)  # downloaded (once) or refused before the data is read
         if pretraining is not None and config.image_size is None:  # the backbone's size, in config.yaml
             config = config.replace(image_size=pretraining[0])
     loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
@@ -240,9 +241,9 @@ def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, 
     if not config.pretrained:
         model = create_model(config, len(data.classes), data.in_channels, data.image_size)
     else:
-        if pretraining is not None and config.model not in PRETRAINED:  # --pretrained --weights FILE: the file
-            model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # loads below
-        else:  # an installed package's weights, or the error that says none are available
+        if pretraining is not None and config.weights:  # --pretrained --weights FILE: the file loads below, with
+            model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # its preprocessing
+        else:  # a package's weights, torchvision's or timm's (downloaded once), or the sentence that says why not
             model, _ = pretrained_model(config.model, num_classes=len(data.classes), in_channels=data.in_channels,
                                         image_size=data.image_size)
         _, mean, std = pretraining
