@@ -175,6 +175,9 @@ def _train(args: argparse.Namespace) -> int:
         print(summary["overfit_batch"]["message"])
         return 0 if summary["overfit_batch"]["ok"] else 1
     test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
+    tested = ((summary.get("dataset") or {}).get("subset") or {}).get("test")
+    if tested and tested["kept"] < tested["of"] and summary.get("test_acc") is not None:  # --limit: a quick try
+        test += f" on {tested['kept']:,} of {tested['of']:,} test images (--limit: a quick try, not a result)"
     print(f"run: {run.path}  {test}  ({took})")
     return 0
 

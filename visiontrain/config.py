@@ -46,6 +46,12 @@ class Config:
     val_fraction: float = _field("data", 0.1, "share of train held out (seeded, stratified) to choose the best epoch "
                                  "when the dataset has no val split", (0.0, 0.9, "a fraction from 0 (no validation "
                                                                        "split) to 0.9"))
+    fraction: float = _field("data", 1.0, "train on this share of the training split (after val is held out), "
+                             "drawn per class with the seed; val and test stay whole", (1e-6, 1.0, "a fraction above 0 "
+                                                                                       "and at most 1, e.g. 0.1"))
+    limit: Optional[int] = _field("data", None, "a quick try: at most N images in each of train, val and test, drawn "
+                                  "per class with the seed; default: all", (1, 1 << 40, "a whole number of images >= 1, "
+                                                                            "e.g. 1000"))
     image_size: Optional[int] = _field("data", None, "side in pixels that images are resized to (shorter side, then "
                                        "centre crop); default: the dataset's own", (8, 4096, "pixels from 8 to 4096"))
     channels: Optional[int] = _field("data", None, "1 (gray) or 3 (RGB); default: from the data (all gray -> 1)",
@@ -168,7 +174,7 @@ class Config:
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
                         "optimizer", "schedule", "seed", "lookahead", "val_fraction", "split_file", "sampler", "class_weights",
-                        "imbalance_threshold", "overfit_batch", "window", "class_names")
+                        "imbalance_threshold", "overfit_batch", "window", "class_names", "fraction", "limit")
 
 FIELDS = {f.name: f for f in fields(Config)}  # name -> dataclasses.Field, with its help, group and range
 _NAMES = set(FIELDS)

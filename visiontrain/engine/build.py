@@ -25,7 +25,7 @@ from torch import nn
 from .._registry import PRESETS
 from .._version import __version__
 from ..config import Config
-from ..data import Dataset, load_dataset_of
+from ..data import Dataset, load_dataset_of, subsample, subset_note
 from ..data.augment import augment_spec, image_flips
 from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
@@ -204,6 +204,9 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
         if pretraining is not None and config.image_size is None:  # the backbone's size, in config.yaml
             config = config.replace(image_size=pretraining[0])
     loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
+    data = subsample(loaded, fraction=config.fraction, limit=config.limit, seed=config.seed)  # split.csv: all
+    if data.subset and verbose:
+        print(f"visiontrain: {subset_note(data.subset)}", file=sys.stderr)
     if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
         config, data = prepare(config, data)
     else:  # a small folder trains with the defaults: the batch shrinks to the split
