@@ -464,6 +464,54 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "clear"],
+                        help="list what is cached (the default), or clear it")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="clear only this dataset's files (a name the list "
+                        "shows); default: all of visiontrain's cache")
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .data import cache
+
+    home = cache.home()
+    if args.action == "clear":
+        removed = cache.clear(args.name)
+        if not removed:
+            print(f"nothing to clear: the cache in {home} is empty")
+        for entry in removed:
+            print(f"removed {entry.name}: {entry.kind}, {_size(entry.size)}")
+        if removed:
+            print(f"freed {_size(sum(e.size for e in removed))} in {home}")
+        return 0
+    if args.name is not None:
+        raise ConfigError(f"cache: NAME goes with clear (`visiontrain cache clear {args.name}`); `visiontrain cache` "
+                          "lists everything")
+    listed = cache.entries()
+    where = "VISIONTRAIN_HOME" if os.environ.get("VISIONTRAIN_HOME") else "the default; VISIONTRAIN_HOME moves it"
+    print(f"visiontrain's cache: {home} ({where})")
+    if not listed:
+        print("nothing is cached")
+        return 0
+    rows = [("dataset", "what", "size", "last use")] + [
+        (e.name, e.kind + (f", {len(e.keys)} copies" if len(e.keys) > 1 else ""), _size(e.size),
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))) for e in listed]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}")
+    print(f"total {_size(sum(e.size for e in listed))}; `visiontrain cache clear NAME` removes one dataset's files, "
+          "`visiontrain cache clear` all (pretrained weights live in torch's and Hugging Face's own caches)")
+    return 0
+
+
+def _size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
@@ -500,6 +548,11 @@ COMMANDS: dict[str, Command] = {
     "models": Command("list the registered models", _models_arguments, _models),
     "datasets": Command("list the named datasets", _no_arguments, _datasets),
     "presets": Command("list the tuned recipes", _no_arguments, _presets),
+    "cache": Command("list visiontrain's cache (decoded datasets, downloads), or clear it", _cache_arguments, _cache,
+                     {"usage": "%(prog)s [list | clear [NAME]]",
+                      "description": "The cache lives in VISIONTRAIN_HOME (default ~/.cache/visiontrain). Clearing "
+                      "removes only what the list shows, never anything outside that folder; a cleared dataset is "
+                      "decoded (or downloaded) again the next time it is used."}),
 }
 
 
