@@ -154,15 +154,42 @@ def _output(path: str | None, flag: str) -> None:
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
+PRINT_CONFIG = ("print the resolved config as YAML, each value commented with where it came from (default, preset "
+                "NAME, file, flag), and exit without training")
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
+    parser.add_argument("--print-config", action="store_true", help=PRINT_CONFIG)
     _add_config_flags(parser)
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    """--print-config: the config a command would run with, and where each value came from; nothing else is done."""
+    from .config import format_sources, value_sources
+    from .run import RunDir
+
+    flags = _flag_values(args)
+    if getattr(args, "resume", None):
+        run = RunDir.open(args.resume)
+        config = run.resume_config(flags)
+        sources = value_sources(config, flags, saved=f"run {run.config_path}")
+    else:
+        file_values = load_yaml(args.config_file) if args.config_file else {}
+        file_values.pop("name", None)
+        config = build_config(file_values | flags)
+        sources = value_sources(config, flags, file_values, args.config_file)
+    print("# the resolved config (flags > --config FILE > preset > defaults); nothing was run\n"
+          f"{format_sources(config, sources)}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from .api import train
 
+    if args.print_config:
+        return _print_config(args)
     values = _config_values(args)  # reads --config FILE even on --resume, where only the flags apply
     run = train(_flag_values(args) if args.resume else values, resume=args.resume, start_time=_START)
     summary = run.summary
@@ -203,11 +230,15 @@ def _lr_find_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps from start to end (default 100)")
     parser.add_argument("-o", "--output", default="lr-find", metavar="DIR", help="output folder (default lr-find)")
+    parser.add_argument("--print-config", action="store_true", help=PRINT_CONFIG)
     _add_config_flags(parser)
 
 
 def _lr_find(args: argparse.Namespace) -> int:
     from .lrfind import lr_find
+
+    if args.print_config:
+        return _print_config(args)
 
     result = lr_find(build_config(_config_values(args)), start_lr=args.start_lr, end_lr=args.end_lr,
                      steps=args.steps, output=args.output)
@@ -512,6 +543,17 @@ def _size(size: int) -> str:
     return ""
 
 
+def _completion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=["bash", "zsh"], help="the shell to write the script for")
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return 0
+
+
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
@@ -553,6 +595,11 @@ COMMANDS: dict[str, Command] = {
                       "description": "The cache lives in VISIONTRAIN_HOME (default ~/.cache/visiontrain). Clearing "
                       "removes only what the list shows, never anything outside that folder; a cleared dataset is "
                       "decoded (or downloaded) again the next time it is used."}),
+    "completion": Command("print a shell completion script (bash or zsh)", _completion_arguments, _completion,
+                          {"description": "bash: add `eval \"$(visiontrain completion bash)\"` to ~/.bashrc (or save "
+                           "the script in ~/.local/share/bash-completion/completions/visiontrain). zsh: save it as "
+                           "_visiontrain in a folder of $fpath, e.g. `visiontrain completion zsh > "
+                           "\"${fpath[1]}/_visiontrain\"`, then start a new shell."}),
 }
 
 

@@ -361,3 +361,36 @@ def to_yaml(config: Config) -> str:
     import yaml
 
     return yaml.safe_dump({"format_version": FORMAT_VERSION} | config.to_dict(), sort_keys=False)
+
+
+def value_sources(config: Config, flags: dict[str, Any], file_values: dict[str, Any] | None = None,
+                  file_name: str | None = None, saved: str | None = None) -> dict[str, str]:
+    """Where each field of `config` came from, in the resolution order: 'flag --lr', 'file FILE', 'preset NAME',
+    'default' (and 'run RUN_DIR/config.yaml' for a resumed run: `saved`)."""
+    file_values = file_values or {}
+    preset = PRESETS.get(config.preset) if config.preset in PRESETS and saved is None else {}
+    sources = {}
+    for name in FIELDS:
+        if name in flags:
+            sources[name] = "flag --" + name.replace("_", "-")
+        elif name in file_values:
+            sources[name] = f"file {file_name}"
+        elif saved is not None:
+            sources[name] = saved
+        elif name in preset:
+            sources[name] = f"preset {config.preset}"
+        elif name == "preset" and config.preset is not None:
+            sources[name] = "default: the dataset's own, as no --model was given"
+        else:
+            sources[name] = "default"
+    return sources
+
+
+def format_sources(config: Config, sources: dict[str, str]) -> str:
+    """The config as YAML (usable as --config FILE), each line commented with where its value came from."""
+    import yaml
+
+    lines = [(yaml.safe_dump({name: value}, default_flow_style=True, width=1 << 16).strip().removeprefix("{")
+              .removesuffix("}"), sources[name]) for name, value in config.to_dict().items()]
+    width = min(40, max(len(text) for text, _ in lines))
+    return "\n".join([f"format_version: {FORMAT_VERSION}"] + [f"{text:<{width}}  # {source}" for text, source in lines])

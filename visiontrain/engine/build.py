@@ -39,7 +39,7 @@ from .imbalance import Selection, choose_selection, inverse_frequency, notice, s
 from .loop import Normalizer, Trainer, predict_logits
 from .optim import build_optimizer, build_scheduler
 from .overfit import prepare
-from .precision import Precision, choose_precision, resolve_device
+from .precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
 
 Pretraining = tuple[int, list[float], list[float]]  # a pretrained backbone's (input size, mean, std)
 
@@ -119,6 +119,8 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     """Build a run from its config. split_file: the run's own split.csv (a resumed run keeps its split).
     notices: print the imbalance notice (a resumed run said it already)."""
     device, env, precision = runtime(config)
+    if env.is_main:
+        print(f"visiontrain: {start_line(config, device, precision, env)}", file=sys.stderr, flush=True)
     config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main)
     model, mean, std, normalize = build_model(config, data, pretraining, precision)
     model.to(device)
@@ -187,6 +189,37 @@ def runtime(config: Config) -> tuple[torch.device, DistEnv, Precision]:
     if device.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN time its algorithms once
     return device, env, precision
+
+
+def start_line(config: Config, device: torch.device, precision: Precision, env: DistEnv) -> str:
+    """The line every run starts with: the recipe, the device, the precision and the threads, e.g.
+    'preset fashion-mnist · cpu · bf16 (native) · 2 threads'. A model named without --preset trains with plain
+    defaults rather than the dataset's tuned recipe; the line says so, and how to have both."""
+    if config.preset:
+        recipe = f"preset {config.preset}"
+    elif config.dataset in PRESETS:  # build_config applies the dataset's own preset unless a model is named
+        recipe = (f"no preset: --model given, so plain defaults; add --preset {config.dataset} for the tuned recipe "
+                  "(flags still override it)")
+    else:
+        recipe = "no preset"
+    dtype = precision.describe()["precision"]
+    if device.type == "cpu" and dtype == "bf16":
+        dtype += " (native)" if cpu_has_native_bf16() else " (emulated: slower than fp32 on this CPU)"
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    threads = torch.get_num_threads()
+    parts = [recipe, where, dtype, f"{threads} thread{'s' * (threads != 1)}"]
+    if env.world_size > 1:
+        parts.append(f"{env.world_size} processes")
+    dot = " \u00b7 " if _encodable("\u00b7", sys.stderr) else " - "
+    return dot.join(parts)
+
+
+def _encodable(text: str, stream: Any) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | Path | None = None,
