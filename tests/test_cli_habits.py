@@ -145,3 +145,14 @@ def test_the_zsh_script_completes_in_zsh(scripts):
                                 cwd=scripts / "work", timeout=60)
         matches = {text[2:-2] for text in result.stdout.replace("\r", "").split() if text.startswith("<<")}
         assert matches == set(offered), line
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["train", "--subset", "5000"], "--subset 5000 (did you mean --limit N (a quick try) or --fraction F?)"),
+    (["train", "--imgsz", "64"], "--imgsz 64 (did you mean --image-size?)"),  # Ultralytics' name
+    (["predict", "run", "a.png", "--topk", "3"], "--topk 3 (did you mean --top-k?)"),  # a slip
+])
+def test_another_tools_flag_names_the_one_visiontrain_has(capsys, args, hint):
+    result = run_main(capsys, *args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"visiontrain: error: unrecognized arguments: {hint}"

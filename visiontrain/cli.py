@@ -73,9 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags of other tools (Ultralytics, timm's train.py, Keras habits) and the visiontrain flag that does that job
+OTHER_TOOLS_FLAGS = {"--subset": "--limit N (a quick try) or --fraction F", "--imgsz": "--image-size",
+                     "--img-size": "--image-size", "--batch": "--batch-size", "--opt": "--optimizer",
+                     "--data": "--dataset", "--weight-decay-rate": "--weight-decay", "--workers": "--threads"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's own message, with the flag meant where it can be guessed
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{_flag_hint(parser, args.command, unknown)}")
     try:
         return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
@@ -83,6 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - the one place that turns errors into one sentence + exit code
         return _report(error, args.debug)
+
+
+def _flag_hint(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> str:
+    """' (did you mean --limit ...?)' for the first unknown flag: another tool's name for a visiontrain flag, or the
+    command's closest flag."""
+    import difflib
+
+    flag = next((word.split("=")[0] for word in unknown if word.startswith("--")), None)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [f for action in subparsers.choices[command]._actions for f in action.option_strings]
+    if flag is None:
+        return ""
+    if flag in OTHER_TOOLS_FLAGS and OTHER_TOOLS_FLAGS[flag].split()[0] in flags:
+        return f" (did you mean {OTHER_TOOLS_FLAGS[flag]}?)"
+    close = difflib.get_close_matches(flag, flags, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _report(error: Exception, debug: bool) -> int:
