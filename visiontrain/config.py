@@ -88,7 +88,8 @@ class Config:
     model: str = _field("model", "fastnet", "a model name (see `visiontrain models`), or timm/<name>")
     width: float = _field("model", 1.0, "channel-width multiplier of models that have one (fastnet)",
                           (0.05, 16.0, "a multiplier from 0.05 to 16"))
-    pretrained: bool = _field("model", False, "start from pretrained weights (an installed package, or --weights)")
+    pretrained: bool = _field("model", False, "start from pretrained weights: torchvision's or timm's by name "
+                              "(downloaded once into their caches), an installed package's, or --weights FILE")
     weights: Optional[str] = _field("model", None, "a state-dict file to start from (loaded weights-only)")
     finetune: Literal["auto", "full", "head", "gradual"] = _field(
         "model", "auto", "auto: gradual from pretrained weights, else full; head: only the new head trains")

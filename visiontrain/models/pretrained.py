@@ -164,8 +164,6 @@ def torchvision_weights(name: str):  # noqa: ANN201 - a torchvision WeightsEnum 
 def torchvision_weights_file(name: str, weights) -> Path:  # noqa: ANN001 - a torchvision WeightsEnum member
     """The weights' file in torch's hub cache, downloaded by torch.hub the first time, the SHA-256 prefix in its name
     checked (as torchvision's own load_state_dict_from_url does): the same file and folder torchvision uses."""
-    import torch.hub
-
     url = weights.url
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
     if target.is_file():
