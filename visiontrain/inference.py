@@ -98,9 +98,10 @@ class Predictor:
             return batch, names  # already what the model takes (a split's tensor, say): used as it is
         return torch.stack([self._decode(image, n) for image, n in zip(batch, names)]), names
 
-    def _decode(self, item: ImageInput, name: str) -> torch.Tensor:
-        """(C, H, W) uint8 of the model's input size, decoded as a file is; DataError naming the input if it is not
-        an image."""
+    def _decode(self, item: ImageInput, name: str | None = None) -> torch.Tensor:
+        """(C, H, W) uint8 of the model's input size, decoded as a file is; DataError naming the input (`name`,
+        default: as the first of a list) if it is not an image."""
+        name = name if name is not None else _name_of(item, 0)
         policy, size = DecodePolicy.from_dict(self.decode_policy), self.input_size[-1]
         try:
             if isinstance(item, (str, Path)):
