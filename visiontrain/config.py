@@ -46,6 +46,12 @@ class Config:
     val_fraction: float = _field("data", 0.1, "share of train held out (seeded, stratified) to choose the best epoch "
                                  "when the dataset has no val split", (0.0, 0.9, "a fraction from 0 (no validation "
                                                                        "split) to 0.9"))
+    fraction: float = _field("data", 1.0, "train on this share of the training split (after val is held out), "
+                             "drawn per class with the seed; val and test stay whole", (1e-6, 1.0, "a fraction above 0 "
+                                                                                       "and at most 1, e.g. 0.1"))
+    limit: Optional[int] = _field("data", None, "a quick try: at most N images in each of train, val and test, drawn "
+                                  "per class with the seed; default: all", (1, 1 << 40, "a whole number of images >= 1, "
+                                                                            "e.g. 1000"))
     image_size: Optional[int] = _field("data", None, "side in pixels that images are resized to (shorter side, then "
                                        "centre crop); default: the dataset's own", (8, 4096, "pixels from 8 to 4096"))
     channels: Optional[int] = _field("data", None, "1 (gray) or 3 (RGB); default: from the data (all gray -> 1)",
@@ -82,7 +88,8 @@ class Config:
     model: str = _field("model", "fastnet", "a model name (see `visiontrain models`), or timm/<name>")
     width: float = _field("model", 1.0, "channel-width multiplier of models that have one (fastnet)",
                           (0.05, 16.0, "a multiplier from 0.05 to 16"))
-    pretrained: bool = _field("model", False, "start from pretrained weights (an installed package, or --weights)")
+    pretrained: bool = _field("model", False, "start from pretrained weights: torchvision's or timm's by name "
+                              "(downloaded once into their caches), an installed package's, or --weights FILE")
     weights: Optional[str] = _field("model", None, "a state-dict file to start from (loaded weights-only)")
     finetune: Literal["auto", "full", "head", "gradual"] = _field(
         "model", "auto", "auto: gradual from pretrained weights, else full; head: only the new head trains")
@@ -175,7 +182,7 @@ class Config:
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
                         "optimizer", "schedule", "seed", "lookahead", "val_fraction", "split_file", "sampler", "class_weights",
-                        "imbalance_threshold", "overfit_batch", "window", "class_names")
+                        "imbalance_threshold", "overfit_batch", "window", "class_names", "fraction", "limit")
 
 FIELDS = {f.name: f for f in fields(Config)}  # name -> dataclasses.Field, with its help, group and range
 _NAMES = set(FIELDS)
@@ -376,3 +383,36 @@ def to_yaml(config: Config) -> str:
     import yaml
 
     return yaml.safe_dump({"format_version": FORMAT_VERSION} | config.to_dict(), sort_keys=False)
+
+
+def value_sources(config: Config, flags: dict[str, Any], file_values: dict[str, Any] | None = None,
+                  file_name: str | None = None, saved: str | None = None) -> dict[str, str]:
+    """Where each field of `config` came from, in the resolution order: 'flag --lr', 'file FILE', 'preset NAME',
+    'default' (and 'run RUN_DIR/config.yaml' for a resumed run: `saved`)."""
+    file_values = file_values or {}
+    preset = PRESETS.get(config.preset) if config.preset in PRESETS and saved is None else {}
+    sources = {}
+    for name in FIELDS:
+        if name in flags:
+            sources[name] = "flag --" + name.replace("_", "-")
+        elif name in file_values:
+            sources[name] = f"file {file_name}"
+        elif saved is not None:
+            sources[name] = saved
+        elif name in preset:
+            sources[name] = f"preset {config.preset}"
+        elif name == "preset" and config.preset is not None:
+            sources[name] = "default: the dataset's own, as no --model was given"
+        else:
+            sources[name] = "default"
+    return sources
+
+
+def format_sources(config: Config, sources: dict[str, str]) -> str:
+    """The config as YAML (usable as --config FILE), each line commented with where its value came from."""
+    import yaml
+
+    lines = [(yaml.safe_dump({name: value}, default_flow_style=True, width=1 << 16).strip().removeprefix("{")
+              .removesuffix("}"), sources[name]) for name, value in config.to_dict().items()]
+    width = min(40, max(len(text) for text, _ in lines))
+    return "\n".join([f"format_version: {FORMAT_VERSION}"] + [f"{text:<{width}}  # {source}" for text, source in lines])

@@ -25,13 +25,13 @@ from torch import nn
 from .._registry import PRESETS
 from .._version import __version__
 from ..config import Config
-from ..data import Dataset, load_dataset_of
+from ..data import Dataset, load_dataset_of, subsample, subset_note
 from ..data.augment import augment_spec, image_flips
 from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
 from ..models import create_model as _create_model
-from ..models.pretrained import PRETRAINED, pretrained_model, pretraining_preprocessing
+from ..models.pretrained import fetch_pretrained, pretrained_model, pretraining_preprocessing
 from ..models.weights import fitting_tensors, load_state_dict_file
 from .distributed import DistEnv, init_distributed
 from .ema import EMA, Lookahead
@@ -39,7 +39,7 @@ from .imbalance import Selection, choose_selection, inverse_frequency, notice, s
 from .loop import Normalizer, Trainer, predict_logits
 from .optim import build_optimizer, build_scheduler
 from .overfit import prepare
-from .precision import Precision, choose_precision, resolve_device
+from .precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
 
 Pretraining = tuple[int, list[float], list[float]]  # a pretrained backbone's (input size, mean, std)
 
@@ -134,6 +134,8 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     """Build a run from its config. split_file: the run's own split.csv (a resumed run keeps its split).
     notices: print the imbalance notice (a resumed run said it already)."""
     device, env, precision = runtime(config)
+    if env.is_main:
+        print(f"visiontrain: {start_line(config, device, precision, env)}", file=sys.stderr, flush=True)
     config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main)
     model, mean, std, normalize = build_model(config, data, pretraining, precision)
     model.to(device)
@@ -215,6 +217,37 @@ def runtime(config: Config) -> tuple[torch.device, DistEnv, Precision]:
     return device, env, precision
 
 
+def start_line(config: Config, device: torch.device, precision: Precision, env: DistEnv) -> str:
+    """The line every run starts with: the recipe, the device, the precision and the threads, e.g.
+    'preset fashion-mnist · cpu · bf16 (native) · 2 threads'. A model named without --preset trains with plain
+    defaults rather than the dataset's tuned recipe; the line says so, and how to have both."""
+    if config.preset:
+        recipe = f"preset {config.preset}"
+    elif config.dataset in PRESETS:  # build_config applies the dataset's own preset unless a model is named
+        recipe = (f"no preset: --model given, so plain defaults; add --preset {config.dataset} for the tuned recipe "
+                  "(flags still override it)")
+    else:
+        recipe = "no preset"
+    dtype = precision.describe()["precision"]
+    if device.type == "cpu" and dtype == "bf16":
+        dtype += " (native)" if cpu_has_native_bf16() else " (emulated: slower than fp32 on this CPU)"
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    threads = torch.get_num_threads()
+    parts = [recipe, where, dtype, f"{threads} thread{'s' * (threads != 1)}"]
+    if env.world_size > 1:
+        parts.append(f"{env.world_size} processes")
+    dot = " \u00b7 " if _encodable("\u00b7", sys.stderr) else " - "
+    return dot.join(parts)
+
+
+def _encodable(text: str, stream: Any) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | Path | None = None,
                verbose: bool = True) -> tuple[Config, Dataset, Dataset, Pretraining | None]:
     """(config, the dataset as loaded, the dataset that trains, the pretrained backbone's preprocessing or None).
@@ -222,13 +255,17 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
     The config comes back as it runs: a pretrained backbone's input size when none was given, the overfit check's
     one batch, and a batch (and accumulation) fitted to a small split, each said in one line."""
     env = env or DistEnv()
-    pretraining = None  # (size, mean, std) of --pretrained weights: an installed package's or --weights FILE's
+    pretraining = None  # (size, mean, std) of --pretrained weights: a package's, torchvision's, timm's, --weights'
     if config.pretrained:
-        if config.model in PRETRAINED or config.weights:
-            pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
+        pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
+        if pretraining is not None and not config.weights:
+            fetch_pretrained(config.model)  # downloaded (once) or refused before the data is read
         if pretraining is not None and config.image_size is None:  # the backbone's size, in config.yaml
             config = config.replace(image_size=pretraining[0])
     loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
+    data = subsample(loaded, fraction=config.fraction, limit=config.limit, seed=config.seed)  # split.csv: all
+    if data.subset and verbose:
+        print(f"visiontrain: {subset_note(data.subset)}", file=sys.stderr)
     if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
         config, data = prepare(config, data)
     else:  # a small folder trains with the defaults: the batch shrinks to the split
@@ -266,9 +303,9 @@ def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, 
     if not config.pretrained:
         model = create_model(config, len(data.classes), data.in_channels, data.image_size)
     else:
-        if pretraining is not None and config.model not in PRETRAINED:  # --pretrained --weights FILE: the file
-            model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # loads below
-        else:  # an installed package's weights, or the error that says none are available
+        if pretraining is not None and config.weights:  # --pretrained --weights FILE: the file loads below, with
+            model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # its preprocessing
+        else:  # a package's weights, torchvision's or timm's (downloaded once), or the sentence that says why not
             model, _ = pretrained_model(config.model, num_classes=len(data.classes), in_channels=data.in_channels,
                                         image_size=data.image_size)
         _, mean, std = pretraining
