@@ -15,21 +15,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from visiontrain.config import build_config
+from visiontrain.engine.optim import build_optimizer
 from visiontrain.engine.precision import choose_precision, resolve_device
 from visiontrain.models import create_model
 
 SHAPES = {"fashion-mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cifar10", choices=sorted(SHAPES))
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args(argv)
-    config = build_config({"preset": args.preset})
-    channels, size = SHAPES[args.preset]
-    batch = args.batch_size or config.batch_size
+def measure(preset: str, batch_size: int | None = None, steps: int = 20) -> dict:
+    """The preset's training step on random images of its shape: GFLOP per image, images/s and GFLOP/s (median)."""
+    config = build_config({"preset": preset})
+    channels, size = SHAPES[preset]
+    batch = batch_size or config.batch_size
     device = resolve_device(config.device)
     precision = choose_precision(config.precision, device, config.channels_last)
     model = create_model(config.model, num_classes=10, in_channels=channels, image_size=size, width=config.width).to(device)
@@ -38,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    optimizer = build_optimizer(model, config)  # as training builds it
 
     def step() -> None:
         with torch.autocast(device.type, dtype=precision.autocast_dtype or torch.float32,
@@ -54,15 +51,29 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(3):
         step()
     times = []
-    for _ in range(args.steps):
+    for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    print(f"preset {args.preset}: model {config.model} width {config.width}, batch {batch}, "
-          f"{precision.describe()['precision']}, channels_last {precision.channels_last}, {torch.get_num_threads()} threads")
-    print(f"{flops / batch / 1e9:.3f} GFLOP per image per training step (forward + backward)")
-    print(f"median step {seconds * 1000:.1f} ms: {batch / seconds:,.0f} images/s, {flops / seconds / 1e9:.0f} GFLOP/s")
+    return {"preset": preset, "model": config.model, "width": config.width, "batch": batch,
+            "precision": precision.describe()["precision"], "channels_last": precision.channels_last,
+            "threads": torch.get_num_threads(), "gflop_per_image": flops / batch / 1e9, "step_seconds": seconds,
+            "images_per_second": batch / seconds, "gflops": flops / seconds / 1e9}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cifar10", choices=sorted(SHAPES))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args(argv)
+    m = measure(args.preset, args.batch_size, args.steps)
+    print(f"preset {m['preset']}: model {m['model']} width {m['width']}, batch {m['batch']}, {m['precision']}, "
+          f"channels_last {m['channels_last']}, {m['threads']} threads")
+    print(f"{m['gflop_per_image']:.3f} GFLOP per image per training step (forward + backward)")
+    print(f"median step {m['step_seconds'] * 1000:.1f} ms: {m['images_per_second']:,.0f} images/s, "
+          f"{m['gflops']:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@
 #   4. CIFAR-10 with the cifar10-gpu preset and variants of it ($VARIANTS, through benchmarks/gpu_sweep.py; variants
 #      start while $BUDGET seconds of the sweep have not passed). Summaries go to $OUT/summaries.jsonl (few files:
 #      the GPU machine returns at most 8).
-# DATA must hold mnist/ (the IDX files) and cifar10-jpg.tar.gz, as ../shared/data does here.
+# DATA must hold cifar10-jpg.tar.gz (or cifar-10-python.tar.gz); the GPU tests need Fashion-MNIST's four IDX files,
+# found as the other tests find them: Debian's /usr/share/datasets/fashion-mnist, else $FASHION (copied into the
+# user cache the tests read, $HOME/.cache/visiontrain/fashion-mnist).
 set -u
 : "${DATA:?set DATA}" "${OUT:=benchmarks/results/gpu}"
 mkdir -p "$OUT"
-[ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$DATA" ../shared/data; }  # the GPU tests read ../shared/data/mnist
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -n "${FASHION:-}" ]; then
+  mkdir -p "$HOME/.cache/visiontrain/fashion-mnist" && cp "$FASHION"/*.gz "$HOME/.cache/visiontrain/fashion-mnist/"
+fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD VISIONTRAIN_HOME=/tmp/vt-home
 PY=${PYTHON:-python3}
 START=$(date +%s)
@@ -25,10 +29,10 @@ echo "== 2. torchrun + NCCL ($(elapsed) s)"
 $PY - <<'PY'
 import sys; sys.path.insert(0, "tests")
 from pathlib import Path
-from conftest import write_mnist_folder
-write_mnist_folder(Path("/tmp/mnist-png"), 2000, 500)
+from realdata import write_fashion_folder
+write_fashion_folder(Path("/tmp/fashion-png"), 2000, 500)
 PY
-$PY -m torch.distributed.run --nproc_per_node=1 -m visiontrain train --dataset /tmp/mnist-png --model simple-cnn \
+$PY -m torch.distributed.run --nproc_per_node=1 -m visiontrain train --dataset /tmp/fashion-png --model simple-cnn \
     --epochs 1 --device cuda --runs-dir /tmp/ddp-runs --name ddp --progress line --report 2>&1 | tail -4
 $PY -c "import json; s=json.load(open('/tmp/ddp-runs/ddp/summary.json')); print('ddp', s['distributed'], s['hardware']['precision'], s['test_acc'])"
 

@@ -13,8 +13,11 @@ The only thing that is not tutorial code is `prepare_cache`, which puts the offl
 where torchvision expects its downloads (a tutorial user has downloaded them already), so its time is
 excluded; building the dataset objects is timed.
 
-    python benchmarks/tutorial_baseline.py --task fashion-mnist --epochs 10 [--limit-train N]
+    python benchmarks/tutorial_baseline.py --task fashion-mnist --epochs 10 [--data-dir DIR] [--limit-train N]
         [--limit-test N] [--json out.json]
+
+--data-dir: the folder with the four IDX .gz files (mnist, fashion-mnist; Fashion-MNIST defaults to Debian's
+/usr/share/datasets/fashion-mnist), or with cifar10-jpg.tar.gz (cifar10).
 
 This module must not import visiontrain.
 """
@@ -34,16 +37,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
-MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-CIFAR_TARBALL = os.path.join(SHARED_DATA, "cifar10-jpg.tar.gz")
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 TASKS = ("fashion-mnist", "mnist", "cifar10")
 
 
 # --------------------------------------------------------------------------- data cache (not timed)
-def prepare_cache(task: str, work_dir: str | None = None) -> str:
+def prepare_cache(task: str, data_dir: str | None = None, work_dir: str | None = None) -> str:
     """Lay the offline data out as torchvision's downloads would be; done once, reused afterwards.
 
     torchvision's MNIST/FashionMNIST with download=False need the *uncompressed* IDX files in
@@ -54,7 +54,9 @@ def prepare_cache(task: str, work_dir: str | None = None) -> str:
     root = os.path.expanduser(work_dir or "~/.cache/visiontrain-baseline")
     os.makedirs(root, exist_ok=True)
     if task in ("mnist", "fashion-mnist"):
-        src, cls = (MNIST_DIR, "MNIST") if task == "mnist" else (FASHION_DIR, "FashionMNIST")
+        if task == "mnist" and data_dir is None:
+            raise SystemExit("the mnist baseline needs --data-dir: the folder with MNIST's four IDX .gz files")
+        src, cls = (data_dir or FASHION_DIR, "MNIST" if task == "mnist" else "FashionMNIST")
         raw = os.path.join(root, cls, "raw")
         os.makedirs(raw, exist_ok=True)
         for name in IDX_FILES:
@@ -66,7 +68,9 @@ def prepare_cache(task: str, work_dir: str | None = None) -> str:
     elif task == "cifar10":
         if not os.path.isdir(os.path.join(root, "cifar10-jpg")):
             tmp = os.path.join(root, f"cifar10-jpg.part{os.getpid()}")
-            with tarfile.open(CIFAR_TARBALL, "r:gz") as tar:
+            if data_dir is None:
+                raise SystemExit("the cifar10 baseline needs --data-dir: the folder with cifar10-jpg.tar.gz")
+            with tarfile.open(os.path.join(data_dir, "cifar10-jpg.tar.gz"), "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
             os.replace(os.path.join(tmp, "cifar10-jpg"), os.path.join(root, "cifar10-jpg"))
             shutil.rmtree(tmp)
@@ -144,8 +148,8 @@ def peak_rss_mb() -> float:
     return kib / 1024
 
 
-def run_baseline(task: str, *, epochs: int, limit_train: int | None = None, limit_test: int | None = None,
-                 seed: int = 0, work_dir: str | None = None, threads: int | None = None,
+def run_baseline(task: str, *, epochs: int, data_dir: str | None = None, limit_train: int | None = None,
+                 limit_test: int | None = None, seed: int = 0, work_dir: str | None = None, threads: int | None = None,
                  on_epoch=None) -> list[dict]:
     """Train `task` for `epochs` epochs the tutorial way; evaluate on the (full) test split after each.
 
@@ -155,7 +159,7 @@ def run_baseline(task: str, *, epochs: int, limit_train: int | None = None, limi
     on_epoch(row) is called after each epoch if given. limit_train/limit_test keep the first N samples
     (for smoke runs only: the CIFAR-10 image folder is sorted by class, so its first N are one class).
     """
-    root = prepare_cache(task, work_dir)  # not timed: stands in for an earlier download
+    root = prepare_cache(task, data_dir, work_dir)  # not timed: stands in for an earlier download
     start = time.perf_counter()
     torch.manual_seed(seed)
     if threads is not None:
@@ -218,6 +222,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Tutorial-style PyTorch baseline (time-to-accuracy reference).")
     parser.add_argument("--task", choices=TASKS, required=True)
     parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--data-dir", help="the task's files (see above)")
     parser.add_argument("--limit-train", type=int, default=None, help="keep the first N training samples")
     parser.add_argument("--limit-test", type=int, default=None, help="keep the first N test samples")
     parser.add_argument("--seed", type=int, default=0)
@@ -231,7 +236,8 @@ def main(argv=None) -> None:
               f"loss {row['train_loss']:.4f}  {row['images_per_second']:8.0f} img/s  "
               f"peak_rss {row['peak_rss_mb']:.0f} MiB", flush=True)
 
-    rows = run_baseline(args.task, epochs=args.epochs, limit_train=args.limit_train, limit_test=args.limit_test,
+    rows = run_baseline(args.task, epochs=args.epochs, data_dir=args.data_dir, limit_train=args.limit_train,
+                        limit_test=args.limit_test,
                         seed=args.seed, work_dir=args.work_dir, threads=args.threads, on_epoch=show)
     if args.json:
         with open(args.json, "w") as f:

@@ -18,6 +18,13 @@ VISIONTRAIN = [sys.executable, "-m", "visiontrain"]
 # Under pytest-xdist (`make test` runs `-n auto`) every worker is one of several processes sharing the cores: each
 # uses one torch thread, and so do the processes a test starts (torch reads OMP_NUM_THREADS at import). Many torch
 # threads per process on a busy 2-core machine are slower than one (OpenMP threads spin waiting for each other).
+# Nothing leaves the machine: pretrained weights by name (models/pretrained.py) would come from the Hugging Face Hub
+# (timm) or download.pytorch.org (torchvision). The Hub's address is read when huggingface_hub is imported, so it
+# points at a closed local port from here on (a test serving weights sets its own in the processes it starts);
+# torchvision's cache, like the Hub's, is a fresh folder per test (isolated_home).
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if XDIST_WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -41,6 +48,8 @@ def isolated_home(tmp_path, monkeypatch):
     """Each test gets its own cache, so tests never see (or pollute) the user's or each other's."""
     home = tmp_path / "vt-home"
     monkeypatch.setenv("VISIONTRAIN_HOME", str(home))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # torchvision's downloaded weights
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # timm's (read by the processes a test starts)
     monkeypatch.delenv("VISIONTRAIN_DATASET_MIRROR", raising=False)
     return home
 

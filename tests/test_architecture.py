@@ -21,9 +21,9 @@ LAYERS = [
                                                  "engine.distributed", "engine.ema", "engine.imbalance",
                                                  "engine.progress", "engine.overfit", "engine", "run", "inference",
                                                  "figures"]),
-    ("the build step", ["engine.build"]),
+    ("the build step, and sizing it to a time budget", ["engine.build", "engine.budget"]),
     ("workflows", ["fit", "evaluation", "predict", "explain", "export", "report", "sweep", "lrfind", "eject"]),
-    ("entry points: the API facade and the CLI", ["api", "cli", "__main__", ""]),
+    ("entry points: the API facade and the CLI", ["api", "cli", "completion", "__main__", ""]),
 ]
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import visiontrain
+from visiontrain.run import RunDir
 from conftest import REPO, run_cli
 from realdata import write_digits_folder
 
@@ -93,7 +94,7 @@ def test_resuming_under_another_torch_warns_in_one_line_and_goes_on(digit_folder
     assert warnings == [f"visiontrain: warning: {first.path} was trained with torch 2.9.1 and resumes with torch "
                         f"{torch.__version__}; bit-exact resume holds per torch version, so the rest of the run may "
                         "differ slightly from an uninterrupted one"]
-    assert visiontrain.api.RunDir(first.path).read_summary()["epochs_completed"] == 2
+    assert RunDir(first.path).read_summary()["epochs_completed"] == 2
 
 
 def test_the_declared_python_and_dependency_ranges_admit_the_tested_versions():

@@ -198,7 +198,7 @@ def test_without_the_runs_dataset_the_export_says_how_to_verify_it(zoo, tmp_path
 
 
 def test_an_unknown_format_names_the_valid_ones(zoo):
-    with pytest.raises(KeyError, match="valid names are: onnx, safetensors, torchscript"):
+    with pytest.raises(KeyError, match="valid names are: onnx, pt2, safetensors, torchscript"):
         export_run(zoo.run("mlp"), "onxx")
 
 

@@ -1,4 +1,4 @@
-"""The reliability contract (README.md, "Reliability"), with faults injected from outside the product code."""
+"""The reliability contract (docs/reliability.md), with faults injected from outside the product code."""
 from __future__ import annotations
 
 import hashlib

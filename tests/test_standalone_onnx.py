@@ -1,5 +1,5 @@
-"""The documented standalone ONNX inference (onnxruntime, numpy and Pillow only) gives what `visiontrain predict`
-gives, on every kind of file the decode policy handles: it is run as written, without torch, on each kind."""
+"""The documented standalone ONNX inference (docs/predict-export.md: onnxruntime, numpy and Pillow only) gives what
+`visiontrain predict` gives, on every kind of file the decode policy handles: run as written, without torch."""
 from __future__ import annotations
 
 import io
@@ -18,7 +18,7 @@ from visiontrain.predict import predict_paths
 
 pytest.importorskip("onnxruntime")
 
-SNIPPET = (REPO / "README.md").read_text().split("this snippet is run as written by the tests):\n\n```python\n")[1] \
+SNIPPET = (REPO / "docs" / "predict-export.md").read_text().split("this snippet is run as written by the tests):\n\n```python\n")[1] \
     .split("```")[0]
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
 

@@ -140,3 +140,22 @@ def test_the_plan_names_runs_by_their_values_and_takes_lists_and_paths(digits_sm
     comma_path = tmp_path / "a,b"
     shutil.copytree(digits_small, comma_path)  # an existing path with a comma is one value, not two
     assert len(plan({"dataset": str(comma_path), "model": "mlp", "runs_dir": str(tmp_path)}).points) == 1
+
+
+def test_the_sweep_draws_sweep_png_and_shows_it_in_the_comparison(finished_sweep):
+    import base64
+    import re
+
+    from PIL import Image
+
+    _, folder, result = finished_sweep
+    assert result.returncode == 0, result.stderr
+    png = (folder / "sweep.png").read_bytes()
+    width, height = Image.open(folder / "sweep.png").size
+    assert png.startswith(b"\x89PNG") and width > 1.5 * height  # two panels side by side: model, lr
+    assert f"{folder / 'sweep.png'}" in result.stdout
+    html = (folder / "compare.html").read_text()
+    embedded = re.search(r'id="figure-1"><h2>Accuracy per swept value</h2><img src="data:image/png;base64,([^"]+)"',
+                         html)
+    assert embedded and base64.b64decode(embedded.group(1)) == png
+    assert "![Accuracy per swept value](sweep.png)" in (folder / "compare.md").read_text()

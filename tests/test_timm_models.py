@@ -96,11 +96,15 @@ def test_the_cli_names_the_unknown_timm_model_and_lists_timm_on_request(capsys):
     assert "timm/convnext_atto" in capsys.readouterr().out.split()
 
 
-def test_pretrained_with_a_timm_name_downloads_nothing_and_says_to_pass_weights():
+def test_pretrained_with_a_timm_name_and_no_network_says_to_pass_weights(tmp_path, monkeypatch):
+    """(Downloads by name, once, and offline use: tests/test_pretrained_by_name.py; conftest closes the Hub here.)"""
+    from huggingface_hub import constants
+
     from visiontrain.errors import CheckpointError
     from visiontrain.models.pretrained import pretrained_model
 
-    with pytest.raises(CheckpointError, match=r"downloads nothing.*--weights FILE instead of --pretrained"):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with pytest.raises(CheckpointError, match=r"could not be downloaded.*--weights FILE with --pretrained"):
         pretrained_model("timm/resnet18", num_classes=3, in_channels=3, image_size=32)
 
 
@@ -161,5 +165,5 @@ def test_pretrained_weights_from_a_file_bring_the_pretraining_preprocessing_and_
 def test_a_model_that_cannot_be_built_leaves_no_empty_run_folder(tmp_path, fashion_folder):
     result = run_cli("train", "--dataset", fashion_folder, "--model", "timm/resnet18", "--pretrained", "--threads", "1",
                      "--runs-dir", tmp_path / "runs", "--progress", "none")
-    assert result.returncode == 2 and "--weights FILE instead of --pretrained" in result.stderr
+    assert result.returncode == 2 and "--weights FILE with --pretrained" in result.stderr  # conftest: no network
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

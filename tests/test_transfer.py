@@ -49,11 +49,12 @@ def test_grayscale_data_adapts_the_first_convolution(tmp_path):
     assert torch.allclose(rgb_stem, gray_stem, atol=1e-4)
 
 
-def test_pretrained_without_offline_weights_says_what_to_do(tmp_path, photo_crops):
+def test_pretrained_without_any_weights_says_what_to_do(tmp_path, photo_crops):
+    """visiontrain's own networks have no pretraining (torchvision's and timm's by name: test_pretrained_by_name.py)."""
     from visiontrain.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="--weights FILE"):
-        visiontrain.train(dataset=str(photo_crops), model="resnet18", pretrained=True, runs_dir=str(tmp_path),
+    with pytest.raises(CheckpointError, match="no pretrained weights are known for 'simple-cnn'.*--weights FILE"):
+        visiontrain.train(dataset=str(photo_crops), model="simple-cnn", pretrained=True, runs_dir=str(tmp_path),
                           epochs=1, progress="none")
 
 

@@ -51,8 +51,9 @@ def probe_run(crops, tmp_path_factory):
 
 def test_the_first_line_says_the_size_chosen_for_small_images(probe_run):
     run, result = probe_run
-    assert result.stderr.splitlines()[0] == ("visiontrain: efficientnet_lite0 is pretrained at 224 px; your images "
-                                             "are 32 px: training at 96 px (--image-size to choose)")
+    first = result.stderr.splitlines()[0]  # the run's first line: recipe, device, precision, threads, then the size
+    assert first.startswith("visiontrain: no preset") and first.endswith(
+        " efficientnet_lite0 is pretrained at 224 px; your images are 32 px: training at 96 px (--image-size to choose)")
     assert "image_size: 96" in (run / "config.yaml").read_text()  # resume and eval use it
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"]["image_size"] == 96

@@ -21,7 +21,8 @@ from ._version import __version__
 from .config import FIELDS, GROUPS, Config, build_config, load_yaml
 from .errors import ConfigError, TrainingStopped, VisiontrainError
 
-_START = time.perf_counter()
+_START = time.perf_counter()  # this process's command started about now (the interpreter's start-up is ~50 ms)
+_MAIN_CALLED = False
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
 CONFIG_FLAGS = ("Every config field is a flag. Resolution order (later wins): the defaults shown, the preset "
                 "(--preset, or the dataset's own when no --model is named: a plain `visiontrain train` is the tuned "
@@ -73,9 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags of other tools (Ultralytics, timm's train.py, Keras habits) and the visiontrain flag that does that job
+OTHER_TOOLS_FLAGS = {"--subset": "--limit N (a quick try) or --fraction F", "--imgsz": "--image-size",
+                     "--img-size": "--image-size", "--batch": "--batch-size", "--opt": "--optimizer",
+                     "--data": "--dataset", "--weight-decay-rate": "--weight-decay", "--workers": "--threads"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _START, _MAIN_CALLED
+    if _MAIN_CALLED:  # main() called again in one process (a test, a notebook): this command starts now
+        _START = time.perf_counter()
+    _MAIN_CALLED = True
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's own message, with the flag meant where it can be guessed
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{_flag_hint(parser, args.command, unknown)}")
     try:
         return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
@@ -83,6 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - the one place that turns errors into one sentence + exit code
         return _report(error, args.debug)
+
+
+def _flag_hint(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> str:
+    """' (did you mean --limit ...?)' for the first unknown flag: another tool's name for a visiontrain flag, or the
+    command's closest flag."""
+    import difflib
+
+    flag = next((word.split("=")[0] for word in unknown if word.startswith("--")), None)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [f for action in subparsers.choices[command]._actions for f in action.option_strings]
+    if flag is None:
+        return ""
+    if flag in OTHER_TOOLS_FLAGS and OTHER_TOOLS_FLAGS[flag].split()[0] in flags:
+        return f" (did you mean {OTHER_TOOLS_FLAGS[flag]}?)"
+    close = difflib.get_close_matches(flag, flags, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _report(error: Exception, debug: bool) -> int:
@@ -154,15 +183,42 @@ def _output(path: str | None, flag: str) -> None:
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
+PRINT_CONFIG = ("print the resolved config as YAML, each value commented with where it came from (default, preset "
+                "NAME, file, flag), and exit without training")
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", dest="config_file", metavar="FILE", help="a YAML file of config fields")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
+    parser.add_argument("--print-config", action="store_true", help=PRINT_CONFIG)
     _add_config_flags(parser)
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    """--print-config: the config a command would run with, and where each value came from; nothing else is done."""
+    from .config import format_sources, value_sources
+    from .run import RunDir
+
+    flags = _flag_values(args)
+    if getattr(args, "resume", None):
+        run = RunDir.open(args.resume)
+        config = run.resume_config(flags)
+        sources = value_sources(config, flags, saved=f"run {run.config_path}")
+    else:
+        file_values = load_yaml(args.config_file) if args.config_file else {}
+        file_values.pop("name", None)
+        config = build_config(file_values | flags)
+        sources = value_sources(config, flags, file_values, args.config_file)
+    print("# the resolved config (flags > --config FILE > preset > defaults); nothing was run\n"
+          f"{format_sources(config, sources)}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from .api import train
 
+    if args.print_config:
+        return _print_config(args)
     values = _config_values(args)  # reads --config FILE even on --resume, where only the flags apply
     run = train(_flag_values(args) if args.resume else values, resume=args.resume, start_time=_START)
     summary = run.summary
@@ -175,6 +231,9 @@ def _train(args: argparse.Namespace) -> int:
         print(summary["overfit_batch"]["message"])
         return 0 if summary["overfit_batch"]["ok"] else 1
     test = f"test accuracy {summary['test_acc']:.2%}" if summary.get("test_acc") is not None else "no test split"
+    tested = ((summary.get("dataset") or {}).get("subset") or {}).get("test")
+    if tested and tested["kept"] < tested["of"] and summary.get("test_acc") is not None:  # --limit: a quick try
+        test += f" on {tested['kept']:,} of {tested['of']:,} test images (--limit: a quick try, not a result)"
     print(f"run: {run.path}  {test}  ({took})")
     return 0
 
@@ -190,7 +249,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
     result = run_sweep(_config_values(args))  # --name names the sweep (its folder), not one run
     print(format_table(result))
-    print(f"wrote {result.compare_html} and {result.compare_md}")
+    plot = f", {result.plot}" if result.plot.is_file() else ""
+    print(f"wrote {result.compare_html}{plot} and {result.compare_md}")
     return 0
 
 
@@ -200,11 +260,15 @@ def _lr_find_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps from start to end (default 100)")
     parser.add_argument("-o", "--output", default="lr-find", metavar="DIR", help="output folder (default lr-find)")
+    parser.add_argument("--print-config", action="store_true", help=PRINT_CONFIG)
     _add_config_flags(parser)
 
 
 def _lr_find(args: argparse.Namespace) -> int:
     from .lrfind import lr_find
+
+    if args.print_config:
+        return _print_config(args)
 
     result = lr_find(build_config(_config_values(args)), start_lr=args.start_lr, end_lr=args.end_lr,
                      steps=args.steps, output=args.output)
@@ -279,27 +343,33 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="output_format", default="table", choices=LazyChoices(_output_formats),
                         metavar="FORMAT", help="%(choices)s (default %(default)s)")
     parser.add_argument("-o", "--output", help="write the rows to this file")
+    parser.add_argument("--gallery", metavar="PNG", help="also draw the images with their top prediction (the first "
+                        "64; red: wrong where the parent folder names the true class)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation (default: as the run was trained)")
 
 
 def _predict(args: argparse.Namespace) -> int:
     from ._io import atomic_write_text
-    from .predict import format_rows, predict_paths
+    from .predict import GALLERY_MAX, format_rows, gallery_target, predict_paths, write_gallery
 
     _output(args.output, "-o")  # refused before any image is decoded
+    gallery = args.gallery and gallery_target(args.gallery, args.inputs, output=args.output, source=args.source)
 
     def progress(done: int, total: int) -> None:  # a live count on a terminal; nothing in logs and pipes
         if sys.stderr.isatty():
             print(f"\rpredicted {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress)
+    rows, skipped = predict_paths(args.source, args.inputs, top_k=args.top_k, tta=args.tta, on_progress=progress,
+                                  keep_pixels=GALLERY_MAX if gallery else 0)
     for path, reason in skipped:
         print(f"visiontrain: skipped {path}: {reason}", file=sys.stderr)
     if not rows:  # as explain says it: an empty table is no answer
         print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
         return 2
     text = format_rows(rows, args.output_format)
+    if gallery:
+        print(f"wrote {write_gallery(rows, gallery)}", file=sys.stderr if not args.output else sys.stdout)
     if args.output:
         atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")
         print(f"wrote {len(rows)} predictions to {args.output}")
@@ -461,6 +531,65 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "clear"],
+                        help="list what is cached (the default), or clear it")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="clear only this dataset's files (a name the list "
+                        "shows); default: all of visiontrain's cache")
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .data import cache
+
+    home = cache.home()
+    if args.action == "clear":
+        removed = cache.clear(args.name)
+        if not removed:
+            print(f"nothing to clear: the cache in {home} is empty")
+        for entry in removed:
+            print(f"removed {entry.name}: {entry.kind}, {_size(entry.size)}")
+        if removed:
+            print(f"freed {_size(sum(e.size for e in removed))} in {home}")
+        return 0
+    if args.name is not None:
+        raise ConfigError(f"cache: NAME goes with clear (`visiontrain cache clear {args.name}`); `visiontrain cache` "
+                          "lists everything")
+    listed = cache.entries()
+    where = "VISIONTRAIN_HOME" if os.environ.get("VISIONTRAIN_HOME") else "the default; VISIONTRAIN_HOME moves it"
+    print(f"visiontrain's cache: {home} ({where})")
+    if not listed:
+        print("nothing is cached")
+        return 0
+    rows = [("dataset", "what", "size", "last use")] + [
+        (e.name, e.kind + (f", {len(e.keys)} copies" if len(e.keys) > 1 else ""), _size(e.size),
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))) for e in listed]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}")
+    print(f"total {_size(sum(e.size for e in listed))}; `visiontrain cache clear NAME` removes one dataset's files, "
+          "`visiontrain cache clear` all (pretrained weights live in torch's and Hugging Face's own caches)")
+    return 0
+
+
+def _size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def _completion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=["bash", "zsh"], help="the shell to write the script for")
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return 0
+
+
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
@@ -480,7 +609,8 @@ COMMANDS: dict[str, Command] = {
                      "problems were found (folder problems, unreadable files, duplicates), 2 when the dataset cannot "
                      "be checked at all."}),
     "eject": Command("write a run as one plain PyTorch script (no visiontrain needed)", _eject_arguments, _eject),
-    "export": Command("export a run as a verified ONNX / TorchScript / safetensors bundle", _export_arguments, _export),
+    "export": Command("export a run as a verified ONNX / TorchScript / torch.export (pt2) / safetensors bundle",
+                      _export_arguments, _export),
     "predict": Command("top-k class names for image files and folders", _predict_arguments, _predict),
     "explain": Command("Grad-CAM: where the model looked, one PNG per image", _explain_arguments, _explain),
     "report": Command("report.html of a run, or one page comparing several runs", _report_arguments, _report_runs),
@@ -497,6 +627,16 @@ COMMANDS: dict[str, Command] = {
     "models": Command("list the registered models", _models_arguments, _models),
     "datasets": Command("list the named datasets", _no_arguments, _datasets),
     "presets": Command("list the tuned recipes", _no_arguments, _presets),
+    "cache": Command("list visiontrain's cache (decoded datasets, downloads), or clear it", _cache_arguments, _cache,
+                     {"usage": "%(prog)s [list | clear [NAME]]",
+                      "description": "The cache lives in VISIONTRAIN_HOME (default ~/.cache/visiontrain). Clearing "
+                      "removes only what the list shows, never anything outside that folder; a cleared dataset is "
+                      "decoded (or downloaded) again the next time it is used."}),
+    "completion": Command("print a shell completion script (bash or zsh)", _completion_arguments, _completion,
+                          {"description": "bash: add `eval \"$(visiontrain completion bash)\"` to ~/.bashrc (or save "
+                           "the script in ~/.local/share/bash-completion/completions/visiontrain). zsh: save it as "
+                           "_visiontrain in a folder of $fpath, e.g. `visiontrain completion zsh > "
+                           "\"${fpath[1]}/_visiontrain\"`, then start a new shell."}),
 }
 
 

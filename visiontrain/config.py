@@ -46,6 +46,12 @@ class Config:
     val_fraction: float = _field("data", 0.1, "share of train held out (seeded, stratified) to choose the best epoch "
                                  "when the dataset has no val split", (0.0, 0.9, "a fraction from 0 (no validation "
                                                                        "split) to 0.9"))
+    fraction: float = _field("data", 1.0, "train on this share of the training split (after val is held out), "
+                             "drawn per class with the seed; val and test stay whole", (1e-6, 1.0, "a fraction above 0 "
+                                                                                       "and at most 1, e.g. 0.1"))
+    limit: Optional[int] = _field("data", None, "a quick try: at most N images in each of train, val and test, drawn "
+                                  "per class with the seed; default: all", (1, 1 << 40, "a whole number of images >= 1, "
+                                                                            "e.g. 1000"))
     image_size: Optional[int] = _field("data", None, "side in pixels that images are resized to (shorter side, then "
                                        "centre crop); default: the dataset's own", (8, 4096, "pixels from 8 to 4096"))
     channels: Optional[int] = _field("data", None, "1 (gray) or 3 (RGB); default: from the data (all gray -> 1)",
@@ -82,7 +88,8 @@ class Config:
     model: str = _field("model", "fastnet", "a model name (see `visiontrain models`), or timm/<name>")
     width: float = _field("model", 1.0, "channel-width multiplier of models that have one (fastnet)",
                           (0.05, 16.0, "a multiplier from 0.05 to 16"))
-    pretrained: bool = _field("model", False, "start from pretrained weights (an installed package, or --weights)")
+    pretrained: bool = _field("model", False, "start from pretrained weights: torchvision's or timm's by name "
+                              "(downloaded once into their caches), an installed package's, or --weights FILE")
     weights: Optional[str] = _field("model", None, "a state-dict file to start from (loaded weights-only)")
     finetune: Literal["auto", "full", "head", "gradual", "probe"] = _field(
         "model", "auto", "auto: probe from pretrained weights, else full; probe: epoch 1 fits the new head to the "
@@ -95,6 +102,13 @@ class Config:
     # -- optimisation ------------------------------------------------------------------------------------
     epochs: int = _field("optimisation", 10, "passes over the training split", (1, 100_000,
                                                                                 "a whole number of epochs >= 1"))
+    max_steps: Optional[int] = _field("optimisation", None, "stop after this many training steps (batches per "
+                                      "process), the last epoch partial; the schedule ends there; default: epochs x "
+                                      "the steps of an epoch", (1, 1 << 40, "a whole number of steps >= 1"))
+    time: Optional[str] = _field("optimisation", None, "a wall-clock budget for the whole run, e.g. 90s, 5m or 1h: "
+                                 "the first steps are timed and epochs and max_steps are sized so that the schedule "
+                                 "ends, and evaluation and the report finish, within it (config.yaml records the "
+                                 "plan); default: no budget")
     batch_size: int = _field("optimisation", 128, "images per step, per process (shrunk to the training split when "
                              "larger)", (1, 1 << 20, "a whole number >= 1"))
     optimizer: Literal["sgd", "adam", "adamw"] = _field("optimisation", "adam", "the optimiser")
@@ -170,7 +184,7 @@ class Config:
 # Fields that define what is being trained; changing them on resume would silently mix two experiments.
 RESUME_UNSAFE_FIELDS = ("dataset", "model", "width", "image_size", "channels", "batch_size", "accumulate",
                         "optimizer", "schedule", "seed", "lookahead", "val_fraction", "split_file", "sampler", "class_weights",
-                        "imbalance_threshold", "overfit_batch", "window", "class_names")
+                        "imbalance_threshold", "overfit_batch", "window", "class_names", "fraction", "limit")
 
 FIELDS = {f.name: f for f in fields(Config)}  # name -> dataclasses.Field, with its help, group and range
 _NAMES = set(FIELDS)
@@ -237,6 +251,18 @@ def check_folder_name(field: str, name: str) -> None:
         raise ConfigError(f"{field}: {name!r} is not a plain folder name; use letters, digits and the characters "
                           f". _ + - (starting with a letter, a digit or _), at most {FOLDER_NAME_BYTES} bytes, "
                           "e.g. cifar-resnet_2")
+
+
+def budget_seconds(text: str) -> float:
+    """Seconds of a --time budget: '90', '90s', '5m', '1.5h', '1h30m'; ConfigError naming the field otherwise."""
+    total, rest = 0.0, str(text).strip().lower()
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    for match in re.finditer(r"(\d+(?:\.\d+)?)\s*([hms]?)", rest):
+        total += float(match.group(1)) * units[match.group(2) or "s"]
+    if not rest or re.sub(r"(\d+(?:\.\d+)?)\s*([hms]?)", "", rest).strip() or not 1 <= total <= 30 * 86400:
+        raise ConfigError(f"time: {text!r} is not a budget; use seconds, minutes or hours such as 90s, 5m, 1.5h or "
+                          "1h30m (from 1 s to 30 days)")
+    return total
 
 
 def _check_value(name: str, value: Any) -> None:
@@ -322,6 +348,8 @@ def _check_combinations(config: Config) -> None:
             parse_window(config.window)
         except ValueError as error:
             raise ConfigError(f"window: {error}") from None
+    if config.time is not None:
+        budget_seconds(config.time)
     if config.channels not in (None, 1, 3):
         raise ConfigError(f"channels: {config.channels} is not allowed; use 1 or 3")
     if not (config.device == "auto" or config.device in ("cpu", "mps") or config.device.startswith("cuda")):
@@ -357,3 +385,36 @@ def to_yaml(config: Config) -> str:
     import yaml
 
     return yaml.safe_dump({"format_version": FORMAT_VERSION} | config.to_dict(), sort_keys=False)
+
+
+def value_sources(config: Config, flags: dict[str, Any], file_values: dict[str, Any] | None = None,
+                  file_name: str | None = None, saved: str | None = None) -> dict[str, str]:
+    """Where each field of `config` came from, in the resolution order: 'flag --lr', 'file FILE', 'preset NAME',
+    'default' (and 'run RUN_DIR/config.yaml' for a resumed run: `saved`)."""
+    file_values = file_values or {}
+    preset = PRESETS.get(config.preset) if config.preset in PRESETS and saved is None else {}
+    sources = {}
+    for name in FIELDS:
+        if name in flags:
+            sources[name] = "flag --" + name.replace("_", "-")
+        elif name in file_values:
+            sources[name] = f"file {file_name}"
+        elif saved is not None:
+            sources[name] = saved
+        elif name in preset:
+            sources[name] = f"preset {config.preset}"
+        elif name == "preset" and config.preset is not None:
+            sources[name] = "default: the dataset's own, as no --model was given"
+        else:
+            sources[name] = "default"
+    return sources
+
+
+def format_sources(config: Config, sources: dict[str, str]) -> str:
+    """The config as YAML (usable as --config FILE), each line commented with where its value came from."""
+    import yaml
+
+    lines = [(yaml.safe_dump({name: value}, default_flow_style=True, width=1 << 16).strip().removeprefix("{")
+              .removesuffix("}"), sources[name]) for name, value in config.to_dict().items()]
+    width = min(40, max(len(text) for text, _ in lines))
+    return "\n".join([f"format_version: {FORMAT_VERSION}"] + [f"{text:<{width}}  # {source}" for text, source in lines])

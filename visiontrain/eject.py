@@ -57,6 +57,9 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
         raise RunError(f"{run.path} has no summary.json; eject a run that finished")
     if config.overfit_batch:
         raise RunError(f"{run.path} is an --overfit-batch sanity check, not a run to repeat; eject a normal run")
+    if config.fraction < 1 or config.limit is not None:  # the script reads every image the run's splits hold
+        raise RunError(f"{run.path} trained on a sample of its data (--fraction/--limit), which the plain script does "
+                       "not draw; eject a run trained on all of it")
     output = _script_path(Path(output))
     data = summary["dataset"]
     model = create_model(config, len(data["classes"]), data["channels"], data["image_size"])

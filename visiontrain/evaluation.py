@@ -10,7 +10,7 @@ import torch
 from ._csv import csv_text
 from ._io import atomic_write_text
 from .config import build_config, load_yaml
-from .data import load_dataset_of
+from .data import load_dataset_of, subsample
 from .data.tensors import ImageTensors
 from .errors import DataError, RunError
 from .inference import load
@@ -77,8 +77,14 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
     if data is not None:
         config = config.replace(dataset=str(data), data_dir=None, val_fraction=0.0 if split == "test" else config.val_fraction)
 
-    dataset = load_dataset_of(config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0]),
-                              verbose=verbose)
+    model_size = config.replace(image_size=predictor.input_size[-1], channels=predictor.input_size[0])
+    # the run's own data is read as the run read it (config.yaml's image_size and channels, None where it took the
+    # data's own): the training's cache entry, not a second copy keyed by the sizes they resolved to
+    dataset = load_dataset_of(config if data is None else model_size, verbose=verbose)
+    if list(dataset.train.images.shape[1:]) != predictor.input_size:  # its files changed since: at the model's size
+        dataset = load_dataset_of(model_size, verbose=verbose)
+    if data is None:  # a --fraction / --limit run: the same images it was validated and tested on
+        dataset = subsample(dataset, fraction=config.fraction, limit=config.limit, seed=config.seed)
     tensors = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
     if data is not None and split == "test" and dataset.test is None and dataset.val is None:
         tensors = dataset.train  # a plain folder of class sub-folders: every image in it is for evaluation

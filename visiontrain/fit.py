@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from ._io import remove_stale_temp_files
-from .config import Config
+from .config import Config, budget_seconds
 from .data.splitfile import record_split
+from .engine import budget
 from .engine.build import Setup, build
 from .engine.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
 from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, check_world_size,
@@ -71,6 +72,19 @@ class Fit:
         own_split = self.run_dir.split_path if self.run_dir is not None and self.run_dir.split_path.is_file() else None
         built = self.built = build(self.config, split_file=own_split, notices=not self.resuming)  # resume: its split
         self.config, self.env = built.config, built.env
+        self.plan = None
+        if self.config.time is not None and not self.resuming:  # size the schedule to the budget (engine/budget.py)
+            seconds = budget_seconds(self.config.time)
+            self.plan = budget.plan(built, seconds, lambda: time.perf_counter() - self._clock)
+            if self.env.enabled:  # every process trains rank 0's plan (their own timings may differ by a step)
+                chosen = broadcast_string(f"{self.plan.epochs} {self.plan.steps}" if self.env.is_main else None, self.env)
+                self.plan.epochs, self.plan.steps = map(int, chosen.split())
+            built.replan(self.config.replace(epochs=self.plan.epochs, max_steps=self.plan.steps, time=None))
+            self.config = built.config  # config.yaml records the plan: repeating it repeats the run
+            if self.env.is_main:
+                print(f"visiontrain: a budget of {seconds:g} s: {self.plan.step_seconds * 1000:.0f} ms a step, so "
+                      f"{self.plan.steps} steps ({self.plan.epochs} epochs, the schedule sized to them), then the "
+                      f"evaluation and report", file=sys.stderr)
         # the run folder only now: a model or weights file that cannot be built leaves no empty run behind
         if self.run_dir is None:  # rank 0 picks the folder, the others learn its name
             path = str(RunDir.create(self.config).path) if self.env.is_main else None
@@ -164,7 +178,7 @@ class Fit:
             config.checkpoint_minutes and time.perf_counter() - self.last_save > 60 * config.checkpoint_minutes)
         due = any_rank(bool(due), self.env, device) if at_boundary else False
         stop = any_rank(bool(self.stop_signal), self.env, device) if at_boundary else False
-        if step + 1 == self.built.loader.steps_per_epoch:
+        if step + 1 == self.built.epoch_steps(epoch):
             return  # the epoch's last step: run_epochs saves the epoch's end, then honours a stop
         if due or stop:
             self.save()
@@ -191,7 +205,7 @@ class Fit:
             if probing:  # the head fitted to features computed once, not trained through the network
                 self.probe()
             else:
-                built.trainer.train_one_epoch(state, epoch)
+                built.trainer.train_one_epoch(state, epoch, built.epoch_steps(epoch))
                 state.train_seconds += time.perf_counter() - started
             broadcast_buffers(built.model, self.env, built.ema.state_dict() if built.ema else None)  # as rank 0's
             loss_sum, correct, seen = all_reduce_sum([state.loss_sum, state.correct, state.seen], self.env, built.device)
@@ -292,9 +306,11 @@ class Fit:
             "final_val_acc": last.get("val_acc"), "final_train_acc": last.get("train_acc"),
             "wall_seconds": self.elapsed(), "train_seconds": state.train_seconds,
             "time_to_first_step": self.time_to_first_step, "probe": state.probe,
-            "images_per_second": (state.epoch - (state.probe is not None)) * built.loader.steps_per_epoch
-            * config.batch_size * self.env.world_size / max(1e-9, state.train_seconds),
+            "images_per_second": state.global_step * config.batch_size * self.env.world_size
+            / max(1e-9, state.train_seconds),
         } | built.describe() | {"run_dir": str(self.run_dir.path)}
+        if self.plan is not None:
+            summary["time_budget"] = self.plan.describe()
         if built.selection.balanced:
             summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")
         if config.overfit_batch:  # the verdict on the batch it trained on, with the final (not the best-val) weights

@@ -11,15 +11,17 @@ probabilities by up to ~1e-3, and a prediction must not depend on the CPU that m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
+import numpy as np
+import PIL.Image
 import torch
 
-from .data.decode import DecodePolicy, decode_image, to_channels
+from .data.decode import DecodeError, DecodePolicy, decode_array, decode_image, decode_pil, to_channels
 from .engine.checkpoint import load_checkpoint
 from .engine.loop import Normalizer, predict_logits
 from .engine.precision import choose_precision
-from .errors import CheckpointError, RunError
+from .errors import CheckpointError, DataError, RunError
 from .models import create_model
 from .run import RunDir
 
@@ -55,20 +57,91 @@ class Predictor:
         return predict_logits(self.model, images, self.normalize, batch_size=batch_size, tta=self.tta,
                               allow_flip=self.allow_flip)
 
-    def predict(self, inputs: Sequence[str | Path] | torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
-        """Top-k class names and probabilities for image files or a uint8 (N, C, H, W) tensor."""
-        if isinstance(inputs, torch.Tensor):
-            images = inputs
-        else:
-            images = torch.stack([self._decode(path) for path in inputs])
+    def predict(self, inputs: ImageInput | Sequence[ImageInput], top_k: int = 5) -> list[dict[str, Any]]:
+        """Top-k class names and probabilities for images given as files or as Python objects, mixed in one list:
+        paths (str or Path), PIL images, numpy arrays (H, W) or (H, W, C), tensors (C, H, W) or (N, C, H, W); arrays
+        and tensors uint8 (0..255), 16-bit gray, or float from 0 to 1. One object may be given bare.
+
+        Each is prepared as a file of it is (data/decode.py's policy: EXIF orientation, alpha on white, 16-bit
+        scaling; the resize and centre crop; the channels), so a PIL image and its PNG file give one answer.
+        Returns one {"input", "index", "top": [(class, probability), ...]} per image, in order: "input" names it
+        (the path as given, "<PIL image 3>", "<array 1>", "<tensor 0>", "<tensor 2, image 5>" for the list's
+        item 3, 1, 0 and the sixth image of item 2's batch; "<image 5>" for a bare batch)."""
+        images, names = self.prepare(inputs)
         probs = self.logits(images).softmax(1)
         top = probs.topk(min(top_k, len(self.classes)), 1)
-        return [{"top": [(self.classes[int(c)], float(p)) for c, p in zip(indices, values)]}
-                for indices, values in zip(top.indices, top.values)]
+        return [{"input": name, "index": index, "top": [(self.classes[int(c)], float(p)) for c, p in zip(ids, values)]}
+                for index, (name, ids, values) in enumerate(zip(names, top.indices, top.values))]
 
-    def _decode(self, path: str | Path) -> torch.Tensor:
-        pixels = decode_image(path, DecodePolicy.from_dict(self.decode_policy), size=self.input_size[-1])
+    def prepare(self, inputs: ImageInput | Sequence[ImageInput]) -> tuple[torch.Tensor, list[str]]:
+        """uint8 (N, C, H, W) of the model's input size for `inputs` (as predict takes them), and each one's name."""
+        if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # a bare batch
+            return self._batch(inputs, "<image {j}>")
+        single = isinstance(inputs, (str, Path, PIL.Image.Image, np.ndarray, torch.Tensor))
+        images, names = [], []
+        for i, item in enumerate([inputs] if single else list(inputs)):
+            if isinstance(item, torch.Tensor) and item.ndim == 4:
+                batch, batch_names = self._batch(item, f"<tensor {i}, image {{j}}>")
+                images += list(batch)
+                names += batch_names
+            else:
+                name = _name_of(item, i)
+                images.append(self._decode(item, name))
+                names.append(name)
+        if not images:
+            raise DataError("predict: no images were given; pass paths, PIL images, numpy arrays or tensors")
+        return torch.stack(images), names
+
+    def _batch(self, batch: torch.Tensor, name: str) -> tuple[torch.Tensor, list[str]]:
+        names = [name.format(j=j) for j in range(len(batch))]
+        if batch.dtype == torch.uint8 and list(batch.shape[1:]) == self.input_size:
+            return batch, names  # already what the model takes (a split's tensor, say): used as it is
+        return torch.stack([self._decode(image, n) for image, n in zip(batch, names)]), names
+
+    def _decode(self, item: ImageInput, name: str | None = None) -> torch.Tensor:
+        """(C, H, W) uint8 of the model's input size, decoded as a file is; DataError naming the input (`name`,
+        default: as the first of a list) if it is not an image."""
+        name = name if name is not None else _name_of(item, 0)
+        policy, size = DecodePolicy.from_dict(self.decode_policy), self.input_size[-1]
+        try:
+            if isinstance(item, (str, Path)):
+                pixels = decode_image(item, policy, size=size)
+            elif isinstance(item, PIL.Image.Image):
+                pixels = decode_pil(item, policy, size=size)
+            elif isinstance(item, (np.ndarray, torch.Tensor)):
+                pixels = decode_array(_channels_last(item), policy, size=size)
+            else:
+                raise DecodeError(f"a {type(item).__name__} is not an image; give a path, a PIL image, a numpy array "
+                                  "(H, W[, C]) or a tensor (C, H, W)")
+        except DecodeError as error:
+            raise DataError(f"{name}: {error}") from None
         return torch.from_numpy(to_channels(pixels, self.input_size[0]))
+
+
+ImageInput = Union[str, Path, PIL.Image.Image, np.ndarray, torch.Tensor]  # what predict takes for one image
+
+
+def _name_of(item: Any, index: int) -> str:
+    if isinstance(item, (str, Path)):
+        return str(item)
+    kind = {PIL.Image.Image: "PIL image", np.ndarray: "array", torch.Tensor: "tensor"}
+    return f"<{next((k for t, k in kind.items() if isinstance(item, t)), type(item).__name__)} {index}>"
+
+
+def _channels_last(item: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A tensor (C, H, W) as the (H, W, C) array decode_array takes (torchvision's layout -> Pillow's); an array as
+    it is."""
+    if isinstance(item, np.ndarray):
+        return item
+    tensor = item.detach().cpu()
+    if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4):
+        tensor = tensor.permute(1, 2, 0)
+    elif tensor.ndim != 2:
+        raise DecodeError(f"a tensor of shape {tuple(item.shape)} is not an image; give (C, H, W) with C 1, 3 or 4, "
+                          "or a batch (N, C, H, W)")
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.numpy()
 
 
 def kept_checkpoint(run: RunDir) -> Path:

@@ -22,15 +22,20 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import numpy as np
 
 from ._csv import csv_text
-from .errors import ConfigError, RunError
+from ._io import output_file
+from .errors import ConfigError, OutputError, RunError
+from .figures import image_grid
 from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
 
 if TYPE_CHECKING:
     from .inference import Predictor
 
-BUNDLE_SUFFIXES = (".onnx", ".ts", ".safetensors")
+BUNDLE_SUFFIXES = (".onnx", ".ts", ".pt2", ".safetensors")
 BUNDLE_FILES = tuple(f"model{suffix}" for suffix in BUNDLE_SUFFIXES)
 OUTPUT_FORMATS = ("table", "csv", "json")
+GALLERY_MAX = 64  # images drawn by write_gallery (--gallery): the first ones in input order; the rows hold them all
+GALLERY_CAPTION = 14  # characters of a class name in a caption (a 112 px cell); longer ones end in "..."
+WRONG = "#d62728"  # caption and frame of a wrong prediction (where the folder names the true class)
 Row = dict[str, Any]  # {"path": str, "top": [(class name, probability), ...], "note": str}
 
 
@@ -69,7 +74,8 @@ def open_source(source: str | Path) -> EagerModel | BundlePredictor:
 
 
 def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5, tta: bool | None = None,
-                  batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Row], list[tuple[str, str]]]:
+                  batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None,
+                  keep_pixels: int = 0) -> tuple[list[Row], list[tuple[str, str]]]:
     """Predict the top-k classes of image files and folders (searched recursively, hidden files ignored).
 
     Args:
@@ -80,6 +86,8 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
             may not) and 1-pixel shifts, exactly as the evaluation does; None: as the run was configured (--tta).
         batch_size: images decoded and run together.
         on_progress: called as on_progress(files_done, files_total) after each batch (the CLI's progress line).
+        keep_pixels: the first this many rows also get "pixels", the uint8 (C, H, W) image the model saw, and
+            "classes", the model's class names (for write_gallery).
 
     Returns:
         (rows, skipped): rows {"path", "top": [(class, probability)], "note"} in input order; skipped
@@ -99,8 +107,11 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
         if images is None:
             continue
         probs = softmax(tta_logits(model, images, tta))  # (B, K) float32
+        first = len(rows)
         rows += [{"path": str(path), "top": top_classes(row, model.classes, top_k),
                   "note": "; ".join(n for n in (note, flip_note) if n)} for path, row, note in zip(kept, probs, notes)]
+        for index in range(first, min(len(rows), keep_pixels)):
+            rows[index] |= {"pixels": images[index - first], "classes": model.classes}
         if on_progress is not None:
             on_progress(min(start + batch_size, len(files)), len(files))
     return rows, skipped
@@ -216,3 +227,64 @@ def format_rows(rows: list[Row], fmt: Literal["table", "csv", "json"] = "table")
     widths = [max(len(cell) for cell in column) for column in zip(header, *table)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *table]]
     return "\n".join(lines) + "\n"
+
+
+def true_class(path: str | Path, classes: Sequence[str]) -> str | None:
+    """The class a file's folder names (the parent folder's name is a class name), else None."""
+    name = Path(path).parent.name
+    return name if name in classes else None
+
+
+def write_gallery(rows: list[Row], path: str | Path, *, total: int | None = None) -> Path:
+    """A PNG grid of the rows kept with pixels (predict_paths(keep_pixels=GALLERY_MAX)): each image with its top
+    class and probability. Where the parent folder names a class, the caption gives it ("true: cat") and a wrong
+    prediction is framed and captioned red: marked by the frame too, not by colour alone. `total`: how many images
+    were predicted, for the heading (default: the rows)."""
+    shown = [row for row in rows if "pixels" in row][:GALLERY_MAX]
+    if not shown:
+        raise ConfigError("--gallery: no image was predicted, so there is nothing to draw")
+    captions, colours, wrong, known = [], [], 0, 0
+    for row in shown:
+        predicted, probability = row["top"][0]
+        truth = true_class(row["path"], row["classes"])
+        known += truth is not None
+        wrong += truth is not None and truth != predicted
+        caption = f"{_short(predicted)} ({probability:.0%})"
+        captions.append(caption if truth is None else f"{caption}\ntrue: {_short(truth)}")
+        colours.append(WRONG if truth is not None and truth != predicted else None)
+    total = len(rows) if total is None else total
+    heading = f"the first {len(shown)} of {total} images" if total > len(shown) else f"{total} images"
+    heading += f"; {wrong} of {known} wrong (red frame) where the folder names the class" if known else ""
+    return image_grid(np.stack([row["pixels"] for row in shown]), captions, path, title=heading, colors=colours)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= GALLERY_CAPTION else name[:GALLERY_CAPTION - 3] + "..."
+
+
+def gallery_target(path: str | Path, inputs: Sequence[str | Path], *, output: str | Path | None = None,
+                   source: str | Path | None = None) -> Path:
+    """--gallery's PNG, refused at once (before any image is decoded) if it is a folder, one of the input files or
+    an existing file in an input folder (it would be overwritten by the picture of its own prediction), the -o
+    file or the model's file."""
+    target = output_file(path, "--gallery")
+    named = [(item, "an input image") for item in inputs] + [(output, "the -o file"), (source, "the model")]
+    for item, what in named:
+        if item is not None and _same_file(target, Path(item)):
+            raise OutputError(f"--gallery {target} is {what} of this command; give the gallery a new file name, "
+                              "such as gallery.png")
+    for folder in (Path(item) for item in inputs):  # an existing file under an input folder is an input too
+        if target.is_file() and folder.is_dir() and target.resolve().is_relative_to(folder.resolve()):
+            raise OutputError(f"--gallery {target} is an input image (it is in {folder}); give the gallery a new "
+                              "file name outside the input folders, such as gallery.png")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    a, b = a.expanduser(), b.expanduser()
+    if a.absolute() == b.absolute():
+        return True
+    try:
+        return a.samefile(b)  # the same file by another path (a link, ./x, ../dir/x)
+    except OSError:
+        return False  # one of them does not exist

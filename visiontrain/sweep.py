@@ -3,7 +3,7 @@
 Any config field given several values (comma-separated on the command line, a list in a YAML file) is an axis;
 the grid is their Cartesian product and every other field is shared. The runs go to
 RUNS_DIR/sweep-NAME/<field-value_...>/, next to sweep.yaml (the manifest: the shared fields, the grid, and each
-run's status), compare.html and compare.md.
+run's status), compare.html, compare.md and sweep.png (accuracy against each swept value, also in compare.html).
 
 Every grid point's config is validated before the first run trains, so a typo in the last value costs nothing.
 Running the same command again skips the finished runs (summary.json), resumes an interrupted one from its
@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import fit
-from ._io import atomic_write_text
+from ._io import atomic_write_bytes, atomic_write_text
 from .config import FORMAT_VERSION, Config, ConfigError, build_config, check_folder_name
 from .engine.loop import NonFiniteLoss
 from .errors import TrainingStopped
 from .report import compare_runs
+from .report.sweep_plot import sweep_png
 from .run import RunDir
 from .windows import split_windows
 
@@ -55,6 +56,7 @@ class Sweep:
 
     compare_html = property(lambda self: self.path / "compare.html")
     compare_md = property(lambda self: self.path / "compare.md")
+    plot = property(lambda self: self.path / "sweep.png")
 
 
 def plan(values: dict[str, Any]) -> Sweep:
@@ -145,14 +147,29 @@ def run_sweep(values: dict[str, Any], *, out: Callable[[str], None] = print) -> 
         for entry in manifest["runs"]:
             entry["status"] = status[entry["name"]]
         _write_manifest(sweep.path, manifest)  # after each run: an interrupted sweep keeps what it learnt
-    started = [sweep.path / p.name for p in sweep.points if (sweep.path / p.name / "config.yaml").is_file()]
-    compare_runs(started, sweep.compare_html, sweep.compare_md)
     for point in sweep.points:
         summary = RunDir(sweep.path / point.name).read_summary()
         sweep.rows.append({"run": point.name, "values": point.values, "status": status[point.name],
                            "best_val_acc": summary.get("best_val_acc"), "test_acc": summary.get("test_acc"),
                            "seconds": summary.get("wall_seconds")})
+    plot = write_plot(sweep)
+    started = [sweep.path / p.name for p in sweep.points if (sweep.path / p.name / "config.yaml").is_file()]
+    compare_runs(started, sweep.compare_html, sweep.compare_md,
+                 figures=[("Accuracy per swept value", plot)] if plot else ())
     return sweep
+
+
+def write_plot(sweep: Sweep) -> Path | None:
+    """sweep.png (report/sweep_plot.py): accuracy against each axis's values, the values as the config parsed them
+    (numbers as numbers, so that lr gets a log axis); None for a grid of one run."""
+    runs = [{"values": {key: getattr(point.config, key) for key in sweep.axes}, "best_val_acc": row["best_val_acc"],
+             "test_acc": row["test_acc"]} for point, row in zip(sweep.points, sweep.rows)]
+    axes = {key: list({repr(run["values"][key]): run["values"][key] for run in runs}.values()) for key in sweep.axes}
+    png = sweep_png(axes, runs, title=sweep.path.name)
+    if png is None:
+        return None
+    atomic_write_bytes(sweep.plot, png)
+    return sweep.plot
 
 
 def _train_point(point: Point, run: RunDir, label: str, out: Callable[[str], None]) -> str:

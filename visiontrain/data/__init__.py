@@ -1,6 +1,7 @@
 """Data: named datasets and image folders, decoded once into uint8 tensors and cached."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import time
@@ -17,7 +18,7 @@ from .decode import DecodePolicy
 from .folder import check_bad_files, load_folder, median_short_side, missing_class_warnings, scan_folder
 from .registry import DATASETS, channel_stats, source_files
 from .splitfile import apply_split_file
-from .tensors import ImageTensors, stratified_split
+from .tensors import ImageTensors, stratified_sample, stratified_split
 
 __all__ = ["Dataset", "ImageTensors", "load_dataset", "load_dataset_of", "list_datasets", "DATASETS"]
 
@@ -51,6 +52,7 @@ class Dataset:
     # left out on purpose (hidden, __MACOSX, not an image extension, outside any class folder)
     problems: list[str] = field(default_factory=list)  # what would stop training (a lenient load: `visiontrain data`)
     warnings: list[str] = field(default_factory=list)  # printed while loading: link loops, classes a split lacks...
+    subset: dict | None = None  # --fraction / --limit: what was kept of each split (subsample), in summary.json
 
     @property
     def in_channels(self) -> int:
@@ -66,7 +68,7 @@ class Dataset:
                 "ignored": len(self.ignored_files),  # hidden, __MACOSX, not an image...: said, not silent
                 "ignored_files": self.ignored_files[:100], "load_seconds": self.load_seconds,
                 "cache": self.cache_status, "storage": self.storage, "split_file": self.split_info,
-                "source": self.source, "class_folders": self.class_folders}
+                "source": self.source, "class_folders": self.class_folders, "subset": self.subset}
 
     @property
     def image_size(self) -> int:
@@ -141,10 +143,12 @@ def load_dataset(dataset: str, *, data_dir: str | None = None, val_fraction: flo
             splits, bad, _ = load_folder(root, policy=policy, image_size=image_size, channels=channels,
                                          skip_bad=skip_bad, scan=scan)
             return _entry_from_splits(splits, bad)
-    key = {"dataset": str(dataset), "files": cache.files_key(files), "policy": policy.to_dict(),
-           "image_size": image_size, "channels": channels, "skip_bad": skip_bad}
-    if scan is not None:  # an empty class folder changes the classes, not the files
-        key["classes"] = scan.classes
+    # A named dataset's entry holds its images as stored (split() below resizes them on loading), so the size and
+    # channels asked for are no part of its key: eval, a run at another --image-size, all share one entry
+    key = {"dataset": str(dataset), "files": cache.files_key(files), "policy": policy.to_dict(), "skip_bad": skip_bad}
+    if scan is not None:  # an image folder is decoded straight to the size and channels asked for
+        key |= {"image_size": image_size, "channels": channels}
+        key["classes"] = scan.classes  # an empty class folder changes the classes, not the files
         key["pixels"] = "decoded at the side"  # each file decoded straight to the side (predict's call), not resized
     storage = "memmap" if dataset not in DATASETS and memmap.wanted(files, image_size, channels, policy) else "memory"
     if storage == "memmap":  # larger than memory: decoded into a file on disk that is mapped, not loaded
@@ -225,6 +229,37 @@ def load_dataset_of(config: Config, *, split_file: str | Path | None = None, ver
                         split_file=split_file or config.split_file, class_names=config.class_names)
 
 
+def subsample(dataset: Dataset, *, fraction: float = 1.0, limit: int | None = None, seed: int = 0) -> Dataset:
+    """The dataset with a seeded, per-class (stratified) sample of its splits: `fraction` of train (val and test
+    whole), then at most `limit` images of each of train, val and test (a quick try). Dataset.subset says what was
+    kept of what; the dataset itself when nothing is left out."""
+    if fraction >= 1 and limit is None:
+        return dataset
+    splits, kept = {}, {}
+    for name in ("train", "val", "test"):
+        tensors = getattr(dataset, name)
+        if tensors is None:
+            continue
+        indices = stratified_sample(tensors.labels, fraction=fraction if name == "train" else 1.0, limit=limit,
+                                    seed=seed)
+        if len(indices) < len(tensors):
+            splits[name] = tensors.subset(indices)
+        kept[name] = {"kept": len(indices), "of": len(tensors)}
+    subset = {"fraction": fraction, "limit": limit, "seed": seed, "stratified": True} | kept
+    return dataclasses.replace(dataset, **splits, subset=subset)
+
+
+def subset_note(subset: dict) -> str:
+    """One line saying what a subset kept: 'training on 5,000 of 50,000 images (--fraction 0.1, ...)'."""
+    flags = " ".join(f"--{k} {subset[k]}" for k in ("fraction", "limit") if subset[k] not in (None, 1.0))
+    parts = [f"{verb} {subset[name]['kept']:,} of {subset[name]['of']:,}" for name, verb in
+             (("train", "training on"), ("val", "validating on"), ("test", "testing on"))
+             if name in subset and subset[name]["kept"] < subset[name]["of"]]
+    if not parts:
+        return f"{flags}: every split is that small already; all images are used"
+    return ", ".join(parts) + f" images ({flags}: drawn per class with seed {subset['seed']})"
+
+
 def _convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if channels == 3:
         return images.expand(-1, 3, -1, -1).contiguous()
@@ -243,9 +278,13 @@ def _cache_exists_hint(name: str) -> bool:
 
 def typical_side(config: Config) -> int | None:
     """The side of the config's images before any is decoded: a named dataset's own (28 for the MNIST family, 32
-    for CIFAR), an image folder's median short side from a sample of file headers; None when unknown."""
+    for CIFAR), an image folder's median short side from a sample of file headers; None when unknown (or the folder
+    is unusable: loading it then says why)."""
     if config.dataset in DATASETS:
         return DATASETS.get(config.dataset).image_size
-    scan = scan_folder(Path(config.dataset).expanduser())  # refuses a folder training cannot use, in one sentence
+    try:
+        scan = scan_folder(Path(config.dataset).expanduser())
+    except DataError:  # loading the data says what is wrong with the folder, in one sentence
+        return None
     return median_short_side([str(path) for path in scan.image_files()], DecodePolicy(window=config.window),
                              seed=config.seed)

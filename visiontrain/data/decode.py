@@ -104,31 +104,89 @@ def decode_image(path: str | Path, policy: DecodePolicy, size: int | None = None
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(path) as image:
-                    width, height = image.size  # from the header: nothing decoded yet
-                    if width * height > policy.max_pixels:
-                        raise DecodeError(f"declares {width}x{height} pixels, above the limit of "
-                                          f"{policy.max_pixels:,} (a decompression-bomb guard; raise max_pixels if "
-                                          "the file is genuine)")
-                    target = size if size is not None else (policy.max_side if max(width, height) > policy.max_side
-                                                            else None)
-                    reduction = _draft(image, target) if policy.jpeg_draft and target is not None else 1
-                    image.load()
-                    if policy.exif_transpose:
-                        if image.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # turned by 90 degrees
-                            width, height = height, width
-                        ImageOps.exif_transpose(image, in_place=True)
-                    if image.mode in ("RGB", "L") and target is not None:  # resized before any array is made
-                        return _resize_image(image, target, (width, height), reduction).transpose(2, 0, 1).copy()
-                    pixels = _to_uint8(image, policy.window)
+                    return _pil_sized(image, policy, size, from_file=True)
     except DecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's own, larger limit
-        raise DecodeError(f"declares too many pixels ({error}); above the limit of {policy.max_pixels:,} "
-                          "(a decompression-bomb guard)") from None
-    except UnidentifiedImageError as error:
-        raise DecodeError(f"not a readable image ({type(error).__name__})") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DecodeError(f"truncated or corrupt ({error})") from None
+    except Exception as error:  # noqa: BLE001 - _decode_error says which kinds are the file's fault
+        raise _decode_error(error, policy) from None
+    return _sized(pixels, policy, size)
+
+
+def decode_pil(image: Image.Image, policy: DecodePolicy, size: int | None = None) -> np.ndarray:
+    """A PIL image (e.g. in a Python session) to uint8 (C, H, W) as decode_image decodes a file holding it: the pixel
+    limit, the EXIF orientation, 16-bit scaling or the window, alpha composited on white, the resize. A caller's
+    image is never reduced by libjpeg (jpeg_draft changes a file's object, which this does not own), so a large JPEG
+    may differ from decode_image's by resampling noise (a level or two)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _pil_sized(image, policy, size, from_file=False)
+    except DecodeError:
+        raise
+    except Exception as error:  # noqa: BLE001 - as decode_image
+        raise _decode_error(error, policy) from None
+
+
+def decode_array(array: np.ndarray, policy: DecodePolicy, size: int | None = None) -> np.ndarray:
+    """A numpy image to uint8 (C, H, W) as decode_image decodes a file of it: (H, W) or (H, W, 1) gray, (H, W, 3) RGB
+    or (H, W, 4) RGBA (alpha composited on white); uint8, uint16 (16-bit: value/257, or the window) or float in
+    [0, 1]. Raises DecodeError naming the shape or values that are not an image."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or min(array.shape[:2]) < 1:
+        raise DecodeError(f"an array of shape {array.shape} is not an image; give (H, W) gray, (H, W, 3) RGB or "
+                          "(H, W, 4) RGBA")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise DecodeError(f"a float array must hold values from 0 to 1 (this one: {np.nanmin(array):.3g} to "
+                              f"{np.nanmax(array):.3g}); give uint8 (0..255) for other scales")
+        array = np.rint(array * 255).astype(np.uint8)
+    elif array.dtype == np.uint16 and array.ndim == 2:
+        array = array.astype(np.uint16, copy=False)  # Pillow's 'I;16': 16-bit gray, as a PNG of it decodes
+    elif array.dtype != np.uint8:
+        raise DecodeError(f"an array of {array.dtype} is not an image; give uint8, 16-bit gray (uint16) or float "
+                          "values from 0 to 1")
+    return decode_pil(Image.fromarray(np.ascontiguousarray(array)), policy, size)
+
+
+def _pil_sized(image: Image.Image, policy: DecodePolicy, size: int | None, *, from_file: bool) -> np.ndarray:
+    """uint8 (C, H, W) of an opened image under the policy (module docstring), checked before decoding, resized as
+    _sized. from_file: the image is decode_image's own, just opened, so libjpeg may reduce it while decoding
+    (policy.jpeg_draft) and it may be turned in place; a caller's image object is never changed."""
+    width, height = image.size  # from the header: nothing decoded yet
+    if width * height > policy.max_pixels:
+        raise DecodeError(f"declares {width}x{height} pixels, above the limit of {policy.max_pixels:,} (a "
+                          "decompression-bomb guard; raise max_pixels if the file is genuine)")
+    target = size if size is not None else (policy.max_side if max(width, height) > policy.max_side else None)
+    reduction = _draft(image, target) if from_file and policy.jpeg_draft and target is not None else 1
+    image.load()
+    if policy.exif_transpose:
+        if image.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # turned by 90 degrees
+            width, height = height, width
+        if from_file:
+            ImageOps.exif_transpose(image, in_place=True)  # no copy of the decoded pixels
+        else:
+            image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGB", "L") and target is not None:  # resized before any full-size array is made
+        return _resize_image(image, target, (width, height), reduction).transpose(2, 0, 1).copy()
+    return _sized(_to_uint8(image, policy.window), policy, size)
+
+
+def _decode_error(error: Exception, policy: DecodePolicy) -> DecodeError:
+    """The reason a file (or an image object) could not be decoded; an error that is not the file's is raised."""
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):  # Pillow's larger limit
+        return DecodeError(f"declares too many pixels ({error}); above the limit of {policy.max_pixels:,} "
+                           "(a decompression-bomb guard)")
+    if isinstance(error, UnidentifiedImageError):
+        return DecodeError(f"not a readable image ({type(error).__name__})")
+    if isinstance(error, (OSError, SyntaxError, ValueError)):
+        return DecodeError(f"truncated or corrupt ({error})")
+    raise error
+
+
+def _sized(pixels: np.ndarray, policy: DecodePolicy, size: int | None) -> np.ndarray:
+    """(H, W, C) -> (C, H, W), resized to `size` (shorter side, centre crop), else reduced to max_side if larger."""
     target = size if size is not None else (policy.max_side if max(pixels.shape[:2]) > policy.max_side else None)
     if target is not None:
         pixels = _resize_center_crop(pixels, target)

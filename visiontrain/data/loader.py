@@ -79,10 +79,13 @@ class TensorLoader:
         per_rank = self.num_samples // self.world_size
         return self.permutation(epoch)[self.rank::self.world_size][:per_rank]
 
-    def batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield (step, int64 indices) for the epoch, starting at `start_step` (resume)."""
+    def batches(self, epoch: int, start_step: int = 0, stop_step: int | None = None
+                ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (step, int64 indices) for the epoch, from `start_step` (resume) to `stop_step` (exclusive; a run's
+        partial last epoch, --max-steps) or the epoch's end."""
         indices = self.shard(epoch)
-        for step in range(start_step, self.steps_per_epoch):
+        stop = self.steps_per_epoch if stop_step is None else min(self.steps_per_epoch, stop_step)
+        for step in range(start_step, stop):
             yield step, indices[step * self.batch_size:(step + 1) * self.batch_size]
 
 
@@ -100,7 +103,9 @@ class FixedBatchLoader(TensorLoader):
     def shard(self, epoch: int) -> torch.Tensor:
         return torch.arange(self.num_samples)
 
-    def batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+    def batches(self, epoch: int, start_step: int = 0, stop_step: int | None = None
+                ) -> Iterator[tuple[int, torch.Tensor]]:
         indices = torch.arange(self.num_samples)
-        for step in range(start_step, self.steps_per_epoch):
+        stop = self.steps_per_epoch if stop_step is None else min(self.steps_per_epoch, stop_step)
+        for step in range(start_step, stop):
             yield step, indices

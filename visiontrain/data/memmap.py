@@ -45,7 +45,7 @@ from PIL import Image
 
 from .._io import _fsync_dir, _umask, atomic_write_text
 from ..errors import DataError
-from .cache import home
+from .cache import home, mark_used
 from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
 from .folder import (MAX_WORKERS, FolderScan, check_bad_files, decode_workers, decoded_shape, folder_shape,
                      scan_folder)
@@ -144,6 +144,7 @@ def cached(name: str, key: dict[str, Any], *, root: Path, policy: DecodePolicy, 
                 try:
                     header = _read_header(paths)
                     _verify_chunks(paths.data, header, verbose)
+                    mark_used(paths.header)  # `visiontrain cache` shows it as the last use
                     return _entry(header, paths.data), "hit"
                 except CorruptCache as error:
                     print(f"visiontrain: the cached copy {paths.data} is corrupt ({error}); cache rebuilt from the "

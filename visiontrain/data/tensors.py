@@ -72,3 +72,33 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         held.append(members[:n_held])
         kept.append(members[n_held:])
     return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def stratified_sample(labels: torch.Tensor, *, fraction: float = 1.0, limit: int | None = None,
+                      seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a seeded sample that keeps every class's share: `fraction` of each class (at least one
+    image of each), then at most `limit` images in all, shared among the classes in proportion to their counts
+    (largest remainders; at least one image per class while `limit` allows). Each class's images are drawn in one
+    seeded order, so with the same seed a smaller sample's images are among a larger one's."""
+    generator = torch.Generator().manual_seed(seed)
+    members = []
+    for label in labels.unique(sorted=True).tolist():
+        indices = (labels == label).nonzero().flatten()
+        members.append(indices[torch.randperm(len(indices), generator=generator)])
+    quotas = [max(1, round(len(m) * fraction)) if fraction < 1 else len(m) for m in members]
+    if limit is not None and limit < sum(quotas):
+        quotas = _shares(quotas, limit)
+    return torch.cat([m[:q] for m, q in zip(members, quotas)]).sort().values
+
+
+def _shares(counts: list[int], total: int) -> list[int]:
+    """`total` split among classes in proportion to `counts` (largest remainders), each at least one if it can be."""
+    exact = [total * count / sum(counts) for count in counts]
+    shares = [math.floor(x) for x in exact]
+    for i in sorted(range(len(counts)), key=lambda i: exact[i] - shares[i], reverse=True)[:total - sum(shares)]:
+        shares[i] += 1
+    for i in range(len(counts)):
+        if shares[i] == 0 and total >= len(counts):  # a class with few images keeps one, taken from the largest
+            shares[max(range(len(counts)), key=shares.__getitem__)] -= 1
+            shares[i] = 1
+    return shares

@@ -25,13 +25,13 @@ from torch import nn
 from .._registry import PRESETS
 from .._version import __version__
 from ..config import Config
-from ..data import Dataset, load_dataset_of, typical_side
+from ..data import Dataset, load_dataset_of, subsample, subset_note, typical_side
 from ..data.augment import augment_spec, image_flips
 from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
 from ..models import create_model as _create_model
-from ..models.pretrained import PRETRAINED, input_size_for, pretrained_model, pretraining_preprocessing
+from ..models.pretrained import fetch_pretrained, input_size_for, pretrained_model, pretraining_preprocessing
 from ..models.weights import fitting_tensors, load_state_dict_file
 from .distributed import DistEnv, init_distributed
 from .ema import EMA, Lookahead
@@ -39,8 +39,8 @@ from .imbalance import Selection, choose_selection, inverse_frequency, notice, s
 from .loop import Normalizer, Trainer, predict_logits
 from .optim import build_optimizer, build_scheduler
 from .overfit import prepare
+from .precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
 from .probe import ProbeResult, linear_probe
-from .precision import Precision, choose_precision, resolve_device
 
 Pretraining = tuple[int, list[float], list[float]]  # a pretrained backbone's (input size, mean, std)
 
@@ -68,6 +68,14 @@ class Setup:
     ema: EMA | None = None
     lookahead: Lookahead | None = None
     trainable: set[int] = field(default_factory=set)  # ids of the parameters the model itself lets train
+    total_steps: int = 0  # training steps (batches per process) of the whole run
+
+    def epoch_steps(self, epoch: int) -> int:
+        """The steps of epoch `epoch` (0-based): all of the loader's, but the last of a --max-steps run and none in
+        --finetune probe's first."""
+        stepped = epoch - probe_epochs(self.finetune)
+        return 0 if stepped < 0 else min(self.loader.steps_per_epoch,
+                                         self.total_steps - stepped * self.loader.steps_per_epoch)
 
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Fine-tuning: train only the new head (backbone weights and BatchNorm statistics fixed) or everything.
@@ -109,6 +117,16 @@ class Setup:
         if self.finetune == "full":
             return {"lr": head_lr}
         return {"lr": head_lr, "head_lr": head_lr, "backbone_lr": 0.0 if frozen else lrs["backbone"]}
+
+    def replan(self, config: Config) -> None:
+        """Take `config`'s epochs and max_steps (a --time plan): the schedule and lookahead are built again for the
+        new number of steps, as build() would have built them from the start (the optimiser has not stepped)."""
+        self.config, self.total_steps = planned_steps(config, self.loader.steps_per_epoch, probe_epochs(self.finetune))
+        accumulate = self.config.accumulate
+        self.scheduler = self.trainer.scheduler = build_scheduler(
+            self.optimizer, self.config, self.loader.steps_per_epoch // accumulate, self.total_steps // accumulate)
+        if self.lookahead is not None:
+            self.lookahead = self.trainer.lookahead = Lookahead(self.model, self.total_steps // accumulate)
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records of how the run was built (the results are fit's to add)."""
@@ -152,6 +170,9 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     """Build a run from its config. split_file: the run's own split.csv (a resumed run keeps its split).
     notices: print the imbalance notice (a resumed run said it already)."""
     device, env, precision = runtime(config)
+    if env.is_main:
+        config, size = input_size(config)  # said on the first line: it sets the cost of every step
+        print(f"visiontrain: {start_line(config, device, precision, env, size)}", file=sys.stderr, flush=True)
     config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main)
     model, mean, std, normalize = build_model(config, data, pretraining, precision)
     model.to(device)
@@ -171,11 +192,11 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     from_weights = config.pretrained or config.weights is not None
     finetune = finetune_mode(config)
     optimizer = build_optimizer(model, config, backbone_lr=config.backbone_lr if from_weights else 1.0)
+    config, total_steps = planned_steps(config, loader.steps_per_epoch, probe_epochs(finetune))
     optimizer_steps = loader.steps_per_epoch // config.accumulate  # per epoch
-    stepped_epochs = config.epochs - (1 if finetune == "probe" else 0)  # the probe's epoch takes no optimiser step
-    scheduler = build_scheduler(optimizer, config, optimizer_steps, epochs=stepped_epochs)
+    scheduler = build_scheduler(optimizer, config, optimizer_steps, total_steps // config.accumulate)
     ema = EMA(model, config.ema) if config.ema else None
-    lookahead = Lookahead(model, optimizer_steps * stepped_epochs) if config.lookahead else None
+    lookahead = Lookahead(model, total_steps // config.accumulate) if config.lookahead else None
     model, module = _wrapped(model, config, env, device, finetune)
     trainer = Trainer(
         model=module, optimizer=optimizer, scheduler=scheduler,
@@ -190,7 +211,23 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
     return Setup(config=config, device=device, env=env, precision=precision, dataset=data, loaded=loaded, model=model,
                  mean=mean, std=std, normalize=normalize, selection=selection, finetune=finetune, loader=loader,
                  optimizer=optimizer, scheduler=scheduler, trainer=trainer, ema=ema, lookahead=lookahead,
-                 trainable=trainable)
+                 trainable=trainable, total_steps=total_steps)
+
+
+def planned_steps(config: Config, steps_per_epoch: int, probe: int = 0) -> tuple[Config, int]:
+    """(config, the run's training steps): steps per epoch x the epochs that take steps (all but the `probe` first
+    ones: --finetune probe's first epoch fits the head without a step), or --max-steps when that is fewer (the epochs
+    then cut to those the steps reach, the last one partial)."""
+    total = steps_per_epoch * max(0, config.epochs - probe)
+    if config.max_steps is not None and config.max_steps < total:
+        total = config.max_steps
+        config = config.replace(epochs=probe + -(-total // steps_per_epoch))
+    return config, total
+
+
+def probe_epochs(finetune: str) -> int:
+    """Epochs at the start of the run that take no optimiser step: 1 for --finetune probe (the linear probe)."""
+    return 1 if finetune == "probe" else 0
 
 
 # -- the steps ----------------------------------------------------------------------------------------------------
@@ -230,6 +267,41 @@ def runtime(config: Config) -> tuple[torch.device, DistEnv, Precision]:
     return device, env, precision
 
 
+def start_line(config: Config, device: torch.device, precision: Precision, env: DistEnv, size: str | None = None
+               ) -> str:
+    """The line every run starts with: the recipe, the device, the precision and the threads, e.g.
+    'preset fashion-mnist · cpu · bf16 (native) · 2 threads'. A model named without --preset trains with plain
+    defaults rather than the dataset's tuned recipe; the line says so, and how to have both. `size`: a pretrained
+    backbone's input size chosen from the data (size_notice)."""
+    if config.preset:
+        recipe = f"preset {config.preset}"
+    elif config.dataset in PRESETS:  # build_config applies the dataset's own preset unless a model is named
+        recipe = (f"no preset: --model given, so plain defaults; add --preset {config.dataset} for the tuned recipe "
+                  "(flags still override it)")
+    else:
+        recipe = "no preset"
+    dtype = precision.describe()["precision"]
+    if device.type == "cpu" and dtype == "bf16":
+        dtype += " (native)" if cpu_has_native_bf16() else " (emulated: slower than fp32 on this CPU)"
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    threads = torch.get_num_threads()
+    parts = [recipe, where, dtype, f"{threads} thread{'s' * (threads != 1)}"]
+    if env.world_size > 1:
+        parts.append(f"{env.world_size} processes")
+    if size:
+        parts.append(size)
+    dot = " \u00b7 " if _encodable("\u00b7", sys.stderr) else " - "
+    return dot.join(parts)
+
+
+def _encodable(text: str, stream: Any) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | Path | None = None,
                verbose: bool = True) -> tuple[Config, Dataset, Dataset, Pretraining | None]:
     """(config, the dataset as loaded, the dataset that trains, the pretrained backbone's preprocessing or None).
@@ -237,17 +309,18 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
     The config comes back as it runs: a pretrained backbone's input size when none was given, the overfit check's
     one batch, and a batch (and accumulation) fitted to a small split, each said in one line."""
     env = env or DistEnv()
-    pretraining = None  # (size, mean, std) of --pretrained weights: an installed package's or --weights FILE's
+    pretraining = None  # (size, mean, std) of --pretrained weights: a package's, torchvision's, timm's, --weights'
     if config.pretrained:
-        if config.model in PRETRAINED or config.weights:
-            pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
-        if pretraining is not None and config.image_size is None:  # chosen before decoding, kept in config.yaml
-            side = typical_side(config)
-            config = config.replace(image_size=input_size_for(pretraining[0], side))
-            if verbose:
-                print(f"visiontrain: {size_notice(config.model, pretraining[0], side, config.image_size)}",
-                      file=sys.stderr)
+        pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
+        if pretraining is not None and not config.weights:
+            fetch_pretrained(config.model)  # downloaded (once) or refused before the data is read
+        config, size = input_size(config)  # build() chose it already, for its first line
+        if size and verbose:
+            print(f"visiontrain: {size}", file=sys.stderr)
     loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
+    data = subsample(loaded, fraction=config.fraction, limit=config.limit, seed=config.seed)  # split.csv: all
+    if data.subset and verbose:
+        print(f"visiontrain: {subset_note(data.subset)}", file=sys.stderr)
     if config.overfit_batch:  # the sanity check: one fixed batch is the whole training split (engine/overfit.py)
         config, data = prepare(config, data)
     else:  # a small folder trains with the defaults: the batch shrinks to the split
@@ -269,6 +342,17 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
         print(f"visiontrain: skipped {len(data.bad_files)} unreadable file(s): "
               + "; ".join(f"{p}: {r}" for p, r in data.bad_files[:10]) + more, file=sys.stderr)
     return config, loaded, data, pretraining
+
+
+def input_size(config: Config) -> tuple[Config, str | None]:
+    """(config, what was chosen): a pretrained backbone's input size when none is given, chosen from the images'
+    side before anything is decoded (models/pretrained.py input_size_for) and kept in config.yaml."""
+    pretraining = pretraining_preprocessing(config.model) if config.pretrained and config.image_size is None else None
+    if pretraining is None:
+        return config, None
+    side = typical_side(config)
+    config = config.replace(image_size=input_size_for(pretraining[0], side))
+    return config, size_notice(config.model, pretraining[0], side, config.image_size)
 
 
 def size_notice(model: str, native: int, side: int | None, size: int) -> str:
@@ -314,9 +398,9 @@ def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, 
     if not config.pretrained:
         model = create_model(config, len(data.classes), data.in_channels, data.image_size)
     else:
-        if pretraining is not None and config.model not in PRETRAINED:  # --pretrained --weights FILE: the file
-            model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # loads below
-        else:  # an installed package's weights, or the error that says none are available
+        if pretraining is not None and config.weights:  # --pretrained --weights FILE: the file loads below, with
+            model = create_model(config, len(data.classes), data.in_channels, data.image_size)  # its preprocessing
+        else:  # a package's weights, torchvision's or timm's (downloaded once), or the sentence that says why not
             model, _ = pretrained_model(config.model, num_classes=len(data.classes), in_channels=data.in_channels,
                                         image_size=data.image_size)
         _, mean, std = pretraining

@@ -114,8 +114,10 @@ class Trainer:
             images = apply(images, params, self.augment)
         return self.normalize(images), labels
 
-    def staged_steps(self, epoch: int, start_step: int) -> Iterator[tuple[int, torch.Tensor, tuple | None]]:
-        """(step, indices, staged) for the epoch's steps from `start_step`; staged is None unless stage_epochs.
+    def staged_steps(self, epoch: int, start_step: int, stop_step: int | None = None
+                     ) -> Iterator[tuple[int, torch.Tensor, tuple | None]]:
+        """(step, indices, staged) for the epoch's steps from `start_step` to `stop_step` (exclusive; None: the
+        epoch's end); staged is None unless stage_epochs.
 
         Why staging: a CPU tensor used by a GPU op is copied synchronously, and that copy waits for every kernel
         already queued. Indexing with each step's CPU indices and moving its flip/shift parameters did that 3-4
@@ -124,9 +126,9 @@ class Trainer:
         CPU exactly as per step (batch_params: runs and resumes are unchanged) and copied once, pinned and
         asynchronous; each step slices them on the device. The photo mode's crop boxes stay on the CPU."""
         if not self.stage_epochs:
-            yield from ((step, indices, None) for step, indices in self.loader.batches(epoch, start_step))
+            yield from ((step, indices, None) for step, indices in self.loader.batches(epoch, start_step, stop_step))
             return
-        batches = list(self.loader.batches(epoch, start_step))
+        batches = list(self.loader.batches(epoch, start_step, stop_step))
         if not batches:
             return
         device = self.normalize.precision.device
@@ -143,11 +145,12 @@ class Trainer:
             yield step, indices, (moved["indices"][rows],
                                   {key: moved[key][rows] if key in moved else value for key, value in step_params.items()})
 
-    def train_one_epoch(self, state: TrainState, epoch: int) -> None:
+    def train_one_epoch(self, state: TrainState, epoch: int, stop_step: int | None = None) -> None:
+        """The epoch's steps from where `state` is; `stop_step`: the last epoch of a --max-steps run ends there."""
         self.model.train()
         if self.frozen_backbone:
             unwrap(self.model).features.eval()
-        for step, indices, staged in self.staged_steps(epoch, state.step_in_epoch):
+        for step, indices, staged in self.staged_steps(epoch, state.step_in_epoch, stop_step):
             images, labels = self.batch(indices, epoch, step, staged)
             with autocast(self.normalize.precision):
                 logits = self.model(images)

@@ -5,6 +5,7 @@ raising --epochs on resume stretches it.
 """
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -38,10 +39,63 @@ def build_optimizer(model: nn.Module, config: Config, backbone_lr: float = 1.0) 
             if chosen:
                 groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
                                "lr": config.lr * scale})
+    eager = not config.compile and _without_dynamo()
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
-    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_class(groups, lr=config.lr, betas=(config.momentum, 0.999))
+        return (EagerSGD if eager else torch.optim.SGD)(groups, lr=config.lr, momentum=config.momentum,
+                                                        nesterov=config.nesterov and config.momentum > 0)
+    if config.optimizer == "adam":
+        return (EagerAdam if eager else torch.optim.Adam)(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    return (EagerAdamW if eager else torch.optim.AdamW)(groups, lr=config.lr, betas=(config.momentum, 0.999))
+
+
+# -- torch.optim without torch._dynamo ---------------------------------------------------------------------------
+# torch.optim wraps an optimiser's step, zero_grad, add_param_group, state_dict and load_state_dict (and Adam's
+# update function) so that torch.compile can trace or skip them; the first call of any of them imports
+# torch._dynamo, which takes 1.7-1.9 s on 2 CPU cores, in every run, before its first step (the constructor calls
+# add_param_group). An eager run never needs it: the wrappers only mark functions for the compiler and insert graph
+# breaks, which are no-ops outside it. So a run that does not --compile calls torch's own undecorated functions
+# (their __wrapped__): the same code, the same numbers, without the import. Where a torch version lacks a
+# __wrapped__, the stock optimiser is used.
+_OPTIMIZER_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _without_dynamo() -> bool:
+    """Prime torch's lazy _disable_dynamo wrappers with the plain functions (its own cache attribute), so they call
+    them without importing torch._dynamo; True when every wrapper this needs was found."""
+    adam_module, adamw_module = (importlib.import_module(f"torch.optim.{name}") for name in ("adam", "adamw"))
+    plain = [getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None) for name in _OPTIMIZER_METHODS]
+    plain += [getattr(adam_module.adam, "__wrapped__", None)]
+    plain += [getattr(cls.step, "__wrapped__", None) for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)]
+    if any(function is None for function in plain):
+        return False
+    adamw = getattr(getattr(adamw_module, "adamw", None), "__wrapped__", None)  # its own update in older torch
+    for function in plain[:5] + ([adamw] if adamw is not None else []):
+        setattr(function, "__dynamo_disable", function)  # what torch._compile._disable_dynamo's wrapper looks up
+    return True
+
+
+class EagerSGD(torch.optim.SGD):
+    """torch.optim.SGD whose step skips the wrapper that imports torch._dynamo (see above)."""
+
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
+        with torch.no_grad():  # what the wrapper does, besides its graph breaks
+            return torch.optim.SGD.step.__wrapped__(self, closure)
+
+
+class EagerAdam(torch.optim.Adam):
+    """torch.optim.Adam whose step skips the wrapper that imports torch._dynamo (see above)."""
+
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        with torch.no_grad():
+            return torch.optim.Adam.step.__wrapped__(self, closure)
+
+
+class EagerAdamW(torch.optim.AdamW):
+    """torch.optim.AdamW whose step skips the wrapper that imports torch._dynamo (see above)."""
+
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        with torch.no_grad():
+            return torch.optim.AdamW.step.__wrapped__(self, closure)
 
 
 def lr_factor(step: int, *, total_steps: int, steps_per_epoch: int, config: Config) -> float:
@@ -66,8 +120,8 @@ def lr_factor(step: int, *, total_steps: int, steps_per_epoch: int, config: Conf
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int,
-                    epochs: int | None = None):
-    """epochs: those that take optimiser steps (default config.epochs; --finetune probe's first takes none)."""
-    total = steps_per_epoch * (config.epochs if epochs is None else epochs)
+                    total_steps: int | None = None):
+    """The schedule over `total_steps` optimiser steps (default: steps_per_epoch x epochs), stepped every one."""
+    total = total_steps or steps_per_epoch * config.epochs
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total, steps_per_epoch=steps_per_epoch, config=config))

@@ -1,9 +1,10 @@
-"""Export a trained run as a self-describing, verified bundle folder: ONNX, TorchScript or safetensors.
+"""Export a trained run as a self-describing, verified bundle folder: ONNX, TorchScript, torch.export (pt2) or
+safetensors.
 
     bundle = export_run("runs/mnist-fastnet", "onnx")   # -> runs/mnist-fastnet/export/onnx/
     load_bundle(bundle).predict(["digit.png"])           # onnxruntime + numpy + Pillow are enough
 
-A bundle is the model file (model.onnx / model.ts / model.safetensors) and model.json (class names, input
+A bundle is the model file (model.onnx / model.ts / model.pt2 / model.safetensors) and model.json (class names, input
 size, mean/std, the decode policy, the training config, metrics, versions and the verification numbers). ONNX
 and TorchScript models take float32 (N, C, H, W) pixels in 0..255 and normalise inside the graph, so a user
 cannot feed them the wrong mean/std. Nothing is written until the export, loaded back, matches the eager model
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import onnx, safetensors, torchscript  # noqa: F401  (each registers its format on import)
+from . import onnx, pt2, safetensors, torchscript  # noqa: F401  (each registers its format on import)
 from .bundle import BundleError, BundlePredictor, describe, load_bundle, write_bundle
 from .formats import EXPORTERS, ExportFormat, Runner  # noqa: F401
 
@@ -32,7 +33,7 @@ def export_run(run_dir: str | Path, format: str = "onnx", out_dir: str | Path | 
 
     Args:
         run_dir: a run folder, or a checkpoint file.
-        format: a name in EXPORTERS: "onnx", "torchscript" or "safetensors".
+        format: a name in EXPORTERS: "onnx", "torchscript", "pt2" (torch.export) or "safetensors".
         out_dir: the bundle folder; default `<run_dir>/export/<format>/`.
         data: verify on this image folder (same class folders) instead of the run's dataset.
 

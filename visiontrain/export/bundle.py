@@ -1,12 +1,13 @@
 """The bundle folder: the model file plus model.json, which describes everything needed to use it.
 
-    <bundle>/model.onnx | model.ts | model.safetensors
+    <bundle>/model.onnx | model.ts | model.pt2 | model.safetensors
+    <bundle>/README.md    the model card: what the model does, its data, metrics, limits, and how to load it
     <bundle>/model.json   format, classes, input_size [C, H, W], mean/std, the input convention, decode policy,
                           training config, metrics, versions, sha256 of the model file, verification numbers
 
 `load_bundle` checks model.json against the model file (checksum, input shape, number of outputs) and
 returns a BundlePredictor. For an ONNX bundle this module needs only numpy, Pillow and onnxruntime: torch is
-imported only for TorchScript and safetensors bundles.
+imported only for TorchScript, pt2 and safetensors bundles.
 """
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ from .formats import EXPORTERS
 if TYPE_CHECKING:
     from ..inference import Predictor
 
+CARD = "README.md"  # the model card (card.py), made from model.json
 BUNDLE_VERSION = 1  # of model.json; bumped on an incompatible change
 MAX_SIDE = 4096  # of input_size: as config's image_size (a larger one in an edited model.json would be a memory bomb)
+DATASET_KEYS = ("name", "fingerprint", "train", "val", "val_source", "test")  # of summary.json's dataset
+EVALUATION_KEYS = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "ece", "per_class")
 METRIC_KEYS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "epochs_completed", "final_train_acc")
 # model.json field -> (type, what it must be); checked on load so an edited file fails with its field's name
 REQUIRED_FIELDS: dict[str, tuple[type, str]] = {
@@ -76,7 +80,8 @@ def describe(predictor: Predictor, format: str, exporter: ExportFormat, *, run_d
         "allow_flip": predictor.allow_flip,
         "config": predictor.config,
         "metrics": {key: summary[key] for key in METRIC_KEYS if key in summary},
-        "dataset": {key: summary.get("dataset", {}).get(key) for key in ("name", "fingerprint")},
+        "dataset": {key: summary.get("dataset", {}).get(key) for key in DATASET_KEYS},
+        "evaluation": _read_evaluation(run_dir),
         "source": str(source) if source is not None else None,
         "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -106,11 +111,27 @@ def _read_summary(run_dir: str | Path | None) -> dict[str, Any]:
         return {}  # metrics are informative only; a damaged summary must not block an export
 
 
+def _read_evaluation(run_dir: str | Path | None) -> dict[str, Any] | None:
+    """The test evaluation (eval/test/metrics.json) for the model card: accuracy, per-class, calibration (ECE)."""
+    path = Path(run_dir) / "eval" / "test" / "metrics.json" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # informative only, as the summary
+    return {"split": "test"} | {key: metrics[key] for key in EVALUATION_KEYS if key in metrics}
+
+
 def write_bundle(out_dir: Path, filename: str, file_bytes: bytes, meta: dict[str, Any]) -> Path:
-    """Write the model file, then model.json (each atomically); return the bundle folder."""
+    """Write the model file, the README.md model card, then model.json (each atomically; model.json last, as the
+    mark of a complete bundle); return the bundle folder."""
+    from .card import model_card  # the card escapes with report's Markdown helper (torch): writing, not predicting
+
     meta = meta | {"model_sha256": hashlib.sha256(file_bytes).hexdigest(),
                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_bytes(out_dir / filename, file_bytes)
+    atomic_write_text(out_dir / CARD, model_card(meta))
     atomic_write_text(out_dir / "model.json", json.dumps(meta, indent=2, default=str) + "\n")
     return out_dir
 

@@ -1,5 +1,5 @@
 """What an export format is (ExportFormat) and the registry of them: one entry per format module (onnx.py,
-torchscript.py, safetensors.py), which registers itself when imported."""
+torchscript.py, pt2.py, safetensors.py), which registers itself when imported."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,10 +24,12 @@ class ExportFormat:
     serialize: (exportable model, example images float (2, C, H, W) 0..255) -> the file's bytes. The model is
         verify.exportable(): eval mode, fp32, CPU, normalisation inside.
     load: (model file, model.json dict) -> Runner, in this process (what a BundlePredictor uses).
-    load_isolated: like `load`, but proving the file runs without visiontrain (TorchScript: a fresh `python -I`
-        process); None: `load` is already that proof (onnxruntime never imports visiontrain or torch).
+    load_isolated: like `load`, but proving the file runs without visiontrain (TorchScript, pt2: a fresh
+        `python -I` process); None: `load` is already that proof (onnxruntime never imports visiontrain or torch).
     normalizes_inside: True when the model file takes 0..255 pixels; False when it holds weights only.
     runtime: what runs it, for model.json.
+    usage: (model.json dict) -> three lines of Python that load the model file and compute `logits` from
+        `images`, for the bundle's README.md model card; None: the card shows visiontrain's load_bundle.
     """
 
     filename: str
@@ -36,3 +38,4 @@ class ExportFormat:
     runtime: Callable[[], str]
     normalizes_inside: bool = True
     load_isolated: Callable[[Path, dict, list], list] | None = None
+    usage: Callable[[dict], str] | None = None

@@ -54,4 +54,11 @@ def runtime() -> str:
     return f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
 
 
-EXPORTERS.register("onnx")(ExportFormat(filename="model.onnx", serialize=serialize, load=load, runtime=runtime))
+def usage(meta: dict) -> str:
+    return ("import numpy as np, onnxruntime\n"
+            f"session = onnxruntime.InferenceSession({meta['model_file']!r}, providers=['CPUExecutionProvider'])\n"
+            f"logits = session.run(None, {{{INPUT_NAME!r}: images.astype(np.float32)}})[0]")
+
+
+EXPORTERS.register("onnx")(ExportFormat(filename="model.onnx", serialize=serialize, load=load, runtime=runtime,
+                                        usage=usage))

@@ -7,9 +7,6 @@ visiontrain, so a file that secretly needs visiontrain's classes fails there rat
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,20 +21,6 @@ if TYPE_CHECKING:
     from .formats import Runner
 
 _JIT_DEPRECATION = r"`torch\.jit\."  # FutureWarning on every trace/save/load since torch 2.9; not the user's to fix
-
-# Runs in `python -I` (no PYTHONPATH, no user site, not the cwd): only torch is imported.
-ISOLATED_SCRIPT = r"""
-import sys, warnings
-import torch
-warnings.filterwarnings("ignore", category=FutureWarning)
-model_path, inputs_path, outputs_path, threads = sys.argv[1:5]
-torch.set_num_threads(int(threads))
-model = torch.jit.load(model_path, map_location="cpu")
-with torch.inference_mode():
-    logits = [model(batch) for batch in torch.load(inputs_path, weights_only=True)]
-assert "visiontrain" not in sys.modules, "loading the TorchScript file imported visiontrain"
-torch.save(logits, outputs_path)
-"""
 
 
 def serialize(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -64,21 +47,9 @@ def load(path: Path, meta: dict) -> Runner:
 
 def load_isolated(path: Path, meta: dict, batches: list[np.ndarray]) -> list[np.ndarray]:
     """Logits for each float32 batch, computed by `torch.jit.load(path)` in a fresh `python -I` process."""
-    import torch
+    from .verify import isolated_logits  # torch: a TorchScript bundle needs it, an ONNX one must not
 
-    from .verify import ExportVerificationError  # (the same)
-
-    with tempfile.TemporaryDirectory(prefix="visiontrain-ts-") as folder:
-        inputs, outputs = Path(folder) / "inputs.pt", Path(folder) / "outputs.pt"
-        torch.save([torch.from_numpy(batch) for batch in batches], inputs)
-        command = [sys.executable, "-I", "-c", ISOLATED_SCRIPT, str(path), str(inputs), str(outputs),
-                   str(torch.get_num_threads())]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportVerificationError(f"{path.name} did not run under plain torch.jit.load in a fresh "
-                                          f"`python -I` process ({last}); nothing was written")
-        return [logits.numpy() for logits in torch.load(outputs, weights_only=True)]
+    return isolated_logits('torch.jit.load(model_path, map_location="cpu")', path, batches, "plain torch.jit.load")
 
 
 def runtime() -> str:
@@ -87,5 +58,10 @@ def runtime() -> str:
     return f"torch.jit {torch.__version__} (separate python -I process)"
 
 
+def usage(meta: dict) -> str:
+    return (f"import torch\nmodel = torch.jit.load({meta['model_file']!r}, map_location='cpu')\n"
+            "logits = model(torch.as_tensor(images, dtype=torch.float32))")
+
+
 EXPORTERS.register("torchscript")(ExportFormat(filename="model.ts", serialize=serialize, load=load, runtime=runtime,
-                                               load_isolated=load_isolated))
+                                               load_isolated=load_isolated, usage=usage))

@@ -2,13 +2,16 @@
 
 `exportable()` fixes what every format exports: a copy of the model in eval mode, fp32, on the CPU, behind
 the training pipeline's normalisation, so the file takes float32 pixels in 0..255. `verify_export()` loads the
-written file back (onnxruntime; TorchScript in a separate `python -I` process) and compares its logits with the
+written file back (onnxruntime; TorchScript and pt2 in a separate `python -I` process) and compares its logits with the
 eager model's on up to 64 real images of the run's dataset, at batch sizes 1, 7 and all of them (which proves
 the batch dimension is dynamic): max |diff| <= 1e-4 and 100% top-1 agreement, or ExportVerificationError.
 """
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,3 +145,36 @@ def reference_logits(model: Normalized, meta: dict[str, Any], images: torch.Tens
     """The reference: the training pipeline's own Normalizer and predict_logits (eval mode, fp32, CPU, no TTA)."""
     normalize = Normalizer(meta["mean"], meta["std"], Precision(torch.device("cpu"), None, False, False))
     return predict_logits(model.classifier, images, normalize, tta=False).float().numpy()
+
+
+# Runs in `python -I` (no PYTHONPATH, no user site, not the cwd): only torch is imported. {load} is the format's
+# loader, an expression of `model_path` that gives a callable module (torch.jit.load, torch.export.load).
+ISOLATED_SCRIPT = r"""
+import sys, warnings
+import torch
+warnings.filterwarnings("ignore", category=FutureWarning)
+model_path, inputs_path, outputs_path, threads = sys.argv[1:5]
+torch.set_num_threads(int(threads))
+model = {load}
+with torch.inference_mode():
+    logits = [model(batch) for batch in torch.load(inputs_path, weights_only=True)]
+assert "visiontrain" not in sys.modules, "loading the model file imported visiontrain"
+torch.save(logits, outputs_path)
+"""
+
+
+def isolated_logits(load: str, path: Path, batches: list[np.ndarray], what: str) -> list[np.ndarray]:
+    """Logits for each float32 batch, computed by the model file at `path` loaded with the expression `load` (of
+    `model_path`) in a fresh `python -I` process that never imports visiontrain; `what` names the loader in the
+    error (e.g. "plain torch.jit.load")."""
+    with tempfile.TemporaryDirectory(prefix="visiontrain-isolated-") as folder:
+        inputs, outputs = Path(folder) / "inputs.pt", Path(folder) / "outputs.pt"
+        torch.save([torch.from_numpy(batch) for batch in batches], inputs)
+        command = [sys.executable, "-I", "-c", ISOLATED_SCRIPT.replace("{load}", load), str(path), str(inputs),
+                   str(outputs), str(torch.get_num_threads())]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ExportVerificationError(f"{path.name} did not run under {what} in a fresh `python -I` process "
+                                          f"({last}); nothing was written")
+        return [logits.numpy() for logits in torch.load(outputs, weights_only=True)]

@@ -2,8 +2,8 @@
 
 torchvision's are registered by their own names (`resnet18`), timm's by `timm/<name>` (`timm/convnext_atto`),
 looked up on demand so that the ~1,400 of them neither slow down nor flood `visiontrain models`.
-Randomly initialised here; pretrained weights come from a local file (--weights) in models/pretrained.py, never
-from the network.
+Randomly initialised here; pretrained weights (models/pretrained.py) come from a local file (--weights), or by
+name from torchvision's or timm's own download and cache (--pretrained).
 """
 from __future__ import annotations
 
@@ -123,11 +123,13 @@ def _import_timm(what: str, error: type[Exception] = ValueError):
     return timm
 
 
-def timm_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> Classifier:
-    """timm's architecture `name`, randomly initialised (pretrained=False: nothing is downloaded), wrapped at the
-    classifier layer timm names. A fixed-input-size network (ViT, Swin, ...) is built for image_size."""
+def timm_model(name: str, *, num_classes: int, in_channels: int, image_size: int,
+               pretrained: bool = False) -> Classifier:
+    """timm's architecture `name`, wrapped at the classifier layer timm names: randomly initialised, or with
+    pretrained=True timm's pretrained weights (models/pretrained.py: downloaded by timm once, then from its cache).
+    A fixed-input-size network (ViT, Swin, ...) is built for image_size."""
     timm = _import_timm(name)
-    kwargs = dict(pretrained=False, num_classes=num_classes, in_chans=in_channels)
+    kwargs = dict(pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is not None and cfg.fixed_input_size and tuple(cfg.input_size[1:]) != (image_size, image_size):
         try:

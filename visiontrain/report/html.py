@@ -9,6 +9,7 @@ import base64
 import html
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -396,10 +397,12 @@ def _config_section(run: RunDir) -> str:
 
 
 # -- several runs: comparison page -------------------------------------------------------------------------
-def compare_runs(run_dirs: Sequence[str | Path], out_html: str | Path, out_md: str | Path | None = None) -> Path:
+def compare_runs(run_dirs: Sequence[str | Path], out_html: str | Path, out_md: str | Path | None = None, *,
+                 figures: Sequence[tuple[str, str | Path]] = ()) -> Path:
     """Write one HTML page comparing runs: the config fields that differ, best/final metrics, wall time, speed and
     size, val curves overlaid (one line per run), and per-class F1 side by side. With out_md, also a Markdown
-    version with the same tables and the curves as a PNG next to it (<stem>_curves.png). Returns out_html."""
+    version with the same tables and the curves as a PNG next to it (<stem>_curves.png). `figures`: more PNG files
+    (title, path) shown after the results, e.g. the sweep's sweep.png (linked from the Markdown). Returns out_html."""
     if not run_dirs:
         raise RunError("compare_runs needs at least one run folder; give e.g. runs/a runs/b")
     runs = [RunDir.open(path) for path in run_dirs]
@@ -409,11 +412,14 @@ def compare_runs(run_dirs: Sequence[str | Path], out_html: str | Path, out_md: s
     sections = [_section(title, _table(header, rows, table_id) if rows else f"<p class=muted>{_e(empty)}</p>", table_id)
                 for title, header, rows, table_id, empty in tables]
     sections.insert(2, _section("Validation curves", _image(curves, "validation curves"), "curves"))
+    figures = [(title, Path(path)) for title, path in figures if Path(path).is_file()]
+    for index, (title, path) in enumerate(figures):
+        sections.insert(2 + index, _section(title, _image(path.read_bytes(), title), f"figure-{index + 1}"))
     out_html = Path(out_html)
     atomic_write_text(out_html, _page(f"visiontrain: {len(runs)} runs compared", " · ".join(map(str, run_dirs)),
                                       sections))
     if out_md is not None:
-        _write_markdown(Path(out_md), tables, curves, len(runs))
+        _write_markdown(Path(out_md), tables, curves, len(runs), figures)
     return out_html
 
 
@@ -485,15 +491,25 @@ def _per_class_f1(runs: list[RunDir]) -> list[list[str]]:
 
 
 def _write_markdown(path: Path, tables: list[tuple[str, list[str], list[list[str]], str, str]], curves: bytes,
-                    count: int) -> None:
+                    count: int, figures: Sequence[tuple[str, Path]] = ()) -> None:
     image = path.with_name(f"{path.stem}_curves.png")
     atomic_write_bytes(image, curves)
     parts = [f"# visiontrain: {count} runs compared\n"]
     for index, (title, header, rows, _, empty) in enumerate(tables):
         if index == 2:  # the link target percent-encoded: a file name holding ')' or spaces would end it
+            parts += [f"## {markdown_text(title)}\n\n![{markdown_text(title)}]({quote(_relative(figure, path))})\n"
+                      for title, figure in figures]
             parts.append(f"## Validation curves\n\n![validation curves]({quote(image.name)})\n")
         parts.append(f"## {title}\n\n" + (_markdown_table(header, rows) if rows else f"_{empty}_\n"))
     atomic_write_text(path, "\n".join(parts))
+
+
+def _relative(target: Path, page: Path) -> str:
+    """`target`'s path as a link from the page `page` (relative where they share a root, else absolute)."""
+    try:
+        return Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return target.resolve().as_posix()
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:

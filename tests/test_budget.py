@@ -1,0 +1,88 @@
+"""--time and --max-steps: a run sized to a wall-clock budget, its schedule ending at the budget rather than cut."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import visiontrain
+from conftest import run_main
+from visiontrain.config import ConfigError, budget_seconds, build_config, load_yaml
+from visiontrain.run import RunDir
+
+TINY = dict(model="lenet", batch_size=32, progress="none", report=False, optimizer="sgd", lr=0.05)
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("5m", 300), ("1.5h", 5400), ("1h30m", 5400),
+                                           (" 2M ", 120)])
+def test_a_budget_is_seconds_minutes_or_hours(text, seconds):
+    assert budget_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["fast", "5 minutes", "0s", "-3m", "10x", "3m-"])
+def test_a_bad_budget_is_one_sentence_naming_the_field(text):
+    with pytest.raises(ConfigError, match=r"^time: .* is not a budget; use seconds, minutes or hours such as 90s"):
+        build_config({"time": text})
+
+
+def test_max_steps_ends_the_run_in_a_partial_epoch_with_the_schedule_at_its_end(digits_small, tmp_path):
+    run = visiontrain.train(dataset=str(digits_small), max_steps=15, epochs=10, runs_dir=str(tmp_path),
+                            schedule="linear", **TINY)  # 360 training images / 32 = 11 steps an epoch
+    rows = run.metrics
+    assert [int(row["epoch"]) for row in rows] == [1, 2] and run.summary["epochs_completed"] == 2
+    checkpoint = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["state"]["global_step"] == 15
+    assert float(rows[-1]["lr"]) == 0.0  # the linear schedule reached its end at step 15, not at 10 epochs
+
+
+def test_a_budgeted_run_is_the_run_its_plan_describes(digits_small, tmp_path, capsys):
+    """The training step is timed on the run's own trainer and everything it touched is put back: the budgeted run
+    equals, bit for bit, the run of the epochs and steps it planned (config.yaml records them)."""
+    budgeted = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--batch-size", "32",
+                        "--time", "60s", "--runs-dir", tmp_path, "--name", "budget", "--progress", "none",
+                        "--no-report", "--threads", "1")
+    assert budgeted.returncode == 0, budgeted.stderr
+    assert "visiontrain: a budget of 60 s:" in budgeted.stderr
+    config = build_config(load_yaml(tmp_path / "budget" / "config.yaml"), apply_preset=False)
+    assert config.time is None and config.max_steps is not None
+    summary = RunDir(tmp_path / "budget").read_summary()
+    plan = summary["time_budget"]
+    assert (plan["epochs"], plan["steps"]) == (config.epochs, config.max_steps)
+    planned = (plan["elapsed"] + plan["steps"] * plan["step_seconds"] + plan["epochs"] * plan["epoch_validation_seconds"]
+               + plan["evaluation_seconds"] + plan["fixed_seconds"])
+    assert planned <= 60  # the plan fits its budget (how closely the machine keeps to it is benchmarks' to measure)
+
+    again = run_main(capsys, "train", "--config", tmp_path / "budget" / "config.yaml", "--runs-dir", tmp_path,
+                     "--name", "again", "--threads", "1")
+    assert again.returncode == 0, again.stderr
+    first, second = (torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["model"]
+                     for name in ("budget", "again"))
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_budget_too_small_for_one_step_says_how_much_it_needs(digits_small, tmp_path, capsys):
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--time", "1s", "--runs-dir",
+                      tmp_path, "--progress", "none")
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("visiontrain: error:")]
+    assert line.startswith("visiontrain: error: time: a budget of 1 s does not leave one training step: ")
+    assert int(line.split("give at least ")[1].split()[0]) < 60 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_process_trains_rank_0s_plan(digits_small, tmp_path):
+    """Each process times its own steps; they must all train the same steps, or the collectives would hang."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "visiontrain", "train", "--dataset", str(digits_small), "--model", "lenet",
+                             "--batch-size", "16", "--time", "60s", "--runs-dir", str(tmp_path), "--name", "ddp",
+                             "--no-report", "--progress", "none"], capture_output=True, text=True, timeout=300,
+                            cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = RunDir(tmp_path / "ddp").read_summary()
+    checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["state"]["global_step"] == summary["time_budget"]["steps"]

@@ -1,0 +1,158 @@
+"""Habits people bring from other tools: --print-config (the resolved YAML and where each value came from), shell
+completion for bash and zsh, and a first line naming the recipe, device, precision and threads of every run."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, run_cli, run_main
+from visiontrain.config import build_config
+from visiontrain.engine.precision import cpu_has_native_bf16
+
+QUICK = ["--epochs", "1", "--batch-size", "64", "--threads", "1", "--progress", "none", "--no-report", "--device",
+         "cpu"]
+CPU_PRECISION = "bf16 (native)" if cpu_has_native_bf16() else "fp32"  # what --precision auto picks on this CPU
+
+
+def _commented(text: str) -> tuple[dict, dict]:
+    """(values, sources) of --print-config's output: YAML, each line's comment naming where its value came from."""
+    values = yaml.safe_load(text)
+    sources = {line.split(":", 1)[0]: line.split("  # ", 1)[1] for line in text.splitlines()
+               if "  # " in line and not line.startswith("#")}
+    return values, sources
+
+
+def test_print_config_shows_each_value_and_where_it_came_from(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("epochs: 3\nlr: 0.01\nlabel_smoothing: 0.1\n")
+    result = run_main(capsys, "train", "--preset", "cifar10", "--config", recipe, "--lr", "0.5", "--print-config",
+                      "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 0, result.stderr
+    values, sources = _commented(result.stdout)
+    expected = build_config({"preset": "cifar10", "epochs": 3, "lr": 0.5, "label_smoothing": 0.1,
+                             "runs_dir": str(tmp_path / "runs")})
+    assert values == {"format_version": 1} | expected.to_dict()
+    assert sources["lr"] == "flag --lr" and sources["runs_dir"] == "flag --runs-dir"  # the flag beats the file
+    assert sources["epochs"] == f"file {recipe}" and sources["label_smoothing"] == f"file {recipe}"
+    assert sources["width"] == "preset cifar10" and sources["preset"] == "flag --preset"
+    assert sources["seed"] == "default" and sources["tta"] == "preset cifar10"
+    assert not (tmp_path / "runs").exists() and result.stderr == ""  # nothing was trained, nothing was said
+
+    # the output is a config file: read back, it resolves to the same config
+    (tmp_path / "resolved.yaml").write_text(result.stdout)
+    again = run_main(capsys, "train", "--config", tmp_path / "resolved.yaml", "--print-config")
+    assert _commented(again.stdout)[0] == values
+
+    plain, sources = _commented(run_main(capsys, "train", "--print-config").stdout)
+    assert plain["preset"] == "fashion-mnist" and sources["preset"].startswith("default: the dataset's own")
+    assert sources["model"] == "preset fashion-mnist"
+
+
+def test_print_config_of_a_resume_names_the_run(tmp_path, capsys, digits_small):
+    assert run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", *QUICK, "--runs-dir", tmp_path,
+                    "--name", "r").returncode == 0
+    result = run_main(capsys, "train", "--resume", tmp_path / "r", "--epochs", "2", "--print-config")
+    values, sources = _commented(result.stdout)
+    assert values["epochs"] == 2 and sources["epochs"] == "flag --epochs"
+    assert values["model"] == "lenet" and sources["model"] == f"run {tmp_path / 'r' / 'config.yaml'}"
+
+
+def test_every_run_starts_with_its_recipe_device_precision_and_threads(tmp_path, capsys, mnist_stand_in):
+    common = ["--dataset", "mnist", "--limit", "100", *QUICK, "--runs-dir", tmp_path]
+    named = run_main(capsys, "train", "--model", "lenet", *common)
+    assert named.returncode == 0, named.stderr
+    assert named.stderr.splitlines()[0] == (
+        "visiontrain: no preset: --model given, so plain defaults; add --preset mnist for the tuned recipe (flags "
+        f"still override it) \u00b7 cpu \u00b7 {CPU_PRECISION} \u00b7 1 thread")
+    tuned = run_main(capsys, "train", *common, "--threads", "2", "--precision", "fp32")
+    assert tuned.returncode == 0, tuned.stderr
+    assert tuned.stderr.splitlines()[0] == "visiontrain: preset mnist \u00b7 cpu \u00b7 fp32 \u00b7 2 threads"
+
+
+def test_a_folder_has_no_preset_to_miss(tmp_path, capsys, digits_small):
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", *QUICK, "--runs-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == f"visiontrain: no preset \u00b7 cpu \u00b7 {CPU_PRECISION} \u00b7 1 thread"
+
+
+# -- shell completion ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory):
+    """The bash and zsh scripts as a user gets them (`visiontrain completion SHELL`), and a folder to complete in."""
+    folder = tmp_path_factory.mktemp("completion")
+    for shell in ("bash", "zsh"):
+        result = run_cli("completion", shell, cwd=folder)
+        assert result.returncode == 0, result.stderr
+        (folder / f"visiontrain.{shell}").write_text(result.stdout)
+    (folder / "work" / "photos").mkdir(parents=True)
+    (folder / "work" / "runs").mkdir()
+    (folder / "work" / "recipe.yaml").write_text("epochs: 1\n")
+    return folder
+
+
+CASES = [  # (command line, what is offered)
+    ("visiontrain tr", ["train"]),
+    ("visiontrain --debug pre", ["predict", "presets"]),
+    ("visiontrain train --optim", ["--optimizer"]),
+    ("visiontrain train --optimizer ", ["sgd", "adam", "adamw"]),
+    ("visiontrain train --model resnet1", ["resnet101", "resnet152", "resnet18"]),
+    ("visiontrain train --preset cifar10-", ["cifar10-airbench", "cifar10-gpu"]),
+    ("visiontrain train --dataset ", ["cifar10", "cifar100", "fashion-mnist", "mnist", "photos", "runs"]),
+    ("visiontrain train --config rec", ["recipe.yaml"]),
+    ("visiontrain train --runs-dir ", ["photos", "runs"]),
+    ("visiontrain train --lr ", []),  # a number: nothing to offer
+    ("visiontrain completion ", ["bash", "zsh"]),
+    ("visiontrain cache ", ["list", "clear"]),
+    ("visiontrain eval runs --split ", ["test", "val", "train"]),
+    ("visiontrain predict runs --top-k 3 ", ["photos", "recipe.yaml", "runs"]),  # a value skipped: the inputs
+]
+
+
+def _words(line: str) -> list[str]:
+    return line.split(" ")  # a trailing space: the word being typed is empty
+
+
+def test_the_bash_script_is_valid_and_completes_commands_options_and_values(scripts):
+    script = scripts / "visiontrain.bash"
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    driver = ('source "$1"; shift; complete -p visiontrain >/dev/null || exit 3; COMP_WORDS=("$@"); '
+              'COMP_CWORD=$(($# - 1)); _visiontrain; printf "%s\\n" "${COMPREPLY[@]}"')
+    for line, offered in CASES:
+        result = subprocess.run(["bash", "-c", driver, "bash", script, *_words(line)], capture_output=True, text=True,
+                                cwd=scripts / "work")
+        assert result.returncode == 0, (line, result.stderr)
+        assert sorted(filter(None, result.stdout.splitlines())) == sorted(offered), line
+
+
+ZSH = shutil.which("zsh")
+
+
+@pytest.mark.skipif(ZSH is None, reason="needs zsh")
+def test_the_zsh_script_completes_in_zsh(scripts):
+    script = scripts / "visiontrain.zsh"
+    assert subprocess.run([ZSH, "-n", script]).returncode == 0
+    root = Path(ZSH).resolve().parents[1]  # "/" for an installed zsh; the unpacked folder of a .deb's
+    for line, offered in CASES:
+        if line.endswith("--lr "):
+            continue  # zsh shows a message there, not matches
+        result = subprocess.run([ZSH, "-f", REPO / "tests" / "drivers" / "zsh_complete.zsh", script, line,
+                                 "" if root == Path("/") else root], capture_output=True, text=True,
+                                cwd=scripts / "work", timeout=60)
+        matches = {text[2:-2] for text in result.stdout.replace("\r", "").split() if text.startswith("<<")}
+        assert matches == set(offered), line
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["train", "--subset", "5000"], "--subset 5000 (did you mean --limit N (a quick try) or --fraction F?)"),
+    (["train", "--imgsz", "64"], "--imgsz 64 (did you mean --image-size?)"),  # Ultralytics' name
+    (["predict", "run", "a.png", "--topk", "3"], "--topk 3 (did you mean --top-k?)"),  # a slip
+])
+def test_another_tools_flag_names_the_one_visiontrain_has(capsys, args, hint):
+    result = run_main(capsys, *args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"visiontrain: error: unrecognized arguments: {hint}"

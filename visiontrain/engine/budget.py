@@ -1,0 +1,139 @@
+"""--time: size a run to a wall-clock budget, so that its schedule ends at the budget rather than being cut.
+
+Ultralytics' `time=` recomputes the number of epochs and stops training when the time is up, so its schedule is cut
+short. Here the run is planned once, before its first real step: the training step is timed on the run's own
+trainer (a few steps, after which the model, optimiser, schedule, EMA and RNG are put back exactly as they were, so
+the run is the one that `--epochs E --max-steps S` gives), the per-epoch validation and the final evaluation are timed
+on slices of their splits, and epochs and max_steps are chosen so that everything (start-up and data loading
+already spent, training, validation, the test evaluation, checkpoints and the report) fits. The one-cycle (or any)
+schedule is then built for exactly those steps, so it anneals to its end inside the budget.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ConfigError
+from .build import Setup, probe_epochs
+from .loop import Normalizer, TrainState, predict_logits
+from .probe import PROBE_MAX_IMAGES
+
+REPORT_SECONDS = 6.0  # plots, the Grad-CAM gallery and report.html at the end (measured 3-5 s on 2 CPU cores)
+CHECKPOINT_SECONDS = 0.1  # per epoch: last.pt and best.pt of a small network, atomically
+SAFETY = 0.03  # of the budget, for what the timings miss (a busy machine, the last epoch's summary)
+PROBE_SECONDS = 1.0  # how long the training step is timed, after two warm-up steps
+LINEAR_FIT_SECONDS = 3.0  # --finetune probe: the L-BFGS fits of the head on cached features (measured 0.5-2 s)
+
+
+@dataclass
+class Plan:
+    budget: float  # seconds
+    elapsed: float  # seconds already spent when the plan was made (start-up, data, model, the timing itself)
+    step_seconds: float  # one training step
+    linear_probe_seconds: float  # --finetune probe's first epoch: the features of the training split and the fit
+    epoch_validation_seconds: float
+    evaluation_seconds: float  # the test evaluation at the end
+    fixed_seconds: float  # the report and checkpoints
+    epochs: int
+    steps: int
+
+    def describe(self) -> dict[str, Any]:
+        return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()}
+
+
+def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
+    """The epochs and steps of `built` that fit `budget` seconds of wall time; elapsed() gives the seconds spent so
+    far (read after the timings, which cost time too)."""
+    config, data = built.config, built.dataset
+    step_seconds = time_training_step(built)
+    per_image_val = _inference_seconds(built, data.val.images, built.normalize, tta=False) if data.val is not None \
+        else 0.0
+    fp32 = Normalizer(built.mean, built.std, dataclasses.replace(built.precision, autocast_dtype=None))  # Predictor's
+    per_image_test = _inference_seconds(built, data.test.images, fp32, tta=config.tta) if data.test is not None \
+        else 0.0
+    validation = per_image_val * (len(data.val) if data.val is not None else 0)
+    evaluation = per_image_test * (len(data.test) if data.test is not None else 0)
+    fixed = REPORT_SECONDS if config.report else 0.0
+    probe = probe_epochs(built.finetune)  # epochs that take no step, each with a validation and a checkpoint
+    linear_probe = probe * (_inference_seconds(built, data.train.images, built.normalize, tta=False)
+                            * min(len(data.train), PROBE_MAX_IMAGES) + LINEAR_FIT_SECONDS)
+    spent, spe = elapsed(), built.loader.steps_per_epoch
+    available = budget * (1 - SAFETY) - spent - evaluation - fixed - linear_probe - probe * (
+        validation + CHECKPOINT_SECONDS)
+    best = None
+    for epochs in range(1, 1_000_000):
+        steps = math.floor((available - epochs * (validation + CHECKPOINT_SECONDS)) / step_seconds)
+        if steps <= (epochs - 1) * spe:  # this many epochs would not reach their last one
+            break
+        best = (epochs, min(steps, epochs * spe))
+        if steps < epochs * spe:
+            break  # more epochs only cost more validation: fewer steps
+    if best is None:
+        before_step = evaluation + fixed + linear_probe + (1 + probe) * validation  # all but the step and checkpoints
+        need = spent + before_step + (1 + probe) * CHECKPOINT_SECONDS + step_seconds
+        raise ConfigError(f"time: a budget of {budget:g} s does not leave one training step: {spent:.1f} s went to "
+                          f"start-up, loading the data and timing the step, and the evaluation and report need about "
+                          f"{before_step:.1f} s more; give at least {math.ceil(need / 0.95)} s")
+    epochs, steps = best
+    return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps)
+
+
+def time_training_step(built: Setup) -> float:
+    """Seconds of one training step of `built`, timed on its own trainer; every piece of state the steps change
+    (weights, BatchNorm statistics, optimiser, schedule, EMA, lookahead, grad scaler, RNG) is restored after."""
+    trainer = built.trainer
+    saved = {"model": copy.deepcopy(built.model.state_dict()), "optimizer": copy.deepcopy(built.optimizer.state_dict()),
+             "scheduler": copy.deepcopy(built.scheduler.state_dict()), "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if built.device.type == "cuda" else None}
+    parts = {name: part for name, part in (("ema", built.ema), ("lookahead", built.lookahead),
+                                           ("scaler", trainer.scaler)) if part is not None}
+    saved |= {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+    after_step, trainer.after_step = trainer.after_step, lambda state, epoch, step: None
+    steps_per_epoch = built.loader.steps_per_epoch
+    try:
+        state = TrainState()
+        warm = min(2, steps_per_epoch)  # the first steps build kernels, and the first optimiser step imports dynamo
+        trainer.train_one_epoch(state, 0, warm)
+        steps, started = 0, time.perf_counter()
+        while time.perf_counter() - started < PROBE_SECONDS or steps < 3:
+            if state.step_in_epoch >= steps_per_epoch:
+                state.step_in_epoch = 0
+            before = state.step_in_epoch
+            trainer.train_one_epoch(state, 0, min(steps_per_epoch, before + 2))
+            steps += state.step_in_epoch - before
+            _synchronize(built.device)
+        seconds = (time.perf_counter() - started) / steps
+    finally:
+        trainer.after_step = after_step
+        trainer.pending.clear()
+        built.model.load_state_dict(saved["model"])
+        built.optimizer.load_state_dict(saved["optimizer"])
+        built.scheduler.load_state_dict(saved["scheduler"])
+        for name, part in parts.items():
+            part.load_state_dict(saved[name])
+        built.optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return seconds
+
+
+def _inference_seconds(built: Setup, images: Any, normalize: Normalizer, tta: bool, sample: int = 256) -> float:
+    """Seconds per image of `built.model`'s inference on up to `sample` images of a split (after one warm-up)."""
+    batch = images[:min(sample, len(images))]
+    predict_logits(built.model, batch[:8], normalize, tta=tta, allow_flip=built.dataset.allow_flip)
+    started = time.perf_counter()
+    predict_logits(built.model, batch, normalize, tta=tta, allow_flip=built.dataset.allow_flip)
+    _synchronize(built.device)
+    return (time.perf_counter() - started) / len(batch)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
