@@ -7,9 +7,11 @@ The folder (benchmarks/make_photo_folder.py builds it from the CIFAR-10 JPEG cop
 The runs, each `visiontrain train --model efficientnet_lite0 --pretrained` in a fresh process (start-up, data
 loading and the model's weights count), with the defaults unless said:
   probe      the new default (--finetune auto = probe): epoch 1 fits the head to the frozen backbone's features,
-             computed once; then 9 epochs fine-tune everything (BatchNorm statistics kept) in batches of 32
-  gradual    the old default (--finetune gradual --batch-size 128): 1 head epoch, then 9 epochs of everything
-  long       the old recipe, long and with enough steps (--finetune gradual --epochs 30 --batch-size 32): what a
+             computed once; then 4 epochs fine-tune everything (BatchNorm statistics kept) in batches of 32
+  probe-fp32 the same with --precision fp32 (on a CPU with native bf16 the default autocasts to bf16, whose
+             depthwise-convolution backward is the slower one there)
+  gradual    the old default (--finetune gradual --batch-size 128): 1 head epoch, then 4 epochs of everything
+  long       the old recipe, long and with enough steps (--finetune gradual --epochs 15 --batch-size 32): what a
              long fine-tune reaches
 Each epoch's val accuracy (160 images) and the seconds since the command started come from the run's metrics.csv;
 the test accuracy (200 images) is that of the checkpoint the run keeps. Printed: each run's curve, the goals of
@@ -34,13 +36,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 from make_photo_folder import build  # noqa: E402
+from time_to_accuracy import cpu_class  # noqa: E402
 
 COMMON = ["--model", "efficientnet_lite0", "--pretrained", "--progress", "line", "--no-report"]
 RUNS = {
-    "probe": ["--epochs", "10"],
-    "gradual": ["--finetune", "gradual", "--epochs", "10", "--batch-size", "128"],
-    "long": ["--finetune", "gradual", "--epochs", "30", "--batch-size", "32"],
+    "probe": ["--epochs", "5"],
+    "probe-fp32": ["--epochs", "5", "--precision", "fp32"],
+    "gradual": ["--finetune", "gradual", "--epochs", "5", "--batch-size", "128"],
+    "long": ["--finetune", "gradual", "--epochs", "15", "--batch-size", "32"],
 }
 PROBE_GOAL_S, FRACTION_GOAL, FRACTION_GOAL_S = 20.0, 0.95, 120.0
 
@@ -78,14 +83,14 @@ def time_to(rows: list[dict], accuracy: float) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "vt-photo224")
-    parser.add_argument("--runs", default="probe,gradual,long")
+    parser.add_argument("--runs", default="probe,probe-fp32,long")
     parser.add_argument("--threads", type=int, default=None, help="--threads of each run (default: all cores)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not (args.folder / "train").is_dir():
         build(args.folder, val=40)
     extra = ["--threads", str(args.threads)] if args.threads else []
-    load = os.getloadavg()[0]
+    load, cpu = os.getloadavg()[0], cpu_class()
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["VISIONTRAIN_HOME"] = str(Path(scratch) / "home")  # a cold cache: decoding counts, once per run
@@ -96,9 +101,9 @@ def main() -> None:
             for row in run["rows"]:
                 print(f"  epoch {int(row['epoch']):2d} {row['seconds']:7.1f} s  val {row['val_acc']:.2%}"
                       + (f"  ({row['stage']})" if row.get("stage") else ""), flush=True)
-    print(f"\nload average {load:.1f} on {os.cpu_count()} cores when the runs started; threads "
-          f"{args.threads or 'all'}")
-    report = {"folder": str(args.folder), "load_average": load, "threads": args.threads, "runs": results}
+    print(f"\nload average {load:.1f} on {os.cpu_count()} cores when the runs started, {os.getloadavg()[0]:.1f} at "
+          f"the end; threads {args.threads or 'all'}; CPU: {cpu['model']} ({cpu['class']})")
+    report = {"folder": str(args.folder), "cpu": cpu, "load_average": load, "threads": args.threads, "runs": results}
     if "probe" in results:
         probe = results["probe"]["rows"][0]
         report["probe_goal"] = {"seconds": probe["seconds"], "val_acc": probe["val_acc"],

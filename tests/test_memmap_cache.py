@@ -237,7 +237,7 @@ def test_peak_memory_while_caching_stays_far_below_the_decoded_size(tmp_path, mo
         Image.fromarray(pixels).save(root / name / f"{i:05d}.jpg", quality=85)
     decoded = count * 3 * side * side  # 98 MB
     monkeypatch.setenv(memmap.ENV, "1")
-    monkeypatch.setattr(memmap, "MAX_WORKERS", 1)  # in this process, where it is measured
+    monkeypatch.setattr(memmap, "decode_workers", lambda: 1)  # in this process, where it is measured
     peak, stop = [rss_anon_kib()], threading.Event()
     baseline = peak[0]
 

@@ -10,13 +10,15 @@ import json
 import os
 import signal
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from conftest import REPO, VISIONTRAIN, run_cli, run_main
 from realdata import digits_arrays, write_photo_folder
-from visiontrain.engine.build import probe_batch, size_notice
+from visiontrain.config import build_config
+from visiontrain.engine.build import Setup, planned_steps, probe_batch, size_notice
 from visiontrain.engine.probe import choose_l2, fit_linear
 from visiontrain.engine.progress import Progress
 from visiontrain.models.pretrained import input_size_for
@@ -124,6 +126,19 @@ def test_a_run_killed_after_the_probe_resumes_bit_identical(crops, probe_run, tm
     (224, None, 224), (256, 50, 160), (299, 8, 32)])
 def test_input_size_for_small_images(native, side, expected):
     assert input_size_for(native, side) == expected
+
+
+@pytest.mark.parametrize("epochs, max_steps, planned_epochs, total", [(5, None, 5, 40), (5, 15, 3, 15), (1, None, 1, 0),
+                                                                      (5, 100, 5, 40)])
+def test_the_probes_epoch_takes_no_steps_in_the_plan(epochs, max_steps, planned_epochs, total):
+    """--epochs and --max-steps (which --time sets) count the fine-tuning's steps; the probe's epoch has none, so a
+    schedule sized to them anneals to its end on the last step, and --epochs 1 is the linear probe alone."""
+    config = build_config({"dataset": "mnist", "model": "mlp", "epochs": epochs, "max_steps": max_steps})
+    planned, steps = planned_steps(config, 10, probe=1)
+    assert (planned.epochs, steps) == (planned_epochs, total)
+    setup = SimpleNamespace(finetune="probe", loader=SimpleNamespace(steps_per_epoch=10), total_steps=steps)
+    per_epoch = [Setup.epoch_steps(setup, epoch) for epoch in range(planned.epochs)]
+    assert per_epoch[0] == 0 and sum(per_epoch) == steps
 
 
 def test_size_notice_says_what_and_how_to_change_it():

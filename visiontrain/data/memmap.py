@@ -47,8 +47,7 @@ from .._io import _fsync_dir, _umask, atomic_write_text
 from ..errors import DataError
 from .cache import home, mark_used
 from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
-from .folder import (MAX_WORKERS, FolderScan, check_bad_files, decode_workers, decoded_shape, folder_shape,
-                     scan_folder)
+from .folder import FolderScan, check_bad_files, decode_workers, decoded_shape, folder_shape, scan_folder
 from .mapped import MappedImages
 from .registry import channel_stats
 from .tensors import ImageTensors
@@ -321,7 +320,7 @@ def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | 
     fd, temp_name = tempfile.mkstemp(dir=paths.folder, prefix=f".{paths.data.name}.", suffix=".tmp")
     temp = Path(temp_name)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the cache is as readable as the in-memory one
-    workers = min(decode_workers(), MAX_WORKERS) if len(files) > 256 else 1
+    workers = decode_workers() if len(files) > 256 else 1
     try:
         with _runner(workers) as run:
             shape = folder_shape(files, policy, image_size, channels, run, workers)
