@@ -7,7 +7,7 @@ missing): 10 classes x --train + --test images at CIFAR's own 32 px. Each size r
   probe+1    --epochs 2: the probe, then one epoch of fine-tuning everything
 Printed per size: wall seconds of the command (start-up, decoding at that size, the probe, the test evaluation),
 the test accuracy of the kept checkpoint, and the ratios against the size visiontrain chooses by itself
-(models/pretrained.py input_size_for: 3x the images' side, 96 px for 32 px images).
+(models/pretrained.py input_size_for: 4x the images' side, 128 px for 32 px images).
 
     python benchmarks/pretrained_size.py [--folder /tmp/vt-cifar-subset] [--sizes 64,96,128,224]
         [--train 200] [--test 100] [--out benchmarks/results/pretrained_size.json]
@@ -68,7 +68,7 @@ def main() -> None:
                 row = run(args.folder, Path(scratch) / "runs", f"{mode}-{size}", size, mode)
                 results.append(row)
                 print(f"{size:4d} px  {mode:8s} test {row['test_acc']:.2%}  {row['wall_s']:6.1f} s", flush=True)
-    chosen = 96
+    chosen = 128
     for mode in MODES:
         reference = next((r for r in results if r["mode"] == mode and r["size"] == chosen), None)
         for row in (r for r in results if r["mode"] == mode and reference is not None):

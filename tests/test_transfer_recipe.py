@@ -1,7 +1,7 @@
 """Pretrained backbones on small folders (issue 20): the linear probe on features computed once, then fine-tuning
 with the backbone's BatchNorm statistics kept; the input size chosen from the data and said on the first line;
 the lrs of the head and the backbone in metrics.csv; a diagnosis that recognises a fall when the backbone unfreezes.
-The data are real photo crops (tests/realdata.py) at 32 px, so the chosen size is 96 px."""
+The data are real photo crops (tests/realdata.py) at 32 px, so the chosen size is 128 px."""
 from __future__ import annotations
 
 import csv
@@ -55,14 +55,14 @@ def test_the_first_line_says_the_size_chosen_for_small_images(probe_run):
     run, result = probe_run
     first = result.stderr.splitlines()[0]  # the run's first line: recipe, device, precision, threads, then the size
     assert first.startswith("visiontrain: no preset") and first.endswith(
-        " efficientnet_lite0 is pretrained at 224 px; your images are 32 px: training at 96 px (--image-size to choose)")
-    assert "image_size: 96" in (run / "config.yaml").read_text()  # resume and eval use it
+        " efficientnet_lite0 is pretrained at 224 px; your images are 32 px: training at 128 px (--image-size to choose)")
+    assert "image_size: 128" in (run / "config.yaml").read_text()  # resume and eval use it
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["dataset"]["image_size"] == 96
+    assert summary["dataset"]["image_size"] == 128
     assert summary["finetune"]["mode"] == "probe" and summary["probe"]["images"] == 108  # 120 less 10% for val
-    # chosen before decoding, so the cache holds 96 px images (7,000 CIFAR images at 224 px took 1.05 GB)
+    # chosen before decoding, so the cache holds 128 px images (7,000 CIFAR images at 224 px took 1.05 GB)
     (entry,) = (run.parent / "home" / "cache").glob("*.pt")
-    assert entry.stat().st_size < 1.1 * 180 * 3 * 96 * 96  # 180 images at 96 px; at 224 px: 5.4x that
+    assert entry.stat().st_size < 1.1 * 180 * 3 * 128 * 128  # 180 images at 128 px; at 224 px: 3x that
 
 
 def test_the_probe_is_epoch_one_and_fine_tuning_keeps_the_batchnorm_statistics(probe_run):
@@ -77,7 +77,7 @@ def test_the_probe_is_epoch_one_and_fine_tuning_keeps_the_batchnorm_statistics(p
     assert "epoch 1/3" in result.stdout and "probe (head by L-BFGS)" in result.stdout
     from visiontrain.models.pretrained import pretrained_model
 
-    pretrained, _ = pretrained_model("efficientnet_lite0", num_classes=2, in_channels=3, image_size=96)
+    pretrained, _ = pretrained_model("efficientnet_lite0", num_classes=2, in_channels=3, image_size=128)
     trained = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     means = [k for k in trained if k.endswith("running_mean")]
     assert means and all(torch.equal(trained[k], pretrained.state_dict()[k]) for k in means)
@@ -122,8 +122,8 @@ def test_a_run_killed_after_the_probe_resumes_bit_identical(crops, probe_run, tm
 
 # -- the parts, each on its own -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("native, side, expected", [
-    (224, 32, 96), (224, 28, 96), (224, 16, 64), (224, 64, 192), (224, 100, 224), (224, 224, 224), (224, 500, 224),
-    (224, None, 224), (256, 50, 160), (299, 8, 32)])
+    (224, 32, 128), (224, 28, 128), (224, 16, 64), (224, 40, 160), (224, 64, 224), (224, 100, 224), (224, 224, 224),
+    (224, 500, 224), (224, None, 224), (256, 50, 224), (299, 8, 32)])
 def test_input_size_for_small_images(native, side, expected):
     assert input_size_for(native, side) == expected
 
