@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_idx
+from realdata import write_idx
 from visiontrain.data import load_dataset
 from visiontrain.data import registry as data_registry
 from visiontrain.data.cifar import read_cifar

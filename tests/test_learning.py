@@ -15,9 +15,8 @@ from PIL import Image
 
 import realdata
 from conftest import REPO
+from helpers import DRIVERS
 from visiontrain.cli import main
-
-DRIVERS = REPO / "tests" / "drivers"
 
 
 @pytest.fixture(scope="module")

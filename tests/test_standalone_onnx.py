@@ -2,7 +2,6 @@
 gives, on every kind of file the decode policy handles: it is run as written, without torch, on each kind."""
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
