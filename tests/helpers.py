@@ -1,21 +1,66 @@
-"""What several test modules share that is neither a fixture nor test data: the fault-injection drivers, the tiny
-training command of the resume tests, the bit-identical resume oracle, the HTML page reader of the report tests and
-headless Chromium. (Fixtures and run_cli/run_main live in conftest.py, real data in realdata.py; a test module never
+"""What several test modules share that is neither a fixture nor test data: the models and export formats to test (read
+from the registries), the fault-injection drivers, the tiny training command of the resume tests, the bit-identical
+resume oracle, the HTML page reader of the report tests and headless Chromium. (Fixtures and run_cli/run_main live in conftest.py, real data in realdata.py; a test module never
 imports another test module, so each can be run, moved or deleted alone.)"""
 from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import json
 import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 import torch
 
 DRIVERS = Path(__file__).parent / "drivers"  # scripts that run the CLI with a fault injected from outside the product
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+# -- what the registries hold ------------------------------------------------------------------------------------
+TORCHVISION_SAMPLE = ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]  # of ~80: residual, depthwise, SE blocks
+
+
+WRAPPERS = ("visiontrain.models.zoo", "visiontrain.models.pretrained")  # modules registering others' architectures
+
+
+def _builder_module(name: str) -> str:
+    from visiontrain._registry import MODELS
+
+    return MODELS.get(name).__module__
+
+
+def package_models() -> list[str]:
+    """Every model visiontrain registers by name itself, read from the registry so that a newly registered one is
+    tested without anyone adding it to a list: all but torchvision's ~80 (registered by models/zoo.py's lazy
+    loader; tests take TORCHVISION_SAMPLE of them) and timm's (`timm/<name>`, looked up, never listed)."""
+    from visiontrain._registry import MODELS
+
+    return [name for name in MODELS.names() if _builder_module(name) != "visiontrain.models.zoo"]
+
+
+def own_models() -> list[str]:
+    """The package's models whose architecture visiontrain defines (the tutorial networks, the fastnet family and
+    any added since): package_models() less those built from another library (models/pretrained.py's
+    efficientnet_lite0 is timm's)."""
+    return [name for name in package_models() if _builder_module(name) not in WRAPPERS]
+
+
+def model_param(name: str, *marks) -> object:
+    """`name` as a pytest parameter, skipped where the optional package it is built from is missing (a model
+    registered by models/pretrained.py is timm's)."""
+    if _builder_module(name) == "visiontrain.models.pretrained" and importlib.util.find_spec("timm") is None:
+        marks = (*marks, pytest.mark.skip(reason=f"{name} needs timm (pip install 'visiontrain[pretrained]')"))
+    return pytest.param(name, marks=marks, id=name)
+
+
+def export_formats() -> list[str]:
+    from visiontrain._registry import EXPORTERS
+
+    return EXPORTERS.names()
 
 
 # -- training runs and resume -------------------------------------------------------------------------------------

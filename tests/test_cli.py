@@ -162,7 +162,8 @@ def test_the_cli_is_a_table_and_its_choices_come_from_the_registries(capsys):
     assert result.returncode == 0 and all(name in result.stdout for name in COMMANDS)
     export = next(a for a in build_parser()._subparsers._group_actions[0].choices["export"]._actions
                   if a.dest == "format")
-    assert list(export.choices) == EXPORTERS.names() == ["onnx", "safetensors", "torchscript"]
+    assert list(export.choices) == EXPORTERS.names()  # every registered format, however many there are
+    assert {"onnx", "safetensors", "torchscript"} <= set(export.choices)
     EXPORTERS.register("made-up")(EXPORTERS.get("onnx"))
     try:
         assert "made-up" in export.choices
