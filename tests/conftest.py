@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import realdata
-from realdata import write_idx  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 VISIONTRAIN = [sys.executable, "-m", "visiontrain"]

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import visiontrain
-from test_reliability import assert_bit_identical
+from helpers import assert_bit_identical
 from visiontrain.config import ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data.augment import (PHOTO_JITTER, PHOTO_RATIO, AugmentSpec, apply, color_jitter, crop_boxes,
                                       make_params, resized_crop, step_generator)
