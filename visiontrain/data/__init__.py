@@ -51,6 +51,7 @@ class Dataset:
     # left out on purpose (hidden, __MACOSX, not an image extension, outside any class folder)
     problems: list[str] = field(default_factory=list)  # what would stop training (a lenient load: `visiontrain data`)
     warnings: list[str] = field(default_factory=list)  # printed while loading: link loops, classes a split lacks...
+    origin: dict | None = None  # data handed over from Python (data/memory.py): what it was, for summary.json
 
     @property
     def in_channels(self) -> int:
@@ -66,7 +67,8 @@ class Dataset:
                 "ignored": len(self.ignored_files),  # hidden, __MACOSX, not an image...: said, not silent
                 "ignored_files": self.ignored_files[:100], "load_seconds": self.load_seconds,
                 "cache": self.cache_status, "storage": self.storage, "split_file": self.split_info,
-                "source": self.source, "class_folders": self.class_folders}
+                "source": self.source, "class_folders": self.class_folders} | (
+                    {"origin": self.origin} if self.origin is not None else {})
 
     @property
     def image_size(self) -> int:

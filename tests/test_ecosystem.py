@@ -1,0 +1,341 @@
+"""The ecosystem people already use (docs/ecosystem.md): experiment loggers read back with TensorBoard's and MLflow's
+own readers, callbacks that stop a run, a model and data of your own from Python, and the `visiontrain.models`
+entry points."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import realdata
+import visiontrain
+from conftest import REPO, VISIONTRAIN, run_cli, run_main
+from test_learning import run_example
+from test_reliability import status, tiny_args, wait_for
+from visiontrain.data.memory import from_python
+from visiontrain.errors import CheckpointError, ConfigError, DataError
+
+pytest.importorskip("tensorboard", reason="pip install 'visiontrain[tensorboard]'")
+pytest.importorskip("mlflow", reason="pip install 'visiontrain[mlflow]'")
+from mlflow.tracking import MlflowClient  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def empty_mlflow_db(tmp_path_factory):
+    """An MLflow SQLite store with its tables created. Creating them runs MLflow's ~30 migrations (10-20 s on a busy
+    disk), once per runs folder for a user; the tests copy this one into each runs folder instead."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def runs_with_mlflow(folder, empty_db):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(empty_db, folder / "mlflow.db")  # where the mlflow logger's default store is: RUNS_DIR/mlflow.db
+    return folder
+
+
+def tensorboard_scalars(run) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def mlflow_run(runs, run):
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    return client, client.get_run(json.loads((run / "mlflow.json").read_text())["run_id"])
+
+
+def history(client, run_id, key) -> list[tuple[int, float]]:
+    return sorted((point.step, point.value) for point in client.get_metric_history(run_id, key))
+
+
+def steps_csv(run) -> list[dict[str, str]]:
+    with open(run / "steps.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- loggers ----------------------------------------------------------------------------------------------------------
+def test_tensorboard_and_mlflow_read_back(digits_small, tmp_path, empty_mlflow_db):
+    runs = runs_with_mlflow(tmp_path / "runs", empty_mlflow_db)
+    result = visiontrain.train(dataset=str(digits_small), model="lenet", epochs=2, batch_size=32, log_every=3,
+                               logger="tensorboard,mlflow", runs_dir=str(runs), progress="none", threads=1)
+    run, steps_per_epoch = result.path, 11  # 360 training images (10% of 400 held out), 32 a batch, last one dropped
+    logged = list(range(3, 2 * steps_per_epoch + 1, 3))
+    metrics = result.metrics
+
+    scalars = tensorboard_scalars(run)
+    assert [step for step, _ in scalars["train/loss"]] == logged
+    assert {"train/lr", "train/images_per_second", "epoch/train_loss", "epoch/val_acc", "test/acc"} <= set(scalars)
+    assert scalars["epoch/val_acc"] == [(steps_per_epoch * (i + 1), pytest.approx(float(row["val_acc"]), abs=1e-6))
+                                        for i, row in enumerate(metrics)]
+    assert scalars["test/acc"][0][1] == pytest.approx(result.test_acc, abs=1e-6)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert {"plots/confusion_matrix", "plots/curves"} <= set(events.Tags()["images"])
+    assert events.Images("plots/curves")[0].encoded_image_string[:4] == b"\x89PNG"
+    config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "lr: 0.002" in config_text and "model: lenet" in config_text
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")  # TensorBoard's HParams dashboard
+
+    rows = steps_csv(run)
+    assert [int(row["global_step"]) for row in rows] == logged
+    assert [float(row["loss"]) for row in rows] == pytest.approx([v for _, v in scalars["train/loss"]], rel=1e-5)
+
+    client, found = mlflow_run(runs, run)
+    assert found.info.status == "FINISHED" and found.info.run_name == run.name
+    assert found.data.params["lr"] == "0.002" and found.data.params["model"] == "lenet"
+    assert [step for step, _ in history(client, found.info.run_id, "train/loss")] == logged
+    val_acc = history(client, found.info.run_id, "epoch/val_acc")
+    assert [step for step, _ in val_acc] == [step for step, _ in scalars["epoch/val_acc"]]
+    assert [value for _, value in val_acc] == pytest.approx([value for _, value in scalars["epoch/val_acc"]], abs=1e-6)
+    assert found.data.metrics["test/acc"] == pytest.approx(result.test_acc)
+    artifacts = {item.path for item in client.list_artifacts(found.info.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/curves.png"} <= artifacts
+    assert (runs / "mlartifacts").is_dir()  # artifacts beside the store, not in the current folder
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_run_continues_the_same_curves(fashion_folder, tmp_path, empty_mlflow_db, capsys):
+    """As tests/test_reliability.py kills a run: SIGKILL mid-epoch (after a step checkpoint, with steps logged past
+    it), then `train --resume`. Every logger then holds each step once, with the values of an uninterrupted run."""
+    extra = ["--logger", "tensorboard,mlflow", "--log-every", "5"]
+    reference_runs = runs_with_mlflow(tmp_path / "reference", empty_mlflow_db)
+    assert run_main(capsys, *tiny_args(fashion_folder, reference_runs, "ref", extra=extra)).returncode == 0
+    runs = runs_with_mlflow(tmp_path / "killed", empty_mlflow_db)
+    run = runs / "x"
+    process = subprocess.Popen([*VISIONTRAIN, *tiny_args(fashion_folder, runs, "x", extra=extra)], cwd=REPO,
+                               env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert wait_for(lambda: status(run).get("epoch") == 1 and status(run).get("step_in_epoch", 0) >= 30, process), \
+        process.communicate()[1].decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    killed_at = status(run)["global_step"]
+    assert int(steps_csv(run)[-1]["global_step"]) <= killed_at  # nothing past the checkpoint in steps.csv
+    resumed = run_main(capsys, "train", "--resume", run)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
+
+    expected, got = tensorboard_scalars(reference_runs / "ref"), tensorboard_scalars(run)
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2  # the killed process's, the resumed's
+    for tag in ("train/loss", "train/lr", "epoch/val_acc", "epoch/train_loss"):
+        steps = [step for step, _ in got[tag]]
+        assert len(steps) == len(set(steps)) and steps == sorted(steps), tag  # each step once, in order
+        assert got[tag] == expected[tag], tag  # and the curve the uninterrupted run drew
+    assert [(r["global_step"], r["loss"]) for r in steps_csv(run)] == \
+        [(r["global_step"], r["loss"]) for r in steps_csv(reference_runs / "ref")]
+
+    client, found = mlflow_run(runs, run)
+    reference_client, reference = mlflow_run(reference_runs, reference_runs / "ref")
+    assert found.info.status == "FINISHED" and len(client.search_runs([found.info.experiment_id])) == 1
+    for key in ("train/loss", "epoch/val_acc", "epoch/epoch"):
+        points = history(client, found.info.run_id, key)
+        assert len({step for step, _ in points}) == len(points), key
+        assert points == history(reference_client, reference.info.run_id, key), key
+
+
+def test_missing_logger_package_is_one_sentence(digits_small, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--logger", "tensorboard",
+                      "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "pip install tensorboard" in result.stderr
+    assert not (tmp_path / "runs").exists()  # refused before any data was read or any folder made
+
+
+# -- callbacks --------------------------------------------------------------------------------------------------------
+class Recorder(visiontrain.Callback):
+    def __init__(self, stop_after=None, raise_after=None):
+        self.calls, self.losses, self.stop_after, self.raise_after = [], [], stop_after, raise_after
+
+    def on_run_start(self, run):
+        self.calls.append(("start", run.resumed_step))
+
+    def on_step_end(self, run, step):
+        self.calls.append(("step", step.global_step))
+        self.losses.append(step.loss)
+
+    def on_epoch_end(self, run, row):
+        self.calls.append(("epoch", row["epoch"]))
+        if row["epoch"] == self.stop_after:
+            run.stop("pruned by the test")
+        if row["epoch"] == self.raise_after:
+            raise KeyboardInterrupt("abandoned by the test")  # what optuna.TrialPruned does: leave train()
+
+    def on_run_end(self, run, summary):
+        self.calls.append(("end", summary["status"]))
+
+
+def test_a_callback_stops_the_run_after_epoch_1(digits_small, tmp_path):
+    recorder = Recorder(stop_after=1)
+    result = visiontrain.train(dataset=str(digits_small), model="lenet", epochs=3, batch_size=32, progress="none",
+                               runs_dir=str(tmp_path), callbacks=[recorder], report=False, threads=1)
+    assert recorder.calls == [("start", 0)] + [("step", s) for s in range(1, 12)] + [("epoch", 1), ("end", "complete")]
+    assert all(np.isfinite(recorder.losses))
+    summary = json.loads((result.path / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["stopped_by"] == "pruned by the test"
+    assert summary["epochs_completed"] == 1 and len(result.metrics) == 1 and summary["test_acc"] is not None
+    assert json.loads((result.path / "status.json").read_text())["complete"] is True
+
+
+def test_an_exception_in_a_callback_leaves_a_resumable_run(digits_small, tmp_path, capsys):
+    recorder = Recorder(raise_after=1)
+    with pytest.raises(KeyboardInterrupt, match="abandoned by the test"):
+        visiontrain.train(dataset=str(digits_small), model="lenet", epochs=2, batch_size=32, progress="none",
+                          runs_dir=str(tmp_path), name="r", callbacks=[recorder], report=False, threads=1)
+    run = tmp_path / "r"
+    assert recorder.calls[-1] == ("end", "stopped") and status(run)["complete"] is False
+    assert not (run / "summary.json").exists()
+    later = Recorder()
+    result = visiontrain.train(resume=run, callbacks=[later])
+    assert later.calls[0] == ("start", 11) and later.calls[-1] == ("end", "complete")
+    assert result.summary["epochs_completed"] == 2
+
+
+def test_callbacks_are_checked():
+    with pytest.raises(ConfigError, match=r"Recorder is a class; pass an instance, Recorder\(\)"):
+        visiontrain.train(dataset="mnist", callbacks=[Recorder])
+
+
+# -- a model and data of your own -------------------------------------------------------------------------------------
+def plain_cnn() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+
+
+def test_own_module_on_a_torch_dataset_trains_evaluates_predicts_and_exports(digits_small, tmp_path, capsys):
+    from torchvision.datasets import ImageFolder
+
+    from visiontrain.export import export_predictor
+
+    net = plain_cnn()
+    data = {"train": ImageFolder(digits_small / "train"), "test": ImageFolder(digits_small / "test")}  # PIL, RGB
+    result = visiontrain.train(model=net, data=data, channels=1, epochs=3, batch_size=32, lr=5e-3, progress="none",
+                               runs_dir=str(tmp_path), threads=1)
+    run = result.path
+    config = (run / "config.yaml").read_text()
+    assert "model: python/Sequential" in config and "dataset: python/ImageFolder" in config
+    described = result.summary["dataset"]
+    assert described["classes"] == [str(d) for d in range(10)] and described["train"] + described["val"] == 400
+    assert "torchvision.datasets.folder.ImageFolder of 400 items (PIL images, mode RGB)" in \
+        described["origin"]["splits"]["train"] and described["origin"]["class_names"].startswith("the dataset's")
+    assert result.test_acc > 0.25  # it learns: 10 classes, chance is 0.1 (3 epochs of 11 steps)
+    assert (run / "plots" / "gradcam.png").is_file()  # Grad-CAM found the module's last convolution
+    trained = net[0].weight.detach().clone()
+    assert not torch.equal(trained, plain_cnn()[0].weight)  # the module passed was the one trained
+
+    refused = run_main(capsys, "predict", run, digits_small / "test" / "3")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "visiontrain.load(RUN, model=Sequential(...))" in refused.stderr and "entry points" in refused.stderr
+    predictor = visiontrain.load(run, model=plain_cnn())
+    files = sorted((digits_small / "test").rglob("*.png"))
+    predicted = [row["top"][0][0] for row in predictor.predict(files)]
+    assert np.mean([p == f.parent.name for p, f in zip(predicted, files)]) == pytest.approx(result.test_acc)
+    bundle = export_predictor(predictor, "onnx", tmp_path / "onnx", run_dir=run)  # verified on the run's samples.pt
+    assert json.loads((bundle / "model.json").read_text())["verification"]["top1_agreement"] == 1.0
+    with pytest.raises(CheckpointError, match="does not fit the weights of python/Sequential"):
+        visiontrain.load(run, model=nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+
+
+def test_tensors_become_uint8_images_with_numbered_classes():
+    train_x, train_y, _, _ = realdata.digits_slice(60, 0)  # uint8 (N, 28, 28)
+    as_float = torch.from_numpy(train_x).float().unsqueeze(1) / 255
+    dataset = from_python((as_float, torch.from_numpy(train_y)), name="python/tensors", val_fraction=0)
+    assert dataset.classes == [str(k) for k in range(int(train_y.max()) + 1)]
+    assert torch.equal(dataset.train.images[:, 0], torch.from_numpy(train_x))  # [0, 1] floats back to the same bytes
+    assert dataset.describe()["origin"]["splits"]["train"] == "tensors float32 (60, 1, 28, 28)"
+
+
+class Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+GRAY = torch.zeros(1, 8, 8, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("data, message", [
+    (Items([(GRAY, 0), (torch.zeros(1, 8, 9, dtype=torch.uint8), 1)]), "train item 1 is 1x8x9 but item 0 is 1x8x8"),
+    (Items([(GRAY, 0.5)]), "train item 0's label is 0.5 (float); labels must be class indices"),
+    (Items([(GRAY, torch.tensor([0, 1]))]), "train item 0's label is tensor([0, 1])"),
+    (Items([(torch.full((1, 8, 8), 2.0), 0)]), "are floats from 2 to 2; give them in [0, 1]"),
+    (Items([(torch.zeros(4, 8, 8), 0)]), "give 1 or 3 channels"),
+    (Items([("cat.jpg", 0)]), "train item 0's image is a str"),
+    ((torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([0.0, 1.0, 1.0])), "the train labels are float32"),
+    ({"train": Items([(GRAY, 3)]), "classes": ["a", "b"]}, "the train labels go up to 3, but there are 2 classes"),
+    ({"training": Items([(GRAY, 0)])}, "a dict of splits needs a 'train' entry"),
+])
+def test_data_that_does_not_fit_is_refused_in_one_sentence(data, message):
+    with pytest.raises(DataError) as error:
+        from_python(data, name="python/x")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_data_too_large_for_memory_is_refused_before_converting(monkeypatch):
+    monkeypatch.setattr("visiontrain.data.memory.MAX_BYTES", 1000)
+    with pytest.raises(DataError, match="more than the 0.0 GB .* write the images to an image folder"):
+        from_python(Items([(torch.zeros(3, 32, 32, dtype=torch.uint8), 0)] * 2), name="python/x")
+
+
+def test_a_model_that_does_not_fit_the_data_is_one_sentence(digits_small, tmp_path):
+    wrong = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 3))  # 3 outputs, 10 classes
+    with pytest.raises(ConfigError, match=r"returns \(2, 3\) for 2 images, but the data has 10"):
+        visiontrain.train(model=wrong, dataset=str(digits_small), runs_dir=str(tmp_path / "runs"), epochs=1)
+    assert not (tmp_path / "runs").exists()  # no run folder left behind
+
+
+# -- entry points -----------------------------------------------------------------------------------------------------
+def test_models_of_other_packages_register_through_entry_points(tmp_path):
+    """An installed distribution, as pip leaves one: the module and its NAME-VERSION.dist-info with entry_points.txt."""
+    (tmp_path / "epnet.py").write_text(textwrap.dedent('''
+        from torch import nn
+
+        def build(num_classes, in_channels):
+            """A plain network of another package."""
+            return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(num_classes))
+    '''))
+    info = tmp_path / "epnet-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: epnet\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[visiontrain.models]\nep-net = epnet:build\nbroken-net = epnet_gone:build\n"
+                                           "lenet = epnet:build\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    listed = run_cli("models", env=env)
+    assert listed.returncode == 0 and "ep-net" in listed.stdout and "A plain network of another package" in listed.stdout
+    assert "skipped model 'broken-net'" in listed.stderr and "ModuleNotFoundError" in listed.stderr
+    assert "skipped model 'lenet'" in listed.stderr and "visiontrain has a model of that name" in listed.stderr
+    shapes = run_cli("summary", "--model", "ep-net", "--input", "1x28x28", "--num-classes", "5", env=env)
+    assert shapes.returncode == 0 and "Linear               [5]" in shapes.stdout, shapes.stdout + shapes.stderr
+
+
+@pytest.mark.slow
+def test_example_own_model_and_data(tmp_path):
+    """examples/06: a user's nn.Sequential (a package with an entry point, pip-installed into a temporary folder) on
+    a user's torch Dataset, trained from Python; then `visiontrain predict` and `visiontrain export` use the run."""
+    out = run_example("06_own_model_and_data.py", tmp_path)
+    assert "trained tiny-cnn on Shapes: test accuracy" in out
+    predicted = [line.split() for line in out.splitlines() if "shapes-to-predict" in line]
+    assert len(predicted) == 3 and all(row[1] in ("circle", "square", "triangle") for row in predicted)
+    assert "export/onnx (verified on 60 real images" in out and "top-1 agreement 100%" in out
+    run = tmp_path / "runs" / "Shapes-tiny-cnn"
+    assert "model: tiny-cnn" in (run / "config.yaml").read_text() and (run / "samples.pt").is_file()
