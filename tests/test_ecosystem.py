@@ -28,6 +28,7 @@ pytest.importorskip("tensorboard", reason="pip install 'visiontrain[tensorboard]
 pytest.importorskip("mlflow", reason="pip install 'visiontrain[mlflow]'")
 from mlflow.tracking import MlflowClient  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +122,22 @@ def test_a_killed_and_resumed_run_continues_the_same_curves(fashion_folder, tmp_
         process.communicate()[1].decode()[-2000:]
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
-    killed_at = status(run)["global_step"]
-    assert int(steps_csv(run)[-1]["global_step"]) <= killed_at  # nothing past the checkpoint in steps.csv
+    checkpoint_step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]["global_step"]
+    assert int(steps_csv(run)[-1]["global_step"]) <= checkpoint_step  # steps.csv is written at checkpoints
+    # As if the killed process had flushed points past its checkpoint (TensorBoard's writer flushes every 30 s):
+    # the resumed run logs those steps again, so these must not show
+    orphan = (checkpoint_step // 5 + 1) * 5
+    writer = SummaryWriter(str(run / "tensorboard"))
+    writer.add_scalar("train/loss", 99.0, orphan)
+    writer.close()
+    with open(run / "steps.csv", "a") as handle:
+        handle.write(f"{orphan},2,1,99,0.001,1.0\n")
     resumed = run_main(capsys, "train", "--resume", run)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
 
     expected, got = tensorboard_scalars(reference_runs / "ref"), tensorboard_scalars(run)
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2  # the killed process's, the resumed's
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 3  # killed, orphan, resumed
+    assert (orphan, 99.0) not in got["train/loss"] and orphan in [step for step, _ in got["train/loss"]]
     for tag in ("train/loss", "train/lr", "epoch/val_acc", "epoch/train_loss"):
         steps = [step for step, _ in got[tag]]
         assert len(steps) == len(set(steps)) and steps == sorted(steps), tag  # each step once, in order
