@@ -24,17 +24,27 @@ from test_reliability import status, tiny_args, wait_for
 from visiontrain.data.memory import from_python
 from visiontrain.errors import CheckpointError, ConfigError, DataError
 
-pytest.importorskip("tensorboard", reason="pip install 'visiontrain[tensorboard]'")
-pytest.importorskip("mlflow", reason="pip install 'visiontrain[mlflow]'")
-from mlflow.tracking import MlflowClient  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+
+def MlflowClient(uri):  # noqa: N802 - the real class, imported when a test needs it (an optional extra)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def EventAccumulator(*args, **kwargs):  # noqa: N802 - TensorBoard's own reader of event files
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def empty_mlflow_db(tmp_path_factory):
     """An MLflow SQLite store with its tables created. Creating them runs MLflow's ~30 migrations (10-20 s on a busy
-    disk), once per runs folder for a user; the tests copy this one into each runs folder instead."""
+    disk), once per runs folder for a user; the tests copy this one into each runs folder instead. Skips the logger
+    tests where the extras are not installed (pip install 'visiontrain[tensorboard,mlflow]')."""
+    pytest.importorskip("tensorboard", reason="pip install 'visiontrain[tensorboard]'")
+    pytest.importorskip("mlflow", reason="pip install 'visiontrain[mlflow]'")
     path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
@@ -127,6 +137,8 @@ def test_a_killed_and_resumed_run_continues_the_same_curves(fashion_folder, tmp_
     # As if the killed process had flushed points past its checkpoint (TensorBoard's writer flushes every 30 s):
     # the resumed run logs those steps again, so these must not show
     orphan = (checkpoint_step // 5 + 1) * 5
+    from torch.utils.tensorboard import SummaryWriter
+
     writer = SummaryWriter(str(run / "tensorboard"))
     writer.add_scalar("train/loss", 99.0, orphan)
     writer.close()
@@ -167,6 +179,10 @@ def test_missing_logger_package_is_one_sentence(digits_small, tmp_path, monkeypa
 
 
 # -- callbacks --------------------------------------------------------------------------------------------------------
+class Pruned(Exception):
+    """Like optuna.TrialPruned: an exception of the caller's that abandons the run."""
+
+
 class Recorder(visiontrain.Callback):
     def __init__(self, stop_after=None, raise_after=None):
         self.calls, self.losses, self.stop_after, self.raise_after = [], [], stop_after, raise_after
@@ -183,7 +199,7 @@ class Recorder(visiontrain.Callback):
         if row["epoch"] == self.stop_after:
             run.stop("pruned by the test")
         if row["epoch"] == self.raise_after:
-            raise KeyboardInterrupt("abandoned by the test")  # what optuna.TrialPruned does: leave train()
+            raise Pruned("abandoned by the test")  # as optuna.TrialPruned leaves train()
 
     def on_run_end(self, run, summary):
         self.calls.append(("end", summary["status"]))
@@ -203,7 +219,7 @@ def test_a_callback_stops_the_run_after_epoch_1(digits_small, tmp_path):
 
 def test_an_exception_in_a_callback_leaves_a_resumable_run(digits_small, tmp_path, capsys):
     recorder = Recorder(raise_after=1)
-    with pytest.raises(KeyboardInterrupt, match="abandoned by the test"):
+    with pytest.raises(Pruned, match="abandoned by the test"):
         visiontrain.train(dataset=str(digits_small), model="lenet", epochs=2, batch_size=32, progress="none",
                           runs_dir=str(tmp_path), name="r", callbacks=[recorder], report=False, threads=1)
     run = tmp_path / "r"
