@@ -166,6 +166,13 @@ def test_a_killed_and_resumed_run_continues_the_same_curves(fashion_folder, tmp_
         assert points == history(reference_client, reference.info.run_id, key), key
 
 
+def test_a_sweep_logs_every_run_to_the_loggers_given(digits_small):
+    from visiontrain.sweep import plan
+
+    sweep = plan({"dataset": str(digits_small), "model": "lenet", "lr": "0.01,0.001", "logger": "tensorboard,mlflow"})
+    assert list(sweep.axes) == ["lr"] and {p.config.logger for p in sweep.points} == {"tensorboard,mlflow"}
+
+
 def test_missing_logger_package_is_one_sentence(digits_small, tmp_path, monkeypatch, capsys):
     import importlib.util
 

@@ -214,7 +214,7 @@ class Fit:
 
         call(self.callbacks, "on_step_end", self.info, Step(
             epoch + 1, step + 1, state.global_step, self.built.optimizer.param_groups[0]["lr"],
-            self.config.batch_size * self.env.world_size, read_loss))
+            self.config.batch_size * self.env.world_size, read_loss, loss))
 
     def _stop(self, where: str) -> None:
         self.stop_signal = self.stop_signal or signal.SIGTERM

@@ -85,6 +85,7 @@ class Step:
     lr: float
     batch_size: int  # images per step (all processes)
     _loss: Callable[[], float] = field(repr=False, default=lambda: float("nan"))
+    loss_tensor: Any = field(repr=False, default=None)  # the loss on the device (loggers read many at once)
 
     @property
     def loss(self) -> float:

@@ -81,13 +81,16 @@ def create_loggers(run: RunInfo) -> list[Logger]:
 
 class Logger(Callback):
     """The common part: when a step is logged, what is logged, and throughput. A subclass writes `scalars`,
-    `hparams` and `images` somewhere, and may buffer until `flush` (called before every checkpoint is written)."""
+    `hparams` and `images` somewhere, and may buffer them until `persist` (called before every checkpoint is
+    written, and at the end before `finish`)."""
 
     wants_images = False  # the final plots: fit draws them for such a logger when the report is off
+    STEPS_PER_SYNC = 32  # logged steps whose losses are read from the device at once
 
     def __init__(self, run: RunInfo):
         self.every = run.config.log_every
         self._mark = (time.perf_counter(), run.resumed_step)  # throughput: images since the last point
+        self._steps: list[tuple[int, Any, float, float]] = []  # (global step, loss tensor or float, lr, images/s)
 
     # -- what a subclass implements ---------------------------------------------------------------------------------
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -99,11 +102,35 @@ class Logger(Callback):
     def images(self, pngs: dict[str, Path], step: int) -> None:
         pass
 
+    def persist(self) -> None:
+        """Write out what is buffered."""
+
+    def finish(self, status: str) -> None:
+        """Close; status: 'complete' or 'stopped'."""
+
+    # -- what fit calls besides the hooks -----------------------------------------------------------------------------
     def flush(self) -> None:
-        pass
+        """Everything logged so far, written out: before each checkpoint, so no logger holds a step it lacks."""
+        self._emit_steps()
+        self.persist()
 
     def close(self, status: str) -> None:
         self.flush()
+        self.finish(status)
+
+    def _emit_steps(self) -> None:
+        """The logged steps, their losses read from the device in one go: on a GPU, reading one loss waits for every
+        kernel queued before it (engine/loop.py, Trainer.flush), so every STEPS_PER_SYNC logged steps, not each."""
+        if not self._steps:
+            return
+        import torch
+
+        tensors = [loss for _, loss, _, _ in self._steps if isinstance(loss, torch.Tensor)]
+        values = iter(torch.stack(tensors).float().tolist() if tensors else [])
+        for step, loss, lr, rate in self._steps:
+            value = next(values) if isinstance(loss, torch.Tensor) else loss
+            self.scalars({"train/loss": value, "train/lr": lr, "train/images_per_second": rate}, step)
+        self._steps.clear()
 
     # -- the hooks --------------------------------------------------------------------------------------------------
     def on_run_start(self, run: RunInfo) -> None:
@@ -117,8 +144,11 @@ class Logger(Callback):
         now, (then, then_step) = time.perf_counter(), self._mark
         self._mark = (now, step.global_step)
         rate = (step.global_step - then_step) * step.batch_size / max(1e-9, now - then)
-        self.scalars({"train/loss": step.loss, "train/lr": step.lr, "train/images_per_second": rate},
-                     step.global_step)
+        loss = step.loss_tensor if step.loss_tensor is not None else step.loss
+        self._steps.append((step.global_step, loss, step.lr, rate))
+        on_host = getattr(getattr(loss, "device", None), "type", "cpu") == "cpu"  # reading it costs nothing
+        if on_host or len(self._steps) >= self.STEPS_PER_SYNC:
+            self._emit_steps()
 
     def on_epoch_end(self, run: RunInfo, row: dict[str, Any]) -> None:
         self.scalars({f"epoch/{key}": float(value) for key, value in row.items() if _number(value)}, run.global_step)
@@ -164,7 +194,7 @@ class CsvLogger(Logger):
         self.pending.append(f"{step},{epoch + 1},{in_epoch + 1},{values['train/loss']:.6g},{values['train/lr']:.6g},"
                             f"{values['train/images_per_second']:.1f}\n")
 
-    def flush(self) -> None:
+    def persist(self) -> None:
         if self.pending:
             with open(self.path, "a") as handle:
                 handle.writelines(self.pending)
@@ -212,10 +242,10 @@ class TensorBoardLogger(Logger):
             with Image.open(path) as image:
                 self.writer.add_image(f"plots/{stem}", np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
-    def flush(self) -> None:
+    def persist(self) -> None:
         self.writer.flush()
 
-    def close(self, status: str) -> None:
+    def finish(self, status: str) -> None:
         self.writer.close()
 
 
@@ -294,7 +324,7 @@ class MlflowLogger(Logger):
             self.logged[key] = max((point.step for point in history), default=-1)
         return self.logged[key]
 
-    def flush(self) -> None:
+    def persist(self) -> None:
         points = [point for point in self.pending if point.step > self._already_logged(point.key)]
         for start in range(0, len(points), self.BATCH):
             self.client.log_batch(self.run_id, metrics=points[start:start + self.BATCH])
@@ -304,8 +334,7 @@ class MlflowLogger(Logger):
         for path in pngs.values():
             self.client.log_artifact(self.run_id, str(path), "plots")
 
-    def close(self, status: str) -> None:
-        self.flush()
+    def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if status == "complete" else "KILLED")
 
 
