@@ -118,6 +118,8 @@ def run_main(capsys, *args):
 XDIST_LONGEST_FIRST = (  # measured with the data of realdata.py: seconds per module summed over its tests, -n 2
     "tests/test_transfer.py",  # 145
     "tests/test_reliability.py",  # 136
+    "tests/test_loggers.py",  # ~130 (estimated on a busy machine)
+    "tests/test_own_model.py",  # ~120 (estimated on a busy machine)
     "tests/test_fashion_acceptance.py",  # 105
     "tests/test_timm_models.py",  # 94
     "tests/test_distributed_resume.py",  # 88
