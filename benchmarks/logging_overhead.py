@@ -5,9 +5,10 @@ csv + TensorBoard + MLflow every 10 steps and every step, interleaved in one pro
 
 Without --model, the dataset's tuned preset (a plain `visiontrain train` for Fashion-MNIST).
 
-Two numbers per setting: the training seconds of an epoch (summary.json's train_seconds / epochs: the steps only,
-which is where per-step logging runs) relative to no logger; and the hooks' own cost per step, timed directly by
-calling them as fit does (so it does not drown in the noise of a shared machine).
+Three numbers per setting: the seconds of an epoch's steps (summary.json's train_seconds / epochs: where per-step
+logging runs), the wall seconds of an epoch (metrics.csv's last `seconds` less the time to the first step, over the
+epochs: steps, validation, checkpoints and the loggers' writes at them), each relative to no logger; and the hooks'
+own cost per step, timed directly by calling them as fit does (it does not drown in the noise of a shared machine).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ SETTINGS = {  # name -> (logger, log_every); "none" has no callback at all
 }
 
 
-def epoch_seconds(name: str, args: argparse.Namespace, runs: Path) -> float:
+def epoch_seconds(name: str, args: argparse.Namespace, runs: Path) -> tuple[float, float]:
     logger, every = SETTINGS[name]
     original = fit.create_loggers
     if name == "none":
@@ -42,7 +43,8 @@ def epoch_seconds(name: str, args: argparse.Namespace, runs: Path) -> float:
                                 runs_dir=str(runs), report=False, progress="none")
     finally:
         fit.create_loggers = original
-    return run.summary["train_seconds"] / args.epochs
+    wall = float(run.metrics[-1]["seconds"]) - run.summary["time_to_first_step"]
+    return run.summary["train_seconds"] / args.epochs, wall / args.epochs
 
 
 def hook_microseconds(name: str, runs: Path, steps: int = 2000) -> float:
@@ -77,18 +79,20 @@ def main() -> None:
         runs = Path(scratch)
         epoch_seconds("none", args, runs)  # warm-up: the dataset cache, imports, MLflow's tables
         epoch_seconds("csv+tb+mlflow/10", args, runs)
-        times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in SETTINGS}
         for _ in range(args.rounds):
             for name in SETTINGS:
                 times[name].append(epoch_seconds(name, args, runs))
         hooks = {name: hook_microseconds(name, runs) for name in SETTINGS}
-    base = statistics.median(times["none"])
-    print(f"{args.model or 'the preset'} on {args.dataset}, {args.epochs} epoch(s) per run, median of {args.rounds} interleaved rounds")
-    print(f"{'setting':<20} {'epoch train s':>14} {'vs none':>8} {'hooks us/step':>14}")
+    base = [statistics.median(t[i] for t in times["none"]) for i in (0, 1)]
+    print(f"{args.model or 'the preset'} on {args.dataset}, {args.epochs} epoch(s) per run, median of {args.rounds} "
+          "interleaved rounds")
+    print(f"{'setting':<20} {'steps s/epoch':>14} {'vs none':>8} {'wall s/epoch':>13} {'vs none':>8} "
+          f"{'hooks us/step':>14}")
     for name in SETTINGS:
-        median = statistics.median(times[name])
-        print(f"{name:<20} {median:>14.2f} {median / base:>8.3f} {hooks[name]:>14.1f}   rounds: "
-              + ", ".join(f"{t:.2f}" for t in times[name]))
+        steps, wall = (statistics.median(t[i] for t in times[name]) for i in (0, 1))
+        print(f"{name:<20} {steps:>14.2f} {steps / base[0]:>8.3f} {wall:>13.2f} {wall / base[1]:>8.3f} "
+              f"{hooks[name]:>14.1f}   steps: " + ", ".join(f"{t[0]:.2f}" for t in times[name]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A tiny name -> object registry: the one way to add a dataset, model, preset or export format.
+"""A tiny name -> object registry: the one way to add a dataset, model, preset, export format or logger.
 
 The registries themselves live here, at the bottom of the package, so that any layer can look a name up (the
 config checks `--model` and `--dataset` before anything is loaded) without importing the layers that fill them.
