@@ -272,8 +272,9 @@ def read_sample(path: Path) -> dict[str, Any]:
 def _unreadable(label: str) -> DatasetSource:
     def refuse(*_: Any, **__: Any) -> Any:
         raise DataError(f"dataset {PYTHON_PREFIX}{label} was passed to visiontrain.train() from Python and cannot be "
-                        "read again here; do this from Python with the same data (visiontrain.train(resume=RUN, "
-                        "data=..., model=...)), or give an image folder with the same classes (--data)")
+                        "read again here; do this from Python with the same data (a resume: visiontrain.train("
+                        "resume=RUN, data=..., model=...)), or, for eval and export, give an image folder with the "
+                        "same classes as --data")
 
     return DatasetSource(PYTHON_PREFIX + label, "data passed from Python", refuse, refuse)
 
