@@ -9,7 +9,10 @@ import html
 import importlib.util
 import json
 import re
+import os
 import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -181,3 +184,28 @@ def browser_verdict(page: Path, tmp_path: Path) -> str:
                       profile=tmp_path / "profile2")
     match = re.search(r"<title>(.*?)</title>", result.stdout)
     return match.group(1) if match else f"no title in the DOM: {result.stderr[-500:]}"
+
+
+def wait_for(predicate, process, timeout=120.0) -> bool:
+    """Poll `predicate` until it holds (True) or `process` ends first or the time runs out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def run_example(script: str, tmp_path, *args: str, mnist_idx=None) -> str:
+    """`python examples/SCRIPT --quick ...` as a user runs it; with `mnist_idx`, through the driver that gives the
+    named `mnist` scikit-learn's digits (tests/drivers/with_mnist_stand_in.py: real MNIST is not in a clone)."""
+    repo = Path(__file__).resolve().parent.parent
+    env = os.environ | {"PYTHONPATH": str(repo)}  # VISIONTRAIN_HOME is the test's own (conftest.isolated_home)
+    driver = [str(DRIVERS / "with_mnist_stand_in.py"), str(mnist_idx)] if mnist_idx else []
+    result = subprocess.run([sys.executable, *driver, str(repo / "examples" / script), "--quick", "--runs-dir",
+                             str(tmp_path / "runs"), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -17,7 +17,7 @@ from PIL import Image
 
 import realdata
 from conftest import REPO
-from helpers import DRIVERS
+from helpers import run_example
 from visiontrain.cli import main
 
 
@@ -127,18 +127,6 @@ def test_explain_shapes_errors_are_one_sentence(args, message, capsys):
 
 
 # -- the example scripts ----------------------------------------------------------------------------------------
-def run_example(script: str, tmp_path, *args: str, mnist_idx=None) -> str:
-    """`python examples/SCRIPT --quick ...` as a user runs it; with `mnist_idx`, through the driver that gives the
-    named `mnist` scikit-learn's digits (tests/drivers/with_mnist_stand_in.py: real MNIST is not in a clone)."""
-    env = os.environ | {"PYTHONPATH": str(REPO)}  # VISIONTRAIN_HOME is the test's own (conftest.isolated_home)
-    driver = [str(DRIVERS / "with_mnist_stand_in.py"), str(mnist_idx)] if mnist_idx else []
-    result = subprocess.run([sys.executable, *driver, str(REPO / "examples" / script), "--quick", "--runs-dir",
-                             str(tmp_path / "runs"), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def data_dir(tmp_path, **datasets) -> str:
     """A --data-dir as the examples take it: one sub-folder per named dataset (links to where its files are)."""
     root = tmp_path / "data"

@@ -13,19 +13,8 @@ import torch
 
 import visiontrain
 from conftest import REPO, VISIONTRAIN, run_cli, run_main
-from helpers import DRIVERS, assert_bit_identical, final_state, run_status, tiny_args
+from helpers import DRIVERS, assert_bit_identical, final_state, run_status, tiny_args, wait_for
 from visiontrain.errors import CheckpointError
-
-
-def wait_for(predicate, process, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from ._registry import DATASETS, MODELS, PRESETS
+from ._registry import DATASETS, LOGGERS, MODELS, PRESETS
 from .errors import ConfigError
 from .windows import parse_window
 
@@ -171,6 +171,10 @@ class Config:
     progress: Literal["auto", "bar", "line", "none"] = _field(
         "runtime", "auto", "auto: a live bar on a terminal, else a line per epoch")
     report: bool = _field("runtime", True, "write plots/ and report.html at the end of the run")
+    logger: str = _field("runtime", "csv", "experiment loggers, comma-separated: csv (always on: steps.csv), "
+                         "tensorboard (RUN/tensorboard/), mlflow (RUNS_DIR/mlflow.db); see docs/ecosystem.md")
+    log_every: int = _field("runtime", 10, "loggers: per-step scalars (loss, lr, images/s) every N training steps",
+                            (0, 1 << 40, "a whole number of steps >= 0 (0: per epoch only)"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -354,6 +358,9 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f"device: {config.device!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
     if config.name is not None:
         check_folder_name("name", config.name)
+    for name in {n.strip().lower() for n in config.logger.split(",")} - {""}:  # their packages: when a run starts
+        if name not in LOGGERS:
+            raise ConfigError(f"logger: {LOGGERS.unknown_message(name)}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -22,24 +22,36 @@ from .engine.checkpoint import load_checkpoint
 from .engine.loop import Normalizer, predict_logits
 from .engine.precision import choose_precision
 from .errors import CheckpointError, DataError, RunError
-from .models import create_model
+from .models import as_classifier, create_model
 from .run import RunDir
 
 
 class Predictor:
     """A trained model ready for inference, with its class names and preprocessing."""
 
-    def __init__(self, checkpoint: dict[str, Any], device: str | torch.device = "cpu", precision: str | None = None):
-        """precision: fp32, bf16 or fp16 autocast; None: the run's `inference_precision` (fp32 for older runs)."""
+    def __init__(self, checkpoint: dict[str, Any], device: str | torch.device = "cpu", precision: str | None = None,
+                 *, model: torch.nn.Module | None = None):
+        """precision: fp32, bf16 or fp16 autocast; None: the run's `inference_precision` (fp32 for older runs).
+        model: the network to load the weights into (a model passed from Python, which no name rebuilds); default:
+        the registry's model the checkpoint names."""
         config = checkpoint["config"]
         self.classes: list[str] = list(checkpoint["classes"])
         self.mean, self.std = list(checkpoint["mean"]), list(checkpoint["std"])
         self.input_size: list[int] = list(checkpoint["input_size"])  # [C, H, W]
         self.decode_policy = checkpoint.get("decode_policy", {})
         self.config = config
-        self.model = create_model(config["model"], num_classes=len(self.classes), in_channels=self.input_size[0],
-                                  image_size=self.input_size[-1], width=config.get("width", 1.0))
-        self.model.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+        if model is None:
+            self.model = create_model(config["model"], num_classes=len(self.classes), in_channels=self.input_size[0],
+                                      image_size=self.input_size[-1], width=config.get("width", 1.0))
+            self.model.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+        else:
+            self.model = as_classifier(model, "model")
+            try:
+                self.model.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+            except RuntimeError as error:
+                detail = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+                raise CheckpointError(f"the model passed does not fit the weights of {config.get('model')} ({detail}); "
+                                      "pass a module of the same class, built with the same arguments") from None
         device = torch.device(device)
         self.model.eval().to(device)
         self.precision = precision or config.get("inference_precision") or "fp32"
@@ -153,11 +165,14 @@ def kept_checkpoint(run: RunDir) -> Path:
     return candidates[0]
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None) -> Predictor:
-    """Load a run folder (its best checkpoint, else last) or a checkpoint file for inference (weights-only)."""
+def load(path: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None,
+         model: torch.nn.Module | None = None) -> Predictor:
+    """Load a run folder (its best checkpoint, else last) or a checkpoint file for inference (weights-only).
+    model: for a run of a model passed from Python (config `model: python/...`), a module of the same class and
+    arguments; the run's weights are loaded into it."""
     path = Path(path)
     if path.is_dir():
         path = kept_checkpoint(RunDir.open(path))
     elif not path.exists():
         raise RunError(f"{path} does not exist; give a run folder or a checkpoint file")
-    return Predictor(load_checkpoint(path), device, precision)
+    return Predictor(load_checkpoint(path), device, precision, model=model)

@@ -92,6 +92,7 @@ class Trainer:
     flips: torch.Tensor | None = None  # bool (N,): --flip-mode alternate's per-image bits (data/augment.py)
     stage_epochs: bool = False  # CUDA: each epoch's indices and augmentation parameters reach the GPU in one copy
     device_labels: torch.Tensor | None = None  # the labels on the device (staged epochs), copied once
+    last_loss: torch.Tensor | None = None  # the latest step's loss, on the device: loggers read it every N steps
 
     def batch(self, indices: torch.Tensor, epoch: int, step: int,
               staged: tuple[torch.Tensor, dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +159,8 @@ class Trainer:
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if (step + 1) % self.accumulate == 0:
                 self.optimizer_step()
-            self.pending.append((loss.detach(), (logits.argmax(1) == labels).sum(), len(labels), epoch, step))
+            self.last_loss = loss.detach()
+            self.pending.append((self.last_loss, (logits.argmax(1) == labels).sum(), len(labels), epoch, step))
             state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
             if len(self.pending) >= self.sync_every:
                 self.flush(state)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import build_config, load_yaml
 from ..data import load_dataset_of
+from ..data.memory import PYTHON_PREFIX, read_sample
 from ..engine.loop import Normalizer, predict_logits
 from ..engine.precision import Precision
 from ..errors import ConfigError, DataError, VisiontrainError
@@ -93,6 +94,10 @@ def verification_images(predictor: Predictor, *, run_dir: str | Path | None = No
         values["split_file"] = str(Path(run_dir) / "split.csv")
 
     channels, size = predictor.input_size[0], predictor.input_size[-1]
+    sample = Path(run_dir) / "samples.pt" if run_dir is not None else None
+    if data is None and str(values.get("dataset", "")).startswith(PYTHON_PREFIX) and sample and sample.is_file():
+        kept = read_sample(sample)  # data passed from Python cannot be read again: the run kept these images
+        return kept["images"], kept["split"]
     try:
         config = build_config(values | {"image_size": size, "channels": channels}, apply_preset=False)
         dataset = load_dataset_of(config, verbose=False)
