@@ -299,6 +299,10 @@ def _predict(args: argparse.Namespace) -> int:
     if not rows:  # as explain says it: an empty table is no answer
         print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
         return 2
+    unlike = sum("unlike the training images" in row["note"] for row in rows)
+    if unlike:  # also when the rows go to a file
+        print(f"visiontrain: {unlike} of {len(rows)} image(s) are unlike the training images (see their note): "
+              "their predictions may be meaningless", file=sys.stderr)
     text = format_rows(rows, args.output_format)
     if args.output:
         atomic_write_text(args.output, text if text.endswith("\n") else text + "\n")

@@ -124,6 +124,9 @@ class Config:
                                        "accuracy", (1, 100_000, "a whole number of epochs >= 1"))
     tta: bool = _field("optimisation", False, "test-time augmentation in the test evaluation and predict: the mean "
                        "over the mirror image and 1 px shifts")
+    calibrate: bool = _field("optimisation", True, "after training, fit a temperature on the validation split so "
+                             "that predicted probabilities match how often the model is right (temperature scaling; "
+                             "the predicted class never changes); off: the raw softmax")
     overfit_batch: int = _field("optimisation", 0, "sanity check: train only on this many fixed images (one batch, "
                                 "no augmentation) and say whether the model can learn them; 0: off",
                                 (0, 1 << 16, "a number of images >= 0 (0: off), e.g. 32"))
