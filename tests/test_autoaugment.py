@@ -281,3 +281,16 @@ def test_eject_of_randaugment_writes_its_settings(mixed_runs, tmp_path):
         (run / "config.yaml").write_text(config)
     assert "transforms.RandAugment(num_ops=2, magnitude=9)" in text
     assert "MIX = None" in text
+
+
+@pytest.mark.gpu
+def test_the_policy_and_mixing_on_a_gpu_match_the_cpu(photos):
+    """The trainer applies them on the device its batch is on: the same parameters give the same pixels there."""
+    spec = AugmentSpec(policy="trivial", cutmix=1.0, mixup=0.8)
+    images = torch.cat([photos] * 32).float()  # 256 images: every operation drawn several times
+    labels = torch.arange(len(images)) % 2
+    params = make_params(spec, len(images), step_generator(0, 0, 0))
+    on_cpu = mix(apply(images, params, spec), labels, params, 2)
+    on_gpu = mix(apply(images.cuda(), params, spec), labels.cuda(), params, 2)
+    assert (on_gpu[0].cpu() - on_cpu[0]).abs().mean() < 0.05
+    assert torch.allclose(on_gpu[1].cpu(), on_cpu[1])

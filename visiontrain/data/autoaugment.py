@@ -120,14 +120,15 @@ def inverse_affine(names: list[str], values: torch.Tensor, height: int, width: i
 def affine(images: torch.Tensor, names: list[str], values: torch.Tensor) -> torch.Tensor:
     """Each image's shear, translation or rotation: torchvision's _affine_grid and grid_sample (nearest, zeros)."""
     batch, _, height, width = images.shape
-    theta = inverse_affine(names, values, height, width).to(torch.float32)  # (n, 2, 3)
-    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, width)
-    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, height)
-    base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width), torch.ones(height, width)], 2)
-    rescaled = theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height])  # (n, 3, 2)
+    device = images.device  # only the (n, 2, 3) matrices are copied there, the grid is made there
+    theta = inverse_affine(names, values, height, width).to(device, torch.float32)  # (n, 2, 3)
+    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, width, device=device)
+    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, height, device=device)
+    base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                        torch.ones(height, width, device=device)], 2)  # (H, W, 3) pixel coordinates, 1
+    rescaled = theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], device=device)  # (n, 3, 2)
     grid = base.view(1, height * width, 3).expand(batch, -1, -1).bmm(rescaled).view(batch, height, width, 2)
-    return F.grid_sample(images, grid.to(images.device, images.dtype), mode="nearest", padding_mode="zeros",
-                         align_corners=False)
+    return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 # -- colour (float 0..255, per-image factors (n,)) ---------------------------------------------------------------
