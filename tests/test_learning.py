@@ -27,12 +27,13 @@ def digits(tmp_path_factory):
     return realdata.write_digits_folder(tmp_path_factory.mktemp("digits"), 300, 50)
 
 
-def _grid_size(count: int, ncols: int = 8) -> tuple[int, int]:
+def _grid_size(count: int, ncols: int = 8, heading_lines: int = 2) -> tuple[int, int]:
     """Pixels of report.plots.image_grid with one-line captions and a heading: cells of 112 px images padded by
-    6 px, a 14 px caption line, a 26 px heading."""
+    6 px, a 14 px caption line, a heading of 26 px and 16 px more for each further line (show-batch's has two: what
+    it shows, and the augmentation)."""
     columns = min(ncols, count)
     rows = -(-count // columns)
-    return 124 * columns, 26 + rows * (112 + 6 + 14 + 6)
+    return 124 * columns, 26 + 16 * (heading_lines - 1) + rows * (112 + 6 + 14 + 6)
 
 
 # -- show-batch -------------------------------------------------------------------------------------------------

@@ -72,8 +72,8 @@ class FixedBatches:
         self.steps = steps
         self.steps_per_epoch = len(steps)
 
-    def batches(self, epoch: int, start_step: int = 0):
-        return enumerate(self.steps[start_step:], start=start_step)
+    def batches(self, epoch: int, start_step: int = 0, stop_step: int | None = None):
+        return enumerate(self.steps[start_step:stop_step], start=start_step)
 
 
 def lenet_setup(digits_small, **fields):

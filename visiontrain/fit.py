@@ -43,7 +43,9 @@ from .errors import TrainingStopped
 from .evaluation import write_evaluation
 from .explain import write_misclassified_gradcam
 from .inference import Predictor, kept_checkpoint
+from .metrics.calibration import METHOD as CALIBRATION_METHOD, calibration_report, fit_temperature
 from .metrics.classification import balanced_accuracy, classification_metrics
+from .metrics.input_check import fit_ranges
 from .report import plot_misclassified, write_report
 from .report.batch import write_training_batch
 from .report.plots import plot_confusion, plot_curves
@@ -66,6 +68,9 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *, star
     run = RunDir.open(run_dir)
     return Fit(run.resume_config(overrides or {}), time.perf_counter() if start_time is None else start_time,
                run, model=model, data=data, callbacks=callbacks).run()
+
+
+MIN_CALIBRATION_IMAGES = 50  # fewer validation images leave the temperature to chance
 
 
 class Fit:
@@ -342,13 +347,16 @@ class Fit:
         data = built.dataset
         summary: dict[str, Any] = {"status": "complete", "format_version": 1, "test_acc": None, "test_loss": None}
         logits = None
+        kept = self.after_training()  # the kept checkpoint, now with its temperature and the inputs' ranges
+        summary["calibration"] = kept["calibration"]
+        summary["input_check"] = {key: kept["input_stats"][key] for key in ("method", "images", "flagged_in_training")}
         if data.test is not None and not config.overfit_batch:  # a memorised batch says nothing about the test split
             # the model the run keeps (best.pt: the epoch validation picked), through the one inference path that
             # eval, predict, explain and export use, in the inference precision rather than the training one
-            predictor = Predictor(load_checkpoint(kept_checkpoint(self.run_dir)), built.device,
-                                  model=self._model_from_python())
+            predictor = Predictor(kept, built.device, model=self._model_from_python())
             logits = predictor.logits(data.test.images, batch_size=config.eval_batch_size)
-            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False) if self.env.is_main \
+            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False,
+                                       temperature=predictor.temperature) if self.env.is_main \
                 else classification_metrics(logits, data.test.labels, data.classes)
             summary |= {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
         last = state.rows[-1] if state.rows else {}
@@ -384,6 +392,45 @@ class Fit:
             self.info.epoch, self.info.global_step = state.epoch, state.global_step
             self._end_callbacks(summary)
         return summary
+
+    def after_training(self) -> dict[str, Any]:
+        """Fit what is learnt after the epochs, from the model the run keeps, and write it into that checkpoint (and
+        into last.pt when it holds the same step): the temperature that calibrates its probabilities on the
+        validation split (metrics/calibration.py), and the ranges of the training images' pixel statistics that
+        predict compares new images with (metrics/input_check.py). Returns the updated checkpoint. Every process
+        computes the same numbers; only rank 0 writes."""
+        built, config = self.built, self.config
+        path = kept_checkpoint(self.run_dir)
+        checkpoint = load_checkpoint(path)
+        calibration = self._calibration(Predictor(checkpoint, built.device, model=self._model_from_python()))
+        checkpoint |= {"temperature": calibration["temperature"], "calibration": calibration,
+                       "input_stats": fit_ranges(built.loaded.train.images)}
+        if self.env.is_main:
+            save_checkpoint(path, checkpoint)
+            if path != self.run_dir.last and self.run_dir.last.is_file():
+                last = load_checkpoint(self.run_dir.last)
+                if last["state"]["global_step"] == checkpoint["state"]["global_step"]:  # the same weights
+                    save_checkpoint(self.run_dir.last, last | {key: checkpoint[key] for key in
+                                                               ("temperature", "calibration", "input_stats")})
+        return checkpoint
+
+    def _calibration(self, predictor: Predictor) -> dict[str, Any]:
+        """{"temperature": T, ...how it was fitted and what it changed on the validation split}, or T = 1 and why."""
+        config, val = self.config, self.built.dataset.val
+        reason = ("turned off (--no-calibrate)" if not config.calibrate else
+                  "the overfit-batch check trains no model to use" if config.overfit_batch else
+                  "no validation split (val_fraction 0) to fit it on" if val is None else
+                  f"the validation split has {len(val)} images; at least {MIN_CALIBRATION_IMAGES} are needed"
+                  if len(val) < MIN_CALIBRATION_IMAGES else None)
+        if reason is None:
+            logits = predictor.logits(val.images, batch_size=config.eval_batch_size, calibrated=False)
+            if bool((logits.argmax(1) == val.labels).all()):
+                reason = "every validation image is predicted correctly, so the split cannot say how sure to be"
+        if reason is not None:
+            return {"temperature": 1.0, "method": None, "note": f"probabilities are the model's own softmax: {reason}"}
+        temperature = fit_temperature(logits, val.labels)
+        return {"temperature": temperature, "method": CALIBRATION_METHOD, "split": "val", "images": len(val),
+                "tta": predictor.tta} | calibration_report(logits, val.labels, temperature)
 
     def write_report(self, test_logits: torch.Tensor | None) -> None:
         """plots/ and report.html; after summary.json, which the report reads. (matplotlib, ~1.5 s to import, loads

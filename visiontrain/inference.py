@@ -22,6 +22,7 @@ from .engine.checkpoint import load_checkpoint
 from .engine.loop import Normalizer, predict_logits
 from .engine.precision import choose_precision
 from .errors import CheckpointError, DataError, RunError
+from .metrics.input_check import unfamiliar_notes
 from .models import as_classifier, create_model
 from .run import RunDir
 
@@ -59,15 +60,25 @@ class Predictor:
                                                                           training=False))
         self.tta = bool(config.get("tta"))
         self.allow_flip = bool(checkpoint.get("allow_flip", True))  # digits are never mirrored, also at TTA
+        # temperature scaling, fitted after training (fit.py; metrics/calibration.py): logits / T; 1 for older runs
+        self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
+        self.calibration = checkpoint.get("calibration")  # how T was fitted, what it changed (or why T = 1)
+        self.input_stats = checkpoint.get("input_stats")  # the training images' ranges (metrics/input_check.py)
 
-    def logits(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    def logits(self, images: torch.Tensor, batch_size: int = 1024, *, calibrated: bool = True) -> torch.Tensor:
         """Logits float (N, K) for uint8 images (N, C, H, W) of the model's input size (a tensor or a memory-mapped
-        split), with the run's test-time augmentation if it trained with --tta."""
+        split), with the run's test-time augmentation if it trained with --tta, divided by the run's temperature
+        (calibrated=False: the model's own logits, which the temperature is fitted to)."""
         if images.dtype != torch.uint8 or list(images.shape[1:]) != self.input_size:
             raise ValueError(f"images must be uint8 (N, {', '.join(map(str, self.input_size))}), got "
                              f"{images.dtype} {tuple(images.shape)}")
-        return predict_logits(self.model, images, self.normalize, batch_size=batch_size, tta=self.tta,
-                              allow_flip=self.allow_flip)
+        logits = predict_logits(self.model, images, self.normalize, batch_size=batch_size, tta=self.tta,
+                                allow_flip=self.allow_flip)
+        return self.calibrate(logits) if calibrated else logits
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits divided by the run's temperature (the predicted class is unchanged: T > 0 keeps their order)."""
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def predict(self, inputs: ImageInput | Sequence[ImageInput], top_k: int = 5) -> list[dict[str, Any]]:
         """Top-k class names and probabilities for images given as files or as Python objects, mixed in one list:
@@ -82,8 +93,10 @@ class Predictor:
         images, names = self.prepare(inputs)
         probs = self.logits(images).softmax(1)
         top = probs.topk(min(top_k, len(self.classes)), 1)
-        return [{"input": name, "index": index, "top": [(self.classes[int(c)], float(p)) for c, p in zip(ids, values)]}
-                for index, (name, ids, values) in enumerate(zip(names, top.indices, top.values))]
+        notes = unfamiliar_notes(images.numpy(), self.input_stats)  # '' for images like the training images
+        return [{"input": name, "index": index, "top": [(self.classes[int(c)], float(p)) for c, p in zip(ids, values)],
+                 "note": note}
+                for index, (name, ids, values, note) in enumerate(zip(names, top.indices, top.values, notes))]
 
     def prepare(self, inputs: ImageInput | Sequence[ImageInput]) -> tuple[torch.Tensor, list[str]]:
         """uint8 (N, C, H, W) of the model's input size for `inputs` (as predict takes them), and each one's name."""
@@ -154,6 +167,14 @@ def _channels_last(item: np.ndarray | torch.Tensor) -> np.ndarray:
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
     return tensor.numpy()
+
+
+def checked_temperature(value: Any) -> float:
+    """A checkpoint's temperature: a positive finite number, or a CheckpointError naming it."""
+    if type(value) not in (int, float) or not 0 < value < float("inf"):
+        raise CheckpointError(f"the checkpoint's temperature {value!r} is not a positive number; it is damaged: "
+                              "retrain, or use another checkpoint")
+    return float(value)
 
 
 def kept_checkpoint(run: RunDir) -> Path:

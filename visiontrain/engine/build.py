@@ -174,7 +174,8 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
         accumulate=config.accumulate, clip_grad=config.clip_grad, ema=ema,
         scaler=torch.amp.GradScaler(device.type) if precision.grad_scaler else None,
         sync_every=32 if device.type == "cuda" else 1, lookahead=lookahead,
-        flips=image_flips(config.flip_mode, len(data.train), config.seed), stage_epochs=device.type == "cuda")
+        flips=image_flips(config.flip_mode, len(data.train), config.seed), stage_epochs=device.type == "cuda",
+        num_classes=len(data.classes))
     return Setup(config=config, device=device, env=env, precision=precision, dataset=data, loaded=loaded, model=model,
                  mean=mean, std=std, normalize=normalize, selection=selection, finetune=finetune, loader=loader,
                  optimizer=optimizer, scheduler=scheduler, trainer=trainer, ema=ema, lookahead=lookahead,
