@@ -56,6 +56,8 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
         else 0.0
     validation = per_image_val * (len(data.val) if data.val is not None else 0)
     evaluation = per_image_test * (len(data.test) if data.test is not None else 0)
+    if config.calibrate and data.val is not None and not config.overfit_batch:  # fit.py fits the temperature on the
+        evaluation += per_image_test * len(data.val)  # validation logits of the inference path, after training
     fixed = REPORT_SECONDS if config.report else 0.0
     spent, spe = elapsed(), built.loader.steps_per_epoch
     available = budget * (1 - SAFETY) - spent - evaluation - fixed
