@@ -62,7 +62,7 @@ class Normalized(nn.Module):
 def exportable(predictor: Predictor) -> Normalized:
     """A copy of the predictor's model, eval mode (also if the caller left it in train()), fp32, CPU, with the
     run's temperature."""
-    classifier = copy.deepcopy(predictor.model).float().cpu().eval()
+    classifier = copy.deepcopy(predictor.model).float().cpu().eval().to(memory_format=torch.contiguous_format)
     classifier.requires_grad_(False)
     return Normalized(classifier, predictor.mean, predictor.std, predictor.temperature).eval()
 
