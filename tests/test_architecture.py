@@ -22,7 +22,8 @@ LAYERS = [
                                                  "engine.progress", "engine.overfit", "engine", "run", "inference",
                                                  "figures"]),
     ("the build step, and sizing it to a time budget", ["engine.build", "engine.budget"]),
-    ("workflows", ["fit", "evaluation", "predict", "explain", "export", "report", "sweep", "lrfind", "eject"]),
+    ("workflows", ["fit", "posthoc", "evaluation", "predict", "explain", "export", "report", "sweep", "lrfind",
+                   "eject"]),
     ("entry points: the API facade and the CLI", ["api", "cli", "completion", "__main__", ""]),
 ]
 

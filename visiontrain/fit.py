@@ -32,7 +32,7 @@ from .data.memory import write_sample
 from .engine import budget
 from .engine.build import Setup, build
 from .engine.callbacks import RunInfo, Step, call, check_callbacks
-from .engine.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
+from .engine.checkpoint import newest_valid_checkpoint, save_checkpoint
 from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, check_world_size,
                                  launcher, shutdown)
 from .engine.loggers import Logger, check_loggers, create_loggers
@@ -42,10 +42,9 @@ from .engine.progress import Progress
 from .errors import TrainingStopped
 from .evaluation import write_evaluation
 from .explain import write_misclassified_gradcam
-from .inference import Predictor, kept_checkpoint
-from .metrics.calibration import METHOD as CALIBRATION_METHOD, calibration_report, fit_temperature
+from .inference import Predictor
+from .posthoc import fit_after_training
 from .metrics.classification import balanced_accuracy, classification_metrics
-from .metrics.input_check import fit_ranges
 from .report import plot_misclassified, write_report
 from .report.batch import write_training_batch
 from .report.plots import plot_confusion, plot_curves
@@ -68,9 +67,6 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *, star
     run = RunDir.open(run_dir)
     return Fit(run.resume_config(overrides or {}), time.perf_counter() if start_time is None else start_time,
                run, model=model, data=data, callbacks=callbacks).run()
-
-
-MIN_CALIBRATION_IMAGES = 50  # fewer validation images leave the temperature to chance
 
 
 class Fit:
@@ -97,17 +93,8 @@ class Fit:
         self.config, self.env = built.config, built.env
         self.plan = None
         if self.config.time is not None and not self.resuming:  # size the schedule to the budget (engine/budget.py)
-            seconds = budget_seconds(self.config.time)
-            self.plan = budget.plan(built, seconds, lambda: time.perf_counter() - self._clock)
-            if self.env.enabled:  # every process trains rank 0's plan (their own timings may differ by a step)
-                chosen = broadcast_string(f"{self.plan.epochs} {self.plan.steps}" if self.env.is_main else None, self.env)
-                self.plan.epochs, self.plan.steps = map(int, chosen.split())
-            built.replan(self.config.replace(epochs=self.plan.epochs, max_steps=self.plan.steps, time=None))
+            self.plan = budget.plan_run(built, budget_seconds(self.config.time), lambda: time.perf_counter() - self._clock)
             self.config = built.config  # config.yaml records the plan: repeating it repeats the run
-            if self.env.is_main:
-                print(f"visiontrain: a budget of {seconds:g} s: {self.plan.step_seconds * 1000:.0f} ms a step, so "
-                      f"{self.plan.steps} steps ({self.plan.epochs} epochs, the schedule sized to them), then the "
-                      f"evaluation and report", file=sys.stderr)
         # the run folder only now: a model or weights file that cannot be built leaves no empty run behind
         if self.run_dir is None:  # rank 0 picks the folder, the others learn its name
             path = str(RunDir.create(self.config).path) if self.env.is_main else None
@@ -347,7 +334,7 @@ class Fit:
         data = built.dataset
         summary: dict[str, Any] = {"status": "complete", "format_version": 1, "test_acc": None, "test_loss": None}
         logits = None
-        kept = self.after_training()  # the kept checkpoint, now with its temperature and the inputs' ranges
+        kept = fit_after_training(self.run_dir, built, self.env, model=self._model_from_python())  # posthoc.py
         summary["calibration"] = kept["calibration"]
         summary["input_check"] = {key: kept["input_stats"][key] for key in ("method", "images", "flagged_in_training")}
         if data.test is not None and not config.overfit_batch:  # a memorised batch says nothing about the test split
@@ -392,45 +379,6 @@ class Fit:
             self.info.epoch, self.info.global_step = state.epoch, state.global_step
             self._end_callbacks(summary)
         return summary
-
-    def after_training(self) -> dict[str, Any]:
-        """Fit what is learnt after the epochs, from the model the run keeps, and write it into that checkpoint (and
-        into last.pt when it holds the same step): the temperature that calibrates its probabilities on the
-        validation split (metrics/calibration.py), and the ranges of the training images' pixel statistics that
-        predict compares new images with (metrics/input_check.py). Returns the updated checkpoint. Every process
-        computes the same numbers; only rank 0 writes."""
-        built, config = self.built, self.config
-        path = kept_checkpoint(self.run_dir)
-        checkpoint = load_checkpoint(path)
-        calibration = self._calibration(Predictor(checkpoint, built.device, model=self._model_from_python()))
-        checkpoint |= {"temperature": calibration["temperature"], "calibration": calibration,
-                       "input_stats": fit_ranges(built.loaded.train.images)}
-        if self.env.is_main:
-            save_checkpoint(path, checkpoint)
-            if path != self.run_dir.last and self.run_dir.last.is_file():
-                last = load_checkpoint(self.run_dir.last)
-                if last["state"]["global_step"] == checkpoint["state"]["global_step"]:  # the same weights
-                    save_checkpoint(self.run_dir.last, last | {key: checkpoint[key] for key in
-                                                               ("temperature", "calibration", "input_stats")})
-        return checkpoint
-
-    def _calibration(self, predictor: Predictor) -> dict[str, Any]:
-        """{"temperature": T, ...how it was fitted and what it changed on the validation split}, or T = 1 and why."""
-        config, val = self.config, self.built.dataset.val
-        reason = ("turned off (--no-calibrate)" if not config.calibrate else
-                  "the overfit-batch check trains no model to use" if config.overfit_batch else
-                  "no validation split (val_fraction 0) to fit it on" if val is None else
-                  f"the validation split has {len(val)} images; at least {MIN_CALIBRATION_IMAGES} are needed"
-                  if len(val) < MIN_CALIBRATION_IMAGES else None)
-        if reason is None:
-            logits = predictor.logits(val.images, batch_size=config.eval_batch_size, calibrated=False)
-            if bool((logits.argmax(1) == val.labels).all()):
-                reason = "every validation image is predicted correctly, so the split cannot say how sure to be"
-        if reason is not None:
-            return {"temperature": 1.0, "method": None, "note": f"probabilities are the model's own softmax: {reason}"}
-        temperature = fit_temperature(logits, val.labels)
-        return {"temperature": temperature, "method": CALIBRATION_METHOD, "split": "val", "images": len(val),
-                "tta": predictor.tta} | calibration_report(logits, val.labels, temperature)
 
     def write_report(self, test_logits: torch.Tensor | None) -> None:
         """plots/ and report.html; after summary.json, which the report reads. (matplotlib, ~1.5 s to import, loads

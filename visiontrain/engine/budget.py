@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -21,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from .build import Setup
+from .distributed import broadcast_string
 from .loop import Normalizer, TrainState, predict_logits
 
 REPORT_SECONDS = 6.0  # plots, the Grad-CAM gallery and report.html at the end (measured 3-5 s on 2 CPU cores)
@@ -42,6 +44,22 @@ class Plan:
 
     def describe(self) -> dict[str, Any]:
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()}
+
+
+def plan_run(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
+    """plan(), said in one line, and applied: `built` is re-planned for the chosen epochs and steps (its config then
+    records them, so repeating the config repeats the run). Under torchrun every process trains rank 0's plan
+    (their own timings may differ by a step, and the collectives need one number of steps)."""
+    chosen, env = plan(built, budget, elapsed), built.env
+    if env.enabled:
+        agreed = broadcast_string(f"{chosen.epochs} {chosen.steps}" if env.is_main else None, env)
+        chosen.epochs, chosen.steps = map(int, agreed.split())
+    built.replan(built.config.replace(epochs=chosen.epochs, max_steps=chosen.steps, time=None))
+    if env.is_main:
+        print(f"visiontrain: a budget of {budget:g} s: {chosen.step_seconds * 1000:.0f} ms a step, so {chosen.steps} "
+              f"steps ({chosen.epochs} epochs, the schedule sized to them), then the evaluation and report",
+              file=sys.stderr)
+    return chosen
 
 
 def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
