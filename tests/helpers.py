@@ -209,3 +209,30 @@ def run_example(script: str, tmp_path, *args: str, mnist_idx=None) -> str:
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def reference_and_resumed(train_fields, runs: Path, home: Path, stop_at: int, stopped_at: str):
+    """(reference, resumed): a run trained through, and the same run stopped by SIGTERM at global step `stop_at`
+    (the message says `stopped_at`, e.g. "epoch 2, step 3") and resumed; `train_fields(name)` gives visiontrain.train's
+    keywords for a run named `name` under `runs`. The resume tests compare the two bit for bit."""
+    import signal
+
+    import visiontrain
+    from visiontrain.errors import TrainingStopped
+    from visiontrain.fit import Fit
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISIONTRAIN_HOME", str(home))
+        reference = visiontrain.train(**train_fields("reference"))
+        original = Fit.after_step
+
+        def stop_there(self, state, epoch, step):
+            if state.global_step == stop_at:
+                self.stop_signal = signal.SIGTERM
+            original(self, state, epoch, step)
+
+        patch.setattr(Fit, "after_step", stop_there)
+        with pytest.raises(TrainingStopped, match=f"stopped by SIGTERM at {stopped_at}"):
+            visiontrain.train(**train_fields("stopped"))
+        patch.setattr(Fit, "after_step", original)
+        return reference, visiontrain.train(resume=runs / "stopped")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import runpy
-import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,9 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-import visiontrain
 from realdata import digits_slice, photo_crops, write_digits_folder
-from test_reliability import assert_bit_identical
+from helpers import assert_bit_identical, reference_and_resumed
 from visiontrain.config import ConfigError, build_config
 from visiontrain.data.augment import AugmentSpec, apply, augment_spec, make_params, step_generator
 from visiontrain.data.autoaugment import COLOUR_OPS, POLICIES, affine, magnitudes
@@ -186,26 +184,10 @@ def fields(folder, runs, name):
 @pytest.fixture(scope="module")
 def mixed_runs(tmp_path_factory):
     """An uninterrupted run and one stopped mid-epoch 2 (SIGTERM's path) and resumed, in this process."""
-    from visiontrain.errors import TrainingStopped
-    from visiontrain.fit import Fit
-
     base = tmp_path_factory.mktemp("mixed")
     folder, runs = write_digits_folder(base / "digits", 300, 100), base / "runs"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISIONTRAIN_HOME", str(base / "vt-home"))
-        reference = visiontrain.train(**fields(folder, runs, "reference"))
-        original = Fit.after_step
-
-        def stop_at_step_11(self, state, epoch, step):
-            if state.global_step == 11:
-                self.stop_signal = signal.SIGTERM
-            original(self, state, epoch, step)
-
-        patch.setattr(Fit, "after_step", stop_at_step_11)
-        with pytest.raises(TrainingStopped, match="stopped by SIGTERM at epoch 2, step 3"):
-            visiontrain.train(**fields(folder, runs, "stopped"))
-        patch.setattr(Fit, "after_step", original)
-        resumed = visiontrain.train(resume=runs / "stopped")
+    reference, resumed = reference_and_resumed(lambda name: fields(folder, runs, name), runs, base / "vt-home",
+                                               stop_at=11, stopped_at="epoch 2, step 3")
     return SimpleNamespace(folder=folder, reference=reference, resumed=resumed)
 
 
