@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test data browser venv clean
+.PHONY: train test data tools venv clean
 
 # constraints.txt pins the exact, tested versions (pyproject.toml only states the ranges users may have)
 $(STAMP): pyproject.toml constraints.txt
@@ -22,16 +22,18 @@ data:
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	fi
 
-# Headless Chromium renders report.html in the tests (skipped where it cannot be installed).
-browser:
-	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null; \
+# Programs the tests drive (skipped where they cannot be installed): headless Chromium renders report.html; zsh
+# loads the completion script `visiontrain completion zsh` writes.
+tools:
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; command -v zsh >/dev/null || missing="$$missing zsh"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq $$missing || (apt-get update -qq && apt-get install -y -qq $$missing)) >/dev/null; \
 	fi
 
 train: $(STAMP) data
 	$(BIN)/visiontrain train $(ARGS)
 
-test: $(STAMP) data browser
+test: $(STAMP) data tools
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 clean:

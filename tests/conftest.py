@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import realdata
-from realdata import write_idx  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 VISIONTRAIN = [sys.executable, "-m", "visiontrain"]
@@ -126,12 +125,14 @@ def run_main(capsys, *args):
 # pytest 9: it renames Item._nodeid, which pytest 9 no longer reads.)
 XDIST_LONGEST_FIRST = (  # measured with the data of realdata.py: seconds per module summed over its tests, -n 2
     "tests/test_transfer.py",  # 145
+    "tests/test_own_model.py",  # ~140 (300 on a machine busy enough that test_transfer.py took 312)
     "tests/test_reliability.py",  # 136
     "tests/test_fashion_acceptance.py",  # 105
     "tests/test_timm_models.py",  # 94
     "tests/test_distributed_resume.py",  # 88
     "tests/test_cli.py",  # 86
     "tests/test_learning.py",  # 78
+    "tests/test_loggers.py",  # ~70 (150 on that busy machine)
     "tests/test_export.py",  # 65
     "tests/test_train.py",  # 58
     "tests/test_distributed.py",  # 48

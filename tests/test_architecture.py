@@ -22,7 +22,8 @@ LAYERS = [
                                                  "engine.progress", "engine.overfit", "engine", "run", "inference",
                                                  "figures"]),
     ("the build step, and sizing it to a time budget", ["engine.build", "engine.budget"]),
-    ("workflows", ["fit", "evaluation", "predict", "explain", "export", "report", "sweep", "lrfind", "eject"]),
+    ("workflows", ["fit", "posthoc", "evaluation", "predict", "explain", "export", "report", "sweep", "lrfind",
+                   "eject"]),
     ("entry points: the API facade and the CLI", ["api", "cli", "completion", "__main__", ""]),
 ]
 
@@ -166,3 +167,17 @@ def test_function_level_imports_of_the_package_say_why():
                         unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: "
                                            f"{lines[node.lineno - 1].strip()}")
     assert not unexplained, "function-level imports without their reason:\n" + "\n".join(unexplained)
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/helpers.py (and conftest.py, realdata.py), so that each test module can be run,
+    moved or deleted alone."""
+    tests = Path(__file__).resolve().parent
+    offenders = [f"{path.relative_to(tests)} imports {alias.name if isinstance(node, ast.Import) else node.module}"
+                 for path in tests.rglob("test_*.py")
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for alias in (node.names if isinstance(node, ast.Import) else [node])
+                 if ((alias.name if isinstance(node, ast.Import) else node.module) or "").split(".")[-1]
+                 .startswith("test_")]
+    assert not offenders, offenders

@@ -137,7 +137,8 @@ def test_every_verb_names_a_missing_path_or_name_exit_2(args, capsys):
     # has one above or in its own module)
     result = run_cli(*args) if args[0] == "report" else run_main(capsys, *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "/no/such" in result.stderr or "no-such-model" in result.stderr
+    missing = next(arg for arg in args if arg.startswith("/no/such") or arg == "no-such-model")
+    assert missing in result.stderr  # the very path or name the user gave
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
@@ -162,7 +163,8 @@ def test_the_cli_is_a_table_and_its_choices_come_from_the_registries(capsys):
     assert result.returncode == 0 and all(name in result.stdout for name in COMMANDS)
     export = next(a for a in build_parser()._subparsers._group_actions[0].choices["export"]._actions
                   if a.dest == "format")
-    assert list(export.choices) == EXPORTERS.names() == ["onnx", "pt2", "safetensors", "torchscript"]
+    assert list(export.choices) == EXPORTERS.names()  # every registered format, however many there are
+    assert {"onnx", "pt2", "safetensors", "torchscript"} <= set(export.choices)
     EXPORTERS.register("made-up")(EXPORTERS.get("onnx"))
     try:
         assert "made-up" in export.choices

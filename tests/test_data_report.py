@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import run_cli, run_main
 from realdata import digits_slice, write_digits_folder
-from test_report import CHROMIUM, Page, _browser_verdict, embedded_images
+from helpers import CHROMIUM, Page, browser_verdict, embedded_images
 
 from visiontrain.data.decode import DecodePolicy, decode_image, to_channels
 from visiontrain.data.inspect import ODD_KINDS, check_dataset, format_report
@@ -231,6 +231,6 @@ def test_html_flag_writes_where_asked_and_a_folder_is_one_sentence_exit_2(tmp_pa
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 def test_data_report_renders_in_headless_chromium_without_broken_images(checked, tmp_path):
     _, _, cwd, _ = checked
-    verdict = _browser_verdict(cwd / "data_report.html", tmp_path)
+    verdict = browser_verdict(cwd / "data_report.html", tmp_path)
     assert verdict.startswith("IMAGES OK") and int(verdict.split()[-1]) >= 10, verdict
 

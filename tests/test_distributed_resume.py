@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from conftest import REPO, run_main
+from helpers import DRIVERS, assert_bit_identical, final_state, run_status
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-DRIVERS = Path(__file__).parent / "drivers"
 
 
 def train_args(folder: Path, runs: Path, name: str) -> list[str]:
@@ -54,13 +54,6 @@ def reference(fashion_folder, tmp_path_factory, ddp_env) -> Path:
     return runs / "ref"
 
 
-def status(run: Path) -> dict:
-    try:
-        return json.loads((run / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def worker_pid(agent: int, rank: int) -> int:
     """The pid of the torchrun agent's worker process of `rank` (read from its environment)."""
     children = subprocess.run(["pgrep", "-P", str(agent)], capture_output=True, text=True).stdout.split()
@@ -74,23 +67,6 @@ def worker_pid(agent: int, rank: int) -> int:
     raise AssertionError(f"no worker of rank {rank} among {children}")
 
 
-def assert_bit_identical(run: Path, reference: Path) -> None:
-    """Weights, EMA, optimiser state, metrics rows (full precision) and metrics.csv, apart from wall seconds."""
-    first = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    second = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
-    for part in ("model", "ema"):
-        assert first[part].keys() == second[part].keys()
-        assert all(torch.equal(first[part][k], second[part][k]) for k in first[part]), part
-    for k, v in second["optimizer"]["state"].items():
-        for name, tensor in v.items():
-            assert torch.equal(first["optimizer"]["state"][k][name], tensor), (k, name)
-    drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
-    assert drop(first["state"]["rows"]) == drop(second["state"]["rows"])
-    strip = lambda p: [",".join(l.split(",")[:1] + l.split(",")[2:]) for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731,E741
-    assert strip(run) == strip(reference)
-    assert first["world_size"] == second["world_size"] == 2
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm-agent", "sigkill-rank0"])
 def test_interrupted_two_process_run_resumes_bit_identical(fashion_folder, tmp_path, reference, ddp_env, how):
@@ -100,7 +76,7 @@ def test_interrupted_two_process_run_resumes_bit_identical(fashion_folder, tmp_p
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 240  # mid-epoch (usually the first), after at least two step checkpoints
-        while not 20 <= (seen := status(run)).get("step_in_epoch", 0) <= 40:
+        while not 20 <= (seen := run_status(run)).get("step_in_epoch", 0) <= 40:
             assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
             time.sleep(0.02)
         started = time.monotonic()
@@ -125,6 +101,7 @@ def test_interrupted_two_process_run_resumes_bit_identical(fashion_folder, tmp_p
     assert resumed.stderr.count("resuming") == 1 and f"step {stopped['step_in_epoch']} " in resumed.stderr
     assert not list((run / "checkpoints").glob("*.tmp"))
     assert_bit_identical(run, reference)
+    assert final_state(run)["world_size"] == final_state(reference)["world_size"] == 2
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Export and predict (R25): every seed model exported, loaded back and checked against eager PyTorch on real images.
+"""Export and predict (R25): every model of the package's own, in every export format (both read from the
+registries), exported, loaded back and checked against eager PyTorch on real images.
 
 Runs are trained for one short epoch on real handwritten digits (scikit-learn's, 28x28 PNGs; 32x32 JPEG crops of its
 two sample photos for the RGB vgg-cifar) and shared by the tests of this module; accuracy does not matter here,
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from helpers import export_formats, model_param, own_models
 from realdata import write_digits_folder, write_photo_folder
 
 import visiontrain
@@ -28,9 +30,10 @@ from visiontrain.export import EXPORTERS, BundleError, export_predictor, export_
 from visiontrain.export.verify import ExportVerificationError
 from visiontrain.predict import format_rows, predict_paths
 
-SEED_MODELS = ("mlp", "simple-cnn", "lenet", "vgg-cifar", "fastnet")
+OWN, FORMATS = own_models(), export_formats()
+PHOTO_MODELS = {"vgg-cifar"}  # trained on RGB photos: one 3-channel model in the exports; the others on grey digits
 TINY = {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "augment": "none", "threads": 1,
-        "progress": "none"}
+        "progress": "none", "report": False}  # no report.html: not under test here, and it draws seconds of plots
 
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
 
@@ -57,7 +60,7 @@ class Zoo:
 
     def run(self, model: str) -> Path:
         if model not in self.runs:
-            dataset = tiny_photo_folder(self.folder / "photos") if model == "vgg-cifar" else self.digit_folder
+            dataset = tiny_photo_folder(self.folder / "photos") if model in PHOTO_MODELS else self.digit_folder
             run = visiontrain.train(dataset=str(dataset), model=model, runs_dir=str(self.folder / "runs"), name=model,
                                     **TINY)
             self.runs[model] = run.path
@@ -97,10 +100,10 @@ def sample_digits(digit_folder: Path, count: int = 20) -> list[Path]:
 
 
 
-# -- every seed model, two formats ---------------------------------------------------------------------
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("model", SEED_MODELS)
-def test_every_seed_model_exports_and_matches_eager_pytorch(zoo, model, fmt):
+# -- every own model, every format ---------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("model", [model_param(name) for name in OWN])
+def test_every_own_model_exports_to_every_format_and_matches_eager_pytorch(zoo, model, fmt):
     bundle = zoo.bundle(model, fmt)
     meta = read_json(bundle / "model.json")
     check = meta["verification"]
@@ -110,8 +113,10 @@ def test_every_seed_model_exports_and_matches_eager_pytorch(zoo, model, fmt):
     predictor = visiontrain.load(zoo.run(model))
     assert meta["classes"] == predictor.classes and meta["input_size"] == predictor.input_size
     assert meta["mean"] == predictor.mean and meta["std"] == predictor.std
-    assert meta["input"]["value_range"].startswith("0..255") and meta["input"]["shape"] == ["N", *predictor.input_size]
-    assert meta["config"]["model"] == model and meta["metrics"]["test_acc"] is not None
+    pixels = "0..255" if EXPORTERS.get(fmt).normalizes_inside else "normalised"  # safetensors: weights only
+    assert meta["input"]["value_range"].startswith(pixels) and meta["input"]["shape"] == ["N", *predictor.input_size]
+    summary = read_json(zoo.run(model) / "summary.json")
+    assert meta["config"]["model"] == model and meta["metrics"]["test_acc"] == summary["test_acc"]
     assert meta["versions"]["torch"] == torch.__version__ and meta["decode_policy"]
     images = _dataset_images(zoo.run(model), predictor)
     reference = predictor.logits(images).numpy()
@@ -198,7 +203,8 @@ def test_without_the_runs_dataset_the_export_says_how_to_verify_it(zoo, tmp_path
 
 
 def test_an_unknown_format_names_the_valid_ones(zoo):
-    with pytest.raises(KeyError, match="valid names are: onnx, pt2, safetensors, torchscript"):
+    assert {"onnx", "pt2", "safetensors", "torchscript"} <= set(FORMATS)  # the documented ones, and any registered since
+    with pytest.raises(KeyError, match=f"valid names are: {', '.join(FORMATS)}"):
         export_run(zoo.run("mlp"), "onxx")
 
 
@@ -242,7 +248,8 @@ def test_tta_is_the_evaluation_tta_and_never_mirrors_digits(zoo, tmp_path):
     predictor = visiontrain.load(zoo.run("lenet"))
     images = torch.stack([predictor._decode(f) for f in files])
     for allow_flip in (True, False):
-        expected = predict_logits(predictor.model, images, predictor.normalize, tta=True, allow_flip=allow_flip)
+        expected = predictor.calibrate(predict_logits(predictor.model, images, predictor.normalize, tta=True,
+                                                      allow_flip=allow_flip))  # the run's temperature, as predict
         bundle = shutil.copytree(zoo.bundle("lenet", "onnx"), tmp_path / f"flip-{allow_flip}")
         (bundle / "model.json").write_text(json.dumps(read_json(bundle / "model.json") | {"allow_flip": allow_flip}))
         rows, _ = predict_paths(bundle, files, tta=True, top_k=10)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_main
-from test_reliability import DRIVERS, assert_bit_identical, tiny_args
+from helpers import DRIVERS, assert_bit_identical, tiny_args
 from visiontrain.models.fast import Whitening
 
 AIRBENCH = ["--model", "fastnet-s1", "--width", "0.25", "--optimizer", "sgd", "--lr", "0.2", "--bias-lr-scale", "64",

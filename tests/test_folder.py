@@ -126,13 +126,24 @@ def test_exif_orientation_is_applied(tmp_path):
     assert np.abs(upright.astype(int) - expected.astype(int)).mean() < 2
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "LA", "I;16"])
-def test_every_mode_decodes_to_one_or_three_channels(tmp_path, mode):
+@pytest.mark.parametrize("mode, expected", [
+    ("L", [81]), ("LA", [81]),  # grey: 0.299 * 200 + 0.587 * 30 + 0.114 * 30 = 80.8
+    ("I;16", [156]),  # 16-bit 40000 -> 8-bit: 40000 / 257 = 155.6
+    ("RGB", [200, 30, 30]), ("RGBA", [200, 30, 30]), ("CMYK", [200, 30, 30]),
+    ("P", None),  # a palette image is colour: its palette's RGB, as Pillow reads it
+])
+def test_every_mode_decodes_to_one_or_three_channels(tmp_path, mode, expected):
     image = Image.new("RGB", (12, 12), (200, 30, 30)).convert(mode) if mode != "I;16" else Image.new("I;16", (12, 12), 40000)
     path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
     image.save(path)
     pixels = decode_image(path, DecodePolicy())
-    assert pixels.dtype == np.uint8 and pixels.shape[0] in (1, 3) and pixels.shape[1:] == (12, 12)
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (12, 12)
+    if expected is None:
+        with Image.open(path) as palette:
+            np.testing.assert_array_equal(pixels, np.asarray(palette.convert("RGB")).transpose(2, 0, 1))
+    else:
+        np.testing.assert_array_equal(pixels, np.broadcast_to(np.array(expected, np.uint8)[:, None, None],
+                                                              (len(expected), 12, 12)))
 
 
 def test_unicode_spaces_and_symlinks(tmp_path):

@@ -16,7 +16,7 @@ from PIL import Image
 import visiontrain
 from conftest import REPO, run_main
 from realdata import FASHION_CLASSES, fashion_arrays
-from test_reliability import DRIVERS, assert_bit_identical, tiny_args
+from helpers import DRIVERS, assert_bit_identical, tiny_args
 from visiontrain.config import RESUME_UNSAFE_FIELDS, ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data import load_dataset
 from visiontrain.data.loader import TensorLoader

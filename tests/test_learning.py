@@ -2,11 +2,13 @@
 example scripts in examples/, each run as a user runs it."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +17,8 @@ from PIL import Image
 
 import realdata
 from conftest import REPO
+from helpers import run_example
 from visiontrain.cli import main
-
-DRIVERS = REPO / "tests" / "drivers"
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,13 @@ def digits(tmp_path_factory):
     return realdata.write_digits_folder(tmp_path_factory.mktemp("digits"), 300, 50)
 
 
-def _grid_size(count: int, ncols: int = 8) -> tuple[int, int]:
+def _grid_size(count: int, ncols: int = 8, heading_lines: int = 2) -> tuple[int, int]:
     """Pixels of report.plots.image_grid with one-line captions and a heading: cells of 112 px images padded by
-    6 px, a 14 px caption line, a 26 px heading."""
+    6 px, a 14 px caption line, a heading of 26 px and 16 px more for each further line (show-batch's has two: what
+    it shows, and the augmentation)."""
     columns = min(ncols, count)
     rows = -(-count // columns)
-    return 124 * columns, 26 + rows * (112 + 6 + 14 + 6)
+    return 124 * columns, 26 + 16 * (heading_lines - 1) + rows * (112 + 6 + 14 + 6)
 
 
 # -- show-batch -------------------------------------------------------------------------------------------------
@@ -126,18 +128,6 @@ def test_explain_shapes_errors_are_one_sentence(args, message, capsys):
 
 
 # -- the example scripts ----------------------------------------------------------------------------------------
-def run_example(script: str, tmp_path, *args: str, mnist_idx=None) -> str:
-    """`python examples/SCRIPT --quick ...` as a user runs it; with `mnist_idx`, through the driver that gives the
-    named `mnist` scikit-learn's digits (tests/drivers/with_mnist_stand_in.py: real MNIST is not in a clone)."""
-    env = os.environ | {"PYTHONPATH": str(REPO)}  # VISIONTRAIN_HOME is the test's own (conftest.isolated_home)
-    driver = [str(DRIVERS / "with_mnist_stand_in.py"), str(mnist_idx)] if mnist_idx else []
-    result = subprocess.run([sys.executable, *driver, str(REPO / "examples" / script), "--quick", "--runs-dir",
-                             str(tmp_path / "runs"), *args], capture_output=True, text=True, cwd=tmp_path, env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def data_dir(tmp_path, **datasets) -> str:
     """A --data-dir as the examples take it: one sub-folder per named dataset (links to where its files are)."""
     root = tmp_path / "data"
@@ -153,7 +143,13 @@ def test_example_tutorial_cnns(tmp_path, fashion_dir, digits_idx):
     rows = [line.split() for line in out.splitlines() if line.startswith(("mnist ", "fashion-mnist "))]
     expected = [(dataset, model) for dataset in ("mnist", "fashion-mnist") for model in ("mlp", "simple-cnn", "lenet")]
     assert [(row[0], row[1]) for row in rows] == expected
-    assert all(0.0 <= float(r[3].rstrip("%")) <= 100 for r in rows) and rows[2][2] == "32,998"  # LeNet, by hand
+    # parameters by hand from the tutorial's layers (tests/test_models.py), the same for both 28x28 grey datasets
+    assert [row[2] for row in rows] == ["101,770", "206,922", "32,998"] * 2
+    for row in rows:  # test accuracy: recomputed from the run's own per-image predictions
+        with open(Path(row[-1]) / "eval" / "test" / "predictions.csv", newline="") as handle:
+            predictions = list(csv.DictReader(handle))
+        accuracy = sum(p["true"] == p["predicted"] for p in predictions) / len(predictions)
+        assert len(predictions) == 200 and row[3] == f"{accuracy:.2%}", row
     assert "does not hold" not in out  # each dataset found in --data-dir
 
 

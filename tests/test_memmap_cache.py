@@ -153,6 +153,8 @@ def test_channel_stats_by_chunks_equal_the_in_memory_ones(tmp_path, monkeypatch)
     path.write_bytes(images.numpy().tobytes())
     mapped = MappedImages(path, tuple(images.shape), torch.arange(300))
     assert memmap._channel_stats(mapped) == channel_stats(images)  # small: the very same function
+    pixels = images.numpy() / 255.0  # and what that function computes, by numpy
+    assert np.allclose(channel_stats(images), [pixels.mean((0, 2, 3)), pixels.std((0, 2, 3), ddof=1)], rtol=1e-12)
     monkeypatch.setattr(memmap, "STATS_BYTES", 0)
     monkeypatch.setattr(memmap, "CHUNK_BYTES", 2 * 3 * 8 * 8 * 7)  # 7 images per chunk
     mean, std = memmap._channel_stats(mapped)

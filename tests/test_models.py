@@ -4,18 +4,24 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import TORCHVISION_SAMPLE, model_param, own_models, package_models
 from visiontrain.models import MODELS, create_model
 
-OWN = ["mlp", "simple-cnn", "lenet", "vgg-cifar", "fastnet", "fastnet-s1"]
-TORCHVISION_SAMPLE = ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+PACKAGE = package_models()
+DOCUMENTED = {"mlp", "simple-cnn", "lenet", "vgg-cifar", "fastnet", "fastnet-s1", "fastnet-wide"}  # README's own
 
 
-def test_registry_lists_seed_models_and_torchvision():
+def test_the_registry_holds_the_documented_models_and_torchvision():
+    """The parametrised tests (here, test_summary.py, test_export.py) read the models from the registry; if a
+    documented model stopped being registered, or were registered so that the helpers no longer see it as the
+    package's own, it would silently drop out of them: this names it."""
     names = MODELS.names()
-    assert set(OWN) <= set(names) and "resnet50" in names and len(names) > 50
+    assert DOCUMENTED <= set(own_models()) <= set(PACKAGE), (DOCUMENTED - set(own_models()))
+    assert "efficientnet_lite0" in set(PACKAGE) - set(own_models())  # timm's architecture, registered by us
+    assert set(TORCHVISION_SAMPLE) <= set(names) - set(PACKAGE) and "resnet50" in names and len(names) > 50
 
 
-@pytest.mark.parametrize("name", OWN + TORCHVISION_SAMPLE)
+@pytest.mark.parametrize("name", [model_param(name) for name in PACKAGE + TORCHVISION_SAMPLE])
 @pytest.mark.parametrize("in_channels, size", [(1, 28), (3, 32)])
 def test_forward_backward_head_reset(name, in_channels, size):
     torch.manual_seed(0)
@@ -24,11 +30,16 @@ def test_forward_backward_head_reset(name, in_channels, size):
     logits = model(images)
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
     logits.sum().backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert model.fc.weight.grad is not None and model.fc.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if not n.startswith("fc."))  # the gradient reaches the layers below the head
     features = model.forward_head(model.forward_features(images), pre_logits=True)
-    assert features.shape[0] == 4 and features.ndim == 2
+    assert features.shape == (4, model.fc.in_features)
+    model.eval()  # the interface, without dropout's randomness: logits = head(features(images)), fc last
+    with torch.no_grad():
+        assert torch.allclose(model.forward_head(model.forward_features(images)), model(images), atol=1e-5)
     model.reset_classifier(3)
-    assert model(images).shape == (4, 3)
+    assert model(images).shape == (4, 3) and model.fc.out_features == 3
 
 
 def count(model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import runpy
 import shutil
-import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from PIL import Image
 
 import visiontrain
-from test_reliability import assert_bit_identical
+from helpers import assert_bit_identical, reference_and_resumed
 from visiontrain.config import ConfigError, build_config, load_yaml, to_yaml
 from visiontrain.data.augment import (PHOTO_JITTER, PHOTO_RATIO, AugmentSpec, apply, color_jitter, crop_boxes,
                                       make_params, resized_crop, step_generator)
@@ -187,26 +186,10 @@ def photo_fields(folder, runs, name):
 def photo_runs(tmp_path_factory):
     """An uninterrupted photo-mode run and one stopped mid-epoch 2 (SIGTERM's path: checkpoint, then stop) and
     resumed, both in this process."""
-    from visiontrain.fit import Fit
-    from visiontrain.errors import TrainingStopped
-
     base = tmp_path_factory.mktemp("photo")
     folder, runs = write_colour_folder(base / "colours"), base / "runs"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISIONTRAIN_HOME", str(base / "vt-home"))
-        reference = visiontrain.train(**photo_fields(folder, runs, "reference"))
-        original = Fit.after_step
-
-        def stop_at_step_9(self, state, epoch, step):
-            if state.global_step == 9:
-                self.stop_signal = signal.SIGTERM
-            original(self, state, epoch, step)
-
-        patch.setattr(Fit, "after_step", stop_at_step_9)
-        with pytest.raises(TrainingStopped, match="stopped by SIGTERM at epoch 2, step 3"):
-            visiontrain.train(**photo_fields(folder, runs, "stopped"))
-        patch.setattr(Fit, "after_step", original)
-        resumed = visiontrain.train(resume=runs / "stopped")
+    reference, resumed = reference_and_resumed(lambda name: photo_fields(folder, runs, name), runs, base / "vt-home",
+                                               stop_at=9, stopped_at="epoch 2, step 3")
     return SimpleNamespace(folder=folder, reference=reference, resumed=resumed)
 
 

@@ -2,61 +2,19 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 import visiontrain
 from conftest import REPO, VISIONTRAIN, run_cli, run_main
+from helpers import DRIVERS, assert_bit_identical, final_state, run_status, tiny_args, wait_for
 from visiontrain.errors import CheckpointError
-
-DRIVERS = Path(__file__).parent / "drivers"
-
-
-def tiny_args(folder, runs, name, epochs=3, extra=()):
-    return ["train", "--dataset", str(folder), "--model", "simple-cnn", "--epochs", str(epochs), "--batch-size", "32",
-            "--optimizer", "adam", "--lr", "0.002", "--threads", "1", "--runs-dir", str(runs), "--name", name,
-            "--checkpoint-every", "7", "--progress", "none", "--augment", "crop", "--ema", "0.9", *extra]
-
-
-def final_state(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-
-
-def assert_bit_identical(a: Path, b: Path) -> None:
-    first, second = final_state(a), final_state(b)
-    for part in ("model", "ema"):
-        assert all(torch.equal(first[part][k], second[part][k]) for k in first[part]), part
-    for k, v in first["optimizer"]["state"].items():
-        for name, tensor in v.items():
-            assert torch.equal(tensor, second["optimizer"]["state"][k][name]), (k, name)
-    strip = lambda p: [",".join(l.split(",")[:1] + l.split(",")[2:]) for l in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731,E741
-    assert strip(a) == strip(b)
-
-
-def wait_for(predicate, process, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
-def status(run: Path) -> dict:
-    try:
-        return json.loads((run / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +33,7 @@ def test_killed_run_resumes_bit_identical(fashion_folder, tmp_path, reference_ru
     process = subprocess.Popen([*VISIONTRAIN, *tiny_args(fashion_folder, tmp_path, "x")], cwd=REPO,
                                env=os.environ | {"PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if where == "mid-epoch":
-        marker = lambda: status(run).get("epoch") == 1 and status(run).get("step_in_epoch", 0) >= 14  # noqa: E731
+        marker = lambda: run_status(run).get("epoch") == 1 and run_status(run).get("step_in_epoch", 0) >= 14  # noqa: E731
     else:
         marker = lambda: (run / "metrics.csv").is_file() and len((run / "metrics.csv").read_text().splitlines()) >= 2  # noqa: E731
     assert wait_for(marker, process), process.communicate()[1].decode()[-2000:]

@@ -2,7 +2,6 @@
 `visiontrain predict` gives, on every kind of file the decode policy handles: run as written, without torch."""
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path

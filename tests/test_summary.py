@@ -1,5 +1,17 @@
+"""The layer table (`visiontrain explain-shapes`, models/summary.py): shapes, parameters and multiply-adds a student
+can check by hand, for every model the package registers (read from the registry) and a torchvision one."""
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from helpers import model_param, package_models
 from visiontrain.models import create_model
 from visiontrain.models.summary import format_table, layer_table
+
+# Product bugs this module finds, each failing its test until fixed (strict: a fix turns the test green and this
+# entry must then go).
+KNOWN_BUGS = {"efficientnet_lite0": "layer_table counts only leaf modules' parameters, and timm's BatchNormAct2d "
+                                    "holds its weight and bias next to child modules (act, drop): 42,016 are missed"}
 
 
 def test_lenet_table_matches_the_hand_computation():
@@ -14,9 +26,19 @@ def test_lenet_table_matches_the_hand_computation():
     assert "32,998 parameters" in text and "[12, 4, 4]" in text
 
 
-def test_every_seed_model_and_a_torchvision_model_summarise():
-    for name, shape in [("mlp", (1, 28, 28)), ("simple-cnn", (1, 28, 28)), ("vgg-cifar", (3, 32, 32)),
-                        ("fastnet", (1, 28, 28)), ("resnet18", (3, 64, 64))]:
-        model = create_model(name, num_classes=10, in_channels=shape[0], image_size=shape[1])
-        rows = layer_table(model, shape)
-        assert rows[-1].output_shape == (10,) and sum(r.mult_adds for r in rows) > 0
+def _params():
+    marks = lambda name: [pytest.mark.xfail(reason=KNOWN_BUGS[name], strict=True)] if name in KNOWN_BUGS else []  # noqa: E731
+    return [model_param(name, *marks(name)) for name in [*package_models(), "resnet18"]]
+
+
+@pytest.mark.parametrize("name", _params())
+def test_the_table_counts_every_parameter_and_multiply_add_of_the_model(name):
+    """Independent oracles: the model's own parameter count, and torch's FLOP counter (2 FLOPs a multiply-add)."""
+    shape = (3, 32, 32)
+    model = create_model(name, num_classes=7, in_channels=shape[0], image_size=shape[1])
+    rows = layer_table(model, shape)
+    assert rows[-1].output_shape == (7,)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *shape))
+    assert 2 * sum(r.mult_adds for r in rows) == counter.get_total_flops() > 0
+    assert sum(r.parameters for r in rows) == sum(p.numel() for p in model.parameters())

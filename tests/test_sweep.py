@@ -1,6 +1,7 @@
 """visiontrain sweep: a grid of real runs, the comparison page, validation before training, and resuming."""
 from __future__ import annotations
 
+import csv
 import shutil
 
 import pytest
@@ -82,7 +83,12 @@ def test_an_interrupted_run_resumes_and_one_killed_before_its_first_checkpoint_r
                      f"[3/4] {NAMES[2]}: finished earlier, skipped", f"[4/4] {NAMES[3]}: finished earlier, skipped"]
     after = yaml.safe_load((copy / NAMES[0] / "summary.json").read_text())
     assert after["test_acc"] == before["test_acc"]  # the same kept model, not a new run
-    assert [row["status"] for row in sweep.rows] == ["done"] * 4 and all(row["test_acc"] for row in sweep.rows)
+    assert [row["status"] for row in sweep.rows] == ["done"] * 4
+    for row in sweep.rows:  # each run's test accuracy, recomputed from its own per-image predictions
+        with open(copy / row["run"] / "eval" / "test" / "predictions.csv", newline="") as handle:
+            predictions = list(csv.DictReader(handle))
+        right = sum(p["true"] == p["predicted"] for p in predictions)
+        assert row["test_acc"] == pytest.approx(right / len(predictions), abs=1e-12), row["run"]
 
 
 def test_a_diverging_grid_point_is_recorded_and_the_sweep_goes_on(fashion_folder, tmp_path):

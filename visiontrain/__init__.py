@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from ._version import __version__
 __all__ = ["train", "evaluate", "load", "predict_paths", "export_run", "write_report", "compare_runs", "list_models",
-           "list_datasets", "Config", "__version__"]
+           "list_datasets", "Config", "Callback", "RunInfo", "Step", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("train", "evaluate", "load"):
+    if name in ("train", "evaluate", "load", "Callback", "RunInfo", "Step"):
         from . import api
 
         return getattr(api, name)

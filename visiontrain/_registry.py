@@ -1,4 +1,4 @@
-"""A tiny name -> object registry: the one way to add a dataset, model, preset or export format.
+"""A tiny name -> object registry: the one way to add a dataset, model, preset, export format or logger.
 
 The registries themselves live here, at the bottom of the package, so that any layer can look a name up (the
 config checks `--model` and `--dataset` before anything is loaded) without importing the layers that fill them.
@@ -110,7 +110,10 @@ class Registry(Generic[T]):
 
 
 # The package's registries and the modules that fill them.
-DATASETS: Registry[Any] = Registry("dataset", ("visiontrain.data.registry",))  # data/registry.py: DatasetSource
-MODELS: Registry[Callable[..., Any]] = Registry("model", ("visiontrain.models",))  # builders -> Classifier
+DATASETS: Registry[Any] = Registry(  # data/registry.py: DatasetSource; data/memory.py: python/<name> (from Python)
+    "dataset", ("visiontrain.data.registry", "visiontrain.data.memory"))
+MODELS: Registry[Callable[..., Any]] = Registry(  # builders -> Classifier; other packages' via entry points
+    "model", ("visiontrain.models", "visiontrain.models.plugins"))
 PRESETS: Registry[dict[str, Any]] = Registry("preset", ("visiontrain.presets",))  # tuned config fields
 EXPORTERS: Registry[Any] = Registry("export format", ("visiontrain.export",))  # export/: ExportFormat
+LOGGERS: Registry[Any] = Registry("logger", ("visiontrain.engine.loggers",))  # engine/loggers.py: LoggerKind

@@ -367,6 +367,10 @@ def _predict(args: argparse.Namespace) -> int:
     if not rows:  # as explain says it: an empty table is no answer
         print("visiontrain: error: no readable image among the inputs", file=sys.stderr)
         return 2
+    unlike = sum("unlike the training images" in row["note"] for row in rows)
+    if unlike:  # also when the rows go to a file
+        print(f"visiontrain: {unlike} of {len(rows)} image(s) are unlike the training images (see their note): "
+              "their predictions may be meaningless", file=sys.stderr)
     text = format_rows(rows, args.output_format)
     if gallery:
         print(f"wrote {write_gallery(rows, gallery)}", file=sys.stderr if not args.output else sys.stdout)
@@ -446,13 +450,21 @@ def _show_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rotation", type=float, help="override the config's random rotation, degrees")
     parser.add_argument("--crop-scale", type=float, help="override photo mode's smallest crop area fraction")
     parser.add_argument("--jitter", type=float, help="override the colour jitter strength")
+    parser.add_argument("--auto-augment", help="override the per-image policy (none, trivial, randaugment)")
+    parser.add_argument("--randaugment-ops", type=int, help="override RandAugment's operations per image")
+    parser.add_argument("--randaugment-magnitude", type=int, help="override RandAugment's strength (0-30)")
+    parser.add_argument("--mixup", type=float, help="override MixUp's alpha (0: off)")
+    parser.add_argument("--cutmix", type=float, help="override CutMix's alpha (0: off)")
+
+
+SHOW_BATCH_OVERRIDES = ("augment", "rotation", "crop_scale", "jitter", "auto_augment", "randaugment_ops",
+                        "randaugment_magnitude", "mixup", "cutmix")
 
 
 def _show_batch(args: argparse.Namespace) -> int:
     from .report.batch import show_batch
 
-    overrides = {k: v for k, v in (("augment", args.augment), ("rotation", args.rotation),
-                                   ("crop_scale", args.crop_scale), ("jitter", args.jitter)) if v is not None}
+    overrides = {name: getattr(args, name) for name in SHOW_BATCH_OVERRIDES if getattr(args, name) is not None}
     path = show_batch(args.dataset, augmented=args.augmented, data_dir=args.data_dir, count=args.count,
                       output=args.output, seed=args.seed, **overrides)
     print(f"wrote {path}")

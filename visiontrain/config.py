@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from ._registry import DATASETS, MODELS, PRESETS
+from ._registry import DATASETS, LOGGERS, MODELS, PRESETS
 from .errors import ConfigError
 from .windows import parse_window
 
@@ -69,6 +69,20 @@ class Config:
                                "area up to all of it", (0.01, 1.0, "an area fraction from 0.01 to 1, e.g. 0.35"))
     jitter: Optional[float] = _field("data", None, "colour jitter strength j (factors in [1-j, 1+j]); default: 0.4 "
                                      "in photo mode, else off", (0.0, 1.0, "a strength from 0 (off) to 1, e.g. 0.4"))
+    auto_augment: Literal["none", "trivial", "randaugment"] = _field(
+        "data", "none", "a per-image augmentation policy after the others, as torchvision's: trivial: "
+        "TrivialAugmentWide (one of 14 operations at a random strength), randaugment: RandAugment "
+        "(--randaugment-ops operations at --randaugment-magnitude)")
+    randaugment_ops: int = _field("data", 2, "RandAugment: operations applied to each image",
+                                  (1, 14, "a whole number of operations from 1 to 14"))
+    randaugment_magnitude: int = _field("data", 9, "RandAugment: the strength, a bin from 0 to 30 (timm's m9)",
+                                        (0, 30, "a whole number from 0 to 30"))
+    mixup: float = _field("data", 0.0, "MixUp's alpha: each training batch is blended with itself shifted by one "
+                          "image, weight ~ Beta(alpha, alpha), and the labels alike (timm: --mixup 0.8); 0: off",
+                          (0.0, 100.0, "an alpha >= 0, e.g. 0.2 or 0.8 (0: off)"))
+    cutmix: float = _field("data", 0.0, "CutMix's alpha: a box of the neighbouring image is pasted in, the labels "
+                           "mixed by area (timm: --cutmix 1.0); with --mixup too, each batch takes one; 0: off",
+                           (0.0, 100.0, "an alpha >= 0, e.g. 1.0 (0: off)"))
     strict: bool = _field("data", False, "an unreadable image stops the run before training (default: listed, "
                           "skipped and recorded in summary.json)")
     split_file: Optional[str] = _field("data", None, "a split.csv (path, class, split, sha1) fixing an image "
@@ -140,6 +154,9 @@ class Config:
                                        "accuracy", (1, 100_000, "a whole number of epochs >= 1"))
     tta: bool = _field("optimisation", False, "test-time augmentation in the test evaluation and predict: the mean "
                        "over the mirror image and 1 px shifts")
+    calibrate: bool = _field("optimisation", True, "after training, fit a temperature on the validation split so "
+                             "that predicted probabilities match how often the model is right (temperature scaling; "
+                             "the predicted class never changes); off: the raw softmax")
     overfit_batch: int = _field("optimisation", 0, "sanity check: train only on this many fixed images (one batch, "
                                 "no augmentation) and say whether the model can learn them; 0: off",
                                 (0, 1 << 16, "a number of images >= 0 (0: off), e.g. 32"))
@@ -173,6 +190,10 @@ class Config:
     progress: Literal["auto", "bar", "line", "none"] = _field(
         "runtime", "auto", "auto: a live bar on a terminal, else a line per epoch")
     report: bool = _field("runtime", True, "write plots/ and report.html at the end of the run")
+    logger: str = _field("runtime", "csv", "experiment loggers, comma-separated: csv (always on: steps.csv), "
+                         "tensorboard (RUN/tensorboard/), mlflow (RUNS_DIR/mlflow.db); see docs/ecosystem.md")
+    log_every: int = _field("runtime", 10, "loggers: per-step scalars (loss, lr, images/s) every N training steps",
+                            (0, 1 << 40, "a whole number of steps >= 0 (0: per epoch only)"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -356,6 +377,9 @@ def _check_combinations(config: Config) -> None:
         raise ConfigError(f"device: {config.device!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
     if config.name is not None:
         check_folder_name("name", config.name)
+    for name in {n.strip().lower() for n in config.logger.split(",")} - {""}:  # their packages: when a run starts
+        if name not in LOGGERS:
+            raise ConfigError(f"logger: {LOGGERS.unknown_message(name)}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

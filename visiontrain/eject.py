@@ -88,7 +88,7 @@ def eject(run_dir: str | Path, output: str | Path) -> Path:
         marker=MARKER, run=str(run.path.resolve()), data_source=data_source, model_source=model_source,
         mean=tuple(round(m, 4) for m in data["mean"]) * (3 if to_rgb else 1),
         std=tuple(round(s, 4) for s in data["std"]) * (3 if to_rgb else 1),
-        train_transforms=_train_transforms(config, data, run), epochs=config.epochs, batch_size=config.batch_size,
+        train_transforms=_train_transforms(config, data, run), mix_source=_mix_source(config), epochs=config.epochs, batch_size=config.batch_size,
         optimizer=_optimizer(config), scheduler=_scheduler(config), label_smoothing=config.label_smoothing,
         seed=config.seed, classes=list(data["classes"]), mode=mode, size=data["image_size"],
         select=summary.get("selection_metric", "val_acc"))
@@ -194,7 +194,21 @@ def _train_transforms(config, data: dict, run: RunDir) -> str:  # noqa: ANN001
     if spec.jitter:
         saturation = f", saturation={spec.jitter}" if data["channels"] == 3 else ""
         steps.append(f"transforms.ColorJitter(brightness={spec.jitter}, contrast={spec.jitter}{saturation})")
+    if spec.policy == "trivial":
+        steps.append("transforms.TrivialAugmentWide()")
+    elif spec.policy == "randaugment":
+        steps.append(f"transforms.RandAugment(num_ops={spec.policy_ops}, magnitude={spec.policy_magnitude})")
     return "".join(f"{s}, " for s in steps)
+
+
+def _mix_source(config) -> str:  # noqa: ANN001
+    """MIX: torchvision.transforms.v2's MixUp / CutMix (one of them per batch when both), or None."""
+    mixes = [f"v2.MixUp(alpha={config.mixup}, num_classes=len(CLASSES))"] * bool(config.mixup) + \
+        [f"v2.CutMix(alpha={config.cutmix}, num_classes=len(CLASSES))"] * bool(config.cutmix)
+    if not mixes:
+        return "MIX = None  # the run mixed no batches (no MixUp / CutMix)"
+    mix = mixes[0] if len(mixes) == 1 else f"v2.RandomChoice([{', '.join(mixes)}])"
+    return f"MIX = {mix}  # applied to each training batch"
 
 
 def _optimizer(config) -> str:  # noqa: ANN001
@@ -370,6 +384,7 @@ from PIL import Image, ImageOps
 from torch import nn, optim
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
+from torchvision.transforms import v2  # MixUp / CutMix, where the run mixed its batches
 
 RUN = {run!r}  # the visiontrain run this script repeats
 EPOCHS = {epochs}
@@ -384,6 +399,7 @@ torch.manual_seed(SEED)  # the same seed gives the same run
 MEAN, STD = {mean}, {std}
 train_transform = transforms.Compose([transforms.Resize({size}), transforms.CenterCrop({size}), {train_transforms}transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 test_transform = transforms.Compose([transforms.Resize({size}), transforms.CenterCrop({size}), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+{mix_source}
 
 {data_source}
 
@@ -431,6 +447,8 @@ def main():
     for epoch in range(epochs):
         model.train()  # dropout on, batch-norm learns statistics
         for images, labels in train_loader:
+            if MIX is not None:  # MixUp / CutMix: mixed images, and labels that are class probabilities
+                images, labels = MIX(images, labels)
             optimizer.zero_grad()  # gradients add up unless cleared
             logits = model(images)  # forward pass
             loss = loss_fn(logits, labels)

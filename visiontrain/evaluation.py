@@ -19,11 +19,22 @@ from .run import RunDir
 
 
 def write_evaluation(run: RunDir, split: str, logits: torch.Tensor, data: ImageTensors, *, verbose: bool = True,
-                     top_k: int = 5) -> dict[str, Any]:
+                     top_k: int = 5, temperature: float = 1.0) -> dict[str, Any]:
     """Compute metrics from logits float (N, K) and write eval/<split>/{metrics.json, per_class.csv,
     confusion_matrix.csv, predictions.csv} in the run folder (names in the CSV files guarded against spreadsheet
-    formulas: _csv.py)."""
+    formulas: _csv.py).
+
+    temperature: the T the logits were divided by (Predictor.logits). With T != 1, metrics.json also holds the
+    uncalibrated loss and ECE (of logits * T) under "calibration", and predictions.csv a confidence_uncalibrated
+    column, from which the report draws the reliability diagram before and after."""
     metrics = classification_metrics(logits, data.labels, data.classes)
+    raw_confidence = None
+    if temperature != 1.0:
+        raw = logits.float() * temperature
+        raw_confidence = raw.softmax(1).max(1).values
+        before = classification_metrics(raw, data.labels, data.classes)
+        metrics["calibration"] = {"temperature": temperature, "ece_uncalibrated": before["ece"],
+                                  "loss_uncalibrated": before["loss"]}
     folder = run.path / "eval" / split
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -39,7 +50,11 @@ def write_evaluation(run: RunDir, split: str, logits: torch.Tensor, data: ImageT
              f"{float(top.values[i, 0]):.4f}", " ".join(f"{data.classes[int(c)]}:{float(p):.3f}"
                                                        for c, p in zip(top.indices[i], top.values[i]))]
             for i in range(len(data))]
-    atomic_write_text(folder / "predictions.csv", csv_text(["image", "true", "predicted", "confidence", f"top{k}"], rows))
+    header = ["image", "true", "predicted", "confidence", f"top{k}"]
+    if raw_confidence is not None:  # the same class's probability before the temperature
+        header.append("confidence_uncalibrated")
+        rows = [row + [f"{float(value):.4f}"] for row, value in zip(rows, raw_confidence)]
+    atomic_write_text(folder / "predictions.csv", csv_text(header, rows))
     if verbose:
         print(format_table(metrics, split))
     return metrics
@@ -51,6 +66,10 @@ def format_table(metrics: dict[str, Any], split: str) -> str:
              f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro F1 {metrics['macro_f1']:.4f}  "
              f"(n={metrics['n']})" + (f"  top-5 {metrics['top5_accuracy']:.2%}" if "top5_accuracy" in metrics else ""),
              f"{'class':<{width}}  {'accuracy':>8}  {'precision':>9}  {'f1':>6}  {'n':>6}"]
+    if metrics.get("calibration"):
+        calibration = metrics["calibration"]
+        lines.insert(1, f"calibrated by temperature {calibration['temperature']:.3f}: expected calibration error "
+                        f"{metrics['ece']:.4f} (uncalibrated {calibration['ece_uncalibrated']:.4f})")
     for row in metrics["per_class"]:
         lines.append(f"{row['class']:<{width}}  {row['recall']:>8.2%}  {row['precision']:>9.2%}  {row['f1']:>6.3f}  "
                      f"{row['support']:>6}")
@@ -99,4 +118,5 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data: str | None =
                         "same class folders")
     logits = predictor.logits(tensors.images)
     # another folder's results go beside the run's own (eval/data-<folder>/), never over eval/test/
-    return write_evaluation(run, split if data is None else f"data-{Path(data).name}", logits, tensors, verbose=verbose)
+    return write_evaluation(run, split if data is None else f"data-{Path(data).name}", logits, tensors, verbose=verbose,
+                            temperature=predictor.temperature)

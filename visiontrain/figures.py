@@ -87,7 +87,7 @@ def image_grid(images: "torch.Tensor | np.ndarray", titles: Sequence[str], path:
     rows = math.ceil(len(images) / columns)
     lines = max(title_text.count("\n") + 1 for title_text in titles)
     cell_width, cell_height = GRID_CELL + 2 * GRID_PAD, GRID_CELL + GRID_PAD + lines * GRID_LINE + GRID_PAD
-    top = GRID_HEADING if title else 0
+    top = GRID_HEADING + (title.count("\n") * 16) if title else 0  # a heading may have line breaks too
     canvas = Image.new("RGB", (columns * cell_width, top + rows * cell_height), "white")
     draw = ImageDraw.Draw(canvas)
     font, heading_font = ImageFont.load_default(size=11), ImageFont.load_default(size=13)
@@ -110,7 +110,8 @@ def image_grid(images: "torch.Tensor | np.ndarray", titles: Sequence[str], path:
             draw.text((x + GRID_CELL // 2, y + GRID_CELL + 2 + number * GRID_LINE), line, fill=colour or "black",
                       font=font, anchor="ma")  # centred under the image
     if title:
-        draw.text((canvas.width // 2, 6), title, fill="black", font=heading_font, anchor="ma")
+        draw.multiline_text((canvas.width // 2, 6), title, fill="black", font=heading_font, anchor="ma",
+                            align="center")
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())  # a report being built never reads half a PNG

@@ -6,16 +6,21 @@ step), so a resumed run replays what the uninterrupted one would have done.
 
     summary = train(config)                     # a new run folder under config.runs_dir
     summary = resume("runs/x", {"epochs": 20})  # continue runs/x exactly, and extend it
+
+Callbacks (engine/callbacks.py) and the loggers (engine/loggers.py, which are callbacks too) are called at the run's
+start, after each step and epoch, and at its end; a model or data passed from Python replace the ones the config
+names (engine/build.py).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -23,11 +28,14 @@ from torch import nn
 from ._io import remove_stale_temp_files
 from .config import Config, budget_seconds
 from .data.splitfile import record_split
+from .data.memory import write_sample
 from .engine import budget
 from .engine.build import Setup, build
-from .engine.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
+from .engine.callbacks import RunInfo, Step, call, check_callbacks
+from .engine.checkpoint import newest_valid_checkpoint, save_checkpoint
 from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, check_world_size,
                                  launcher, shutdown)
+from .engine.loggers import Logger, check_loggers, create_loggers
 from .engine.loop import NonFiniteLoss, TrainState
 from .engine.overfit import verdict
 from .engine.probe import FOLDS
@@ -35,56 +43,59 @@ from .engine.progress import Progress
 from .errors import TrainingStopped
 from .evaluation import write_evaluation
 from .explain import write_misclassified_gradcam
-from .inference import Predictor, kept_checkpoint
+from .inference import Predictor
+from .posthoc import fit_after_training
 from .metrics.classification import balanced_accuracy, classification_metrics
 from .report import plot_misclassified, write_report
 from .report.batch import write_training_batch
+from .report.plots import plot_confusion, plot_curves
 from .run import RunDir
 
 
-def train(config: Config, *, start_time: float | None = None) -> dict[str, Any]:
+def train(config: Config, *, start_time: float | None = None, model: Any = None, data: Any = None,
+          callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train `config` in a new run folder; returns the summary (summary.json). start_time: when the command started
-    (time.perf_counter()), so that start-up counts in the run's seconds."""
-    return Fit(config, time.perf_counter() if start_time is None else start_time).run()
+    (time.perf_counter()), so that start-up counts in the run's seconds. model, data: passed from Python instead of
+    the config's (engine/build.py); callbacks: engine/callbacks.py."""
+    return Fit(config, time.perf_counter() if start_time is None else start_time, model=model, data=data,
+               callbacks=callbacks).run()
 
 
-def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *, start_time: float | None = None
-           ) -> dict[str, Any]:
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *, start_time: float | None = None,
+           model: Any = None, data: Any = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Continue the run in `run_dir` exactly, from its newest valid checkpoint; `overrides` may change what does not
     make it another experiment (more epochs, say). Returns the summary."""
     run = RunDir.open(run_dir)
     return Fit(run.resume_config(overrides or {}), time.perf_counter() if start_time is None else start_time,
-               run).run()
+               run, model=model, data=data, callbacks=callbacks).run()
 
 
 class Fit:
     """One training run. `Fit(config, start_time).run()` returns the summary dict."""
 
-    def __init__(self, config: Config, start_time: float, run: RunDir | None = None):
+    def __init__(self, config: Config, start_time: float, run: RunDir | None = None, *, model: Any = None,
+                 data: Any = None, callbacks: Sequence[Any] = ()):
         self.config, self.start_time = config, start_time
         self.resuming = run is not None
         self.run_dir = run
         self.stop_signal: int | None = None
         self._clock = start_time  # data loading and set-up count in the `seconds` column
+        self.own_model, self.own_data = model, data  # from Python, instead of what the config names
+        self.user_callbacks = check_callbacks(list(callbacks))
+        self.callbacks: list[Any] = []  # the loggers, then the user's; rank 0 only
+        self.ended = False  # on_run_end was called
 
     # -- set-up ------------------------------------------------------------------------------------------
     def setup(self) -> Setup:
+        check_loggers(self.config.logger)  # a missing optional package: one sentence, before any data loads
         own_split = self.run_dir.split_path if self.run_dir is not None and self.run_dir.split_path.is_file() else None
-        built = self.built = build(self.config, split_file=own_split, notices=not self.resuming)  # resume: its split
+        built = self.built = build(self.config, split_file=own_split, notices=not self.resuming,  # resume: its split
+                                   model=self.own_model, data=self.own_data)
         self.config, self.env = built.config, built.env
         self.plan = None
         if self.config.time is not None and not self.resuming:  # size the schedule to the budget (engine/budget.py)
-            seconds = budget_seconds(self.config.time)
-            self.plan = budget.plan(built, seconds, lambda: time.perf_counter() - self._clock)
-            if self.env.enabled:  # every process trains rank 0's plan (their own timings may differ by a step)
-                chosen = broadcast_string(f"{self.plan.epochs} {self.plan.steps}" if self.env.is_main else None, self.env)
-                self.plan.epochs, self.plan.steps = map(int, chosen.split())
-            built.replan(self.config.replace(epochs=self.plan.epochs, max_steps=self.plan.steps, time=None))
+            self.plan = budget.plan_run(built, budget_seconds(self.config.time), lambda: time.perf_counter() - self._clock)
             self.config = built.config  # config.yaml records the plan: repeating it repeats the run
-            if self.env.is_main:
-                print(f"visiontrain: a budget of {seconds:g} s: {self.plan.step_seconds * 1000:.0f} ms a step, so "
-                      f"{self.plan.steps} steps ({self.plan.epochs} epochs, the schedule sized to them), then the "
-                      f"evaluation and report", file=sys.stderr)
         # the run folder only now: a model or weights file that cannot be built leaves no empty run behind
         if self.run_dir is None:  # rank 0 picks the folder, the others learn its name
             path = str(RunDir.create(self.config).path) if self.env.is_main else None
@@ -98,9 +109,18 @@ class Fit:
             self._restore()
         if self.env.is_main:
             self.run_dir.write_config(self.config)
+            if self.own_data is not None and not self.run_dir.samples_path.is_file():  # what export verifies on
+                write_sample(self.run_dir.samples_path, built.dataset)
         self.progress = Progress(self.config.progress if self.env.is_main else "none", self.config.epochs,
                                  built.loader.steps_per_epoch)
         self.last_save = time.perf_counter()
+        self.info = RunInfo(path=self.run_dir.path, config=self.config, model=built.model, classes=built.dataset.classes,
+                            steps_per_epoch=built.loader.steps_per_epoch,
+                            resumed_step=self.state.global_step if self.resuming else 0, epoch=self.state.epoch,
+                            global_step=self.state.global_step)
+        if self.env.is_main:
+            self.callbacks = create_loggers(self.info) + self.user_callbacks
+            call(self.callbacks, "on_run_start", self.info)
         return built
 
     # -- checkpoints -------------------------------------------------------------------------------------
@@ -128,6 +148,9 @@ class Fit:
         checkpoint = self.checkpoint()
         if not self.env.is_main:
             return
+        for logger in self.callbacks:  # before the checkpoint: no logger holds a step the newest checkpoint lacks
+            if isinstance(logger, Logger):
+                logger.flush()
         save_checkpoint(self.run_dir.last, checkpoint)
         if best:
             save_checkpoint(self.run_dir.best, checkpoint)
@@ -173,6 +196,8 @@ class Fit:
         images_per_second = state.seen / max(1e-9, time.perf_counter() - self.epoch_start) if state.seen else 0.0
         self.progress.step(epoch, step, state.loss_sum / max(1, state.seen), state.correct / max(1, state.seen),
                            images_per_second)
+        if self.callbacks:
+            self._step_callbacks(state, epoch, step)
         at_boundary = (step + 1) % config.accumulate == 0
         due = (config.checkpoint_every and state.global_step % config.checkpoint_every == 0) or (
             config.checkpoint_minutes and time.perf_counter() - self.last_save > 60 * config.checkpoint_minutes)
@@ -184,6 +209,19 @@ class Fit:
             self.save()
         if stop:
             self._stop(f"at epoch {epoch + 1}, step {step + 1}")
+
+    def _step_callbacks(self, state: TrainState, epoch: int, step: int) -> None:
+        self.info.epoch, self.info.global_step = state.epoch, state.global_step
+        loss, cached = self.built.trainer.last_loss, []
+
+        def read_loss() -> float:  # one host sync, only for a hook that reads it
+            if not cached:
+                cached.append(float(loss))
+            return cached[0]
+
+        call(self.callbacks, "on_step_end", self.info, Step(
+            epoch + 1, step + 1, state.global_step, self.built.optimizer.param_groups[0]["lr"],
+            self.config.batch_size * self.env.world_size, read_loss, loss))
 
     def _stop(self, where: str) -> None:
         self.stop_signal = self.stop_signal or signal.SIGTERM
@@ -234,8 +272,14 @@ class Fit:
             if self.env.is_main:
                 self.run_dir.write_metrics(state.rows)
             self.progress.epoch_end(row)
+            self.info.epoch, self.info.global_step = state.epoch, state.global_step
+            call(self.callbacks, "on_epoch_end", self.info, dict(row))
             if state.epoch < config.epochs and any_rank(bool(self.stop_signal), self.env, built.device):
                 self._stop(f"at the end of epoch {epoch + 1}")
+            if state.epoch < config.epochs and any_rank(bool(self.info.stop_reason), self.env, built.device):
+                self.progress.message(f"stopped after epoch {epoch + 1}: {self.info.stop_reason or 'a callback'}")
+                self.info.stop_reason = self.info.stop_reason or "a callback (in another process)"
+                break
             if config.early_stop and state.stale_epochs >= config.early_stop:
                 self.progress.message(f"early stop: no better {selection.column} for {config.early_stop} epochs")
                 break
@@ -271,9 +315,32 @@ class Fit:
             finally:
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
+        except BaseException as error:
+            self._end_callbacks({"status": "stopped", "error": str(error) or type(error).__name__,
+                                 "run_dir": str(self.run_dir.path) if self.run_dir else None})
+            raise
         finally:
             if hasattr(self, "env"):  # set-up got as far as the process group
                 shutdown(self.env)
+
+    def _end_callbacks(self, summary: dict[str, Any]) -> None:
+        """on_run_end, once; for a run that stopped, without hiding why it stopped (a failing hook is one line)."""
+        if self.ended or not self.callbacks:
+            return
+        self.ended = True
+        if summary["status"] == "complete":
+            call(self.callbacks, "on_run_end", self.info, summary)
+            return
+        for callback in self.callbacks:
+            try:
+                call([callback], "on_run_end", self.info, summary)
+            except Exception as error:  # noqa: BLE001 - the run's own error is the one to raise
+                print(f"visiontrain: warning: {type(callback).__name__}.on_run_end failed: {error}", file=sys.stderr)
+
+    def _model_from_python(self) -> torch.nn.Module | None:
+        """A copy of the model passed from Python, for the inference path (which cannot rebuild it by name)."""
+        return copy.deepcopy(self.built.model) if self.own_model is not None and \
+            self.config.model.startswith("python/") else None
 
     def _on_signal(self, signum: int, frame) -> None:  # noqa: ANN001
         self.stop_signal = signum
@@ -290,12 +357,16 @@ class Fit:
         data = built.dataset
         summary: dict[str, Any] = {"status": "complete", "format_version": 1, "test_acc": None, "test_loss": None}
         logits = None
+        kept = fit_after_training(self.run_dir, built, self.env, model=self._model_from_python())  # posthoc.py
+        summary["calibration"] = kept["calibration"]
+        summary["input_check"] = {key: kept["input_stats"][key] for key in ("method", "images", "flagged_in_training")}
         if data.test is not None and not config.overfit_batch:  # a memorised batch says nothing about the test split
             # the model the run keeps (best.pt: the epoch validation picked), through the one inference path that
             # eval, predict, explain and export use, in the inference precision rather than the training one
-            predictor = Predictor(load_checkpoint(kept_checkpoint(self.run_dir)), built.device)
+            predictor = Predictor(kept, built.device, model=self._model_from_python())
             logits = predictor.logits(data.test.images, batch_size=config.eval_batch_size)
-            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False) if self.env.is_main \
+            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False,
+                                       temperature=predictor.temperature) if self.env.is_main \
                 else classification_metrics(logits, data.test.labels, data.classes)
             summary |= {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
         last = state.rows[-1] if state.rows else {}
@@ -313,6 +384,8 @@ class Fit:
             summary["time_budget"] = self.plan.describe()
         if built.selection.balanced:
             summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")
+        if self.info.stop_reason and state.epoch < config.epochs:
+            summary["stopped_by"] = self.info.stop_reason  # a callback's run.stop(): finished early, as early_stop
         if config.overfit_batch:  # the verdict on the batch it trained on, with the final (not the best-val) weights
             summary["overfit_batch"] = verdict(built.validation_logits(data.train.images), data.train.labels, config,
                                                len(data.classes))
@@ -320,8 +393,14 @@ class Fit:
             self.run_dir.write_json(self.run_dir.summary_path, summary)
             if config.report:
                 self.write_report(logits)
+            elif any(isinstance(c, Logger) and c.wants_images for c in self.callbacks):  # the plots they show
+                plot_curves(self.run_dir.path)
+                if logits is not None:
+                    plot_confusion(self.run_dir.path)
             self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
                                                                "complete": True})
+            self.info.epoch, self.info.global_step = state.epoch, state.global_step
+            self._end_callbacks(summary)
         return summary
 
     def write_report(self, test_logits: torch.Tensor | None) -> None:
@@ -332,5 +411,6 @@ class Fit:
             test = self.built.dataset.test
             plot_misclassified(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
             # and where the model looked in its worst mistakes: plots/gradcam.png (or .txt saying why there is none)
-            write_misclassified_gradcam(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
+            write_misclassified_gradcam(self.run_dir.path, test.images, test.labels, test_logits, test.classes,
+                                        model=self._model_from_python())
         write_report(self.run_dir.path)  # also draws the curves, confusion matrix and reliability diagram

@@ -22,40 +22,67 @@ from .engine.checkpoint import load_checkpoint
 from .engine.loop import Normalizer, predict_logits
 from .engine.precision import choose_precision
 from .errors import CheckpointError, DataError, RunError
-from .models import create_model
+from .metrics.input_check import unfamiliar_notes
+from .models import as_classifier, create_model
 from .run import RunDir
 
 
 class Predictor:
     """A trained model ready for inference, with its class names and preprocessing."""
 
-    def __init__(self, checkpoint: dict[str, Any], device: str | torch.device = "cpu", precision: str | None = None):
-        """precision: fp32, bf16 or fp16 autocast; None: the run's `inference_precision` (fp32 for older runs)."""
+    def __init__(self, checkpoint: dict[str, Any], device: str | torch.device = "cpu", precision: str | None = None,
+                 *, model: torch.nn.Module | None = None):
+        """precision: fp32, bf16 or fp16 autocast; None: the run's `inference_precision` (fp32 for older runs).
+        model: the network to load the weights into (a model passed from Python, which no name rebuilds); default:
+        the registry's model the checkpoint names."""
         config = checkpoint["config"]
         self.classes: list[str] = list(checkpoint["classes"])
         self.mean, self.std = list(checkpoint["mean"]), list(checkpoint["std"])
         self.input_size: list[int] = list(checkpoint["input_size"])  # [C, H, W]
         self.decode_policy = checkpoint.get("decode_policy", {})
         self.config = config
-        self.model = create_model(config["model"], num_classes=len(self.classes), in_channels=self.input_size[0],
-                                  image_size=self.input_size[-1], width=config.get("width", 1.0))
-        self.model.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+        if model is None:
+            self.model = create_model(config["model"], num_classes=len(self.classes), in_channels=self.input_size[0],
+                                      image_size=self.input_size[-1], width=config.get("width", 1.0))
+            self.model.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+        else:
+            self.model = as_classifier(model, "model")
+            try:
+                self.model.load_state_dict(checkpoint.get("ema") or checkpoint["model"])
+            except RuntimeError as error:
+                detail = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+                raise CheckpointError(f"the model passed does not fit the weights of {config.get('model')} ({detail}); "
+                                      "pass a module of the same class, built with the same arguments") from None
         device = torch.device(device)
         self.model.eval().to(device)
         self.precision = precision or config.get("inference_precision") or "fp32"
-        self.normalize = Normalizer(self.mean, self.std, choose_precision(self.precision, device, channels_last=False,
-                                                                          training=False))
+        # channels_last on the CPU and CUDA, as training: oneDNN's NHWC convolutions ran fastnet's fp32 inference 1.5x
+        # faster on 2 cores; the logits agree with the NCHW ones (and the exports') far inside the 1e-4 of the tests
+        precision = choose_precision(self.precision, device, channels_last=None, training=False)
+        if precision.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.normalize = Normalizer(self.mean, self.std, precision)
         self.tta = bool(config.get("tta"))
         self.allow_flip = bool(checkpoint.get("allow_flip", True))  # digits are never mirrored, also at TTA
+        # temperature scaling, fitted after training (fit.py; metrics/calibration.py): logits / T; 1 for older runs
+        self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
+        self.calibration = checkpoint.get("calibration")  # how T was fitted, what it changed (or why T = 1)
+        self.input_stats = checkpoint.get("input_stats")  # the training images' ranges (metrics/input_check.py)
 
-    def logits(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    def logits(self, images: torch.Tensor, batch_size: int = 1024, *, calibrated: bool = True) -> torch.Tensor:
         """Logits float (N, K) for uint8 images (N, C, H, W) of the model's input size (a tensor or a memory-mapped
-        split), with the run's test-time augmentation if it trained with --tta."""
+        split), with the run's test-time augmentation if it trained with --tta, divided by the run's temperature
+        (calibrated=False: the model's own logits, which the temperature is fitted to)."""
         if images.dtype != torch.uint8 or list(images.shape[1:]) != self.input_size:
             raise ValueError(f"images must be uint8 (N, {', '.join(map(str, self.input_size))}), got "
                              f"{images.dtype} {tuple(images.shape)}")
-        return predict_logits(self.model, images, self.normalize, batch_size=batch_size, tta=self.tta,
-                              allow_flip=self.allow_flip)
+        logits = predict_logits(self.model, images, self.normalize, batch_size=batch_size, tta=self.tta,
+                                allow_flip=self.allow_flip)
+        return self.calibrate(logits) if calibrated else logits
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits divided by the run's temperature (the predicted class is unchanged: T > 0 keeps their order)."""
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def predict(self, inputs: ImageInput | Sequence[ImageInput], top_k: int = 5) -> list[dict[str, Any]]:
         """Top-k class names and probabilities for images given as files or as Python objects, mixed in one list:
@@ -70,8 +97,10 @@ class Predictor:
         images, names = self.prepare(inputs)
         probs = self.logits(images).softmax(1)
         top = probs.topk(min(top_k, len(self.classes)), 1)
-        return [{"input": name, "index": index, "top": [(self.classes[int(c)], float(p)) for c, p in zip(ids, values)]}
-                for index, (name, ids, values) in enumerate(zip(names, top.indices, top.values))]
+        notes = unfamiliar_notes(images.numpy(), self.input_stats)  # '' for images like the training images
+        return [{"input": name, "index": index, "top": [(self.classes[int(c)], float(p)) for c, p in zip(ids, values)],
+                 "note": note}
+                for index, (name, ids, values, note) in enumerate(zip(names, top.indices, top.values, notes))]
 
     def prepare(self, inputs: ImageInput | Sequence[ImageInput]) -> tuple[torch.Tensor, list[str]]:
         """uint8 (N, C, H, W) of the model's input size for `inputs` (as predict takes them), and each one's name."""
@@ -144,6 +173,14 @@ def _channels_last(item: np.ndarray | torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
+def checked_temperature(value: Any) -> float:
+    """A checkpoint's temperature: a positive finite number, or a CheckpointError naming it."""
+    if type(value) not in (int, float) or not 0 < value < float("inf"):
+        raise CheckpointError(f"the checkpoint's temperature {value!r} is not a positive number; it is damaged: "
+                              "retrain, or use another checkpoint")
+    return float(value)
+
+
 def kept_checkpoint(run: RunDir) -> Path:
     """The checkpoint a run keeps for inference: best.pt (the epoch its selection metric picked), else last.pt."""
     candidates = [p for p in (run.best, run.last) if p.is_file()]
@@ -153,11 +190,14 @@ def kept_checkpoint(run: RunDir) -> Path:
     return candidates[0]
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None) -> Predictor:
-    """Load a run folder (its best checkpoint, else last) or a checkpoint file for inference (weights-only)."""
+def load(path: str | Path, *, device: str | torch.device = "cpu", precision: str | None = None,
+         model: torch.nn.Module | None = None) -> Predictor:
+    """Load a run folder (its best checkpoint, else last) or a checkpoint file for inference (weights-only).
+    model: for a run of a model passed from Python (config `model: python/...`), a module of the same class and
+    arguments; the run's weights are loaded into it."""
     path = Path(path)
     if path.is_dir():
         path = kept_checkpoint(RunDir.open(path))
     elif not path.exists():
         raise RunError(f"{path} does not exist; give a run folder or a checkpoint file")
-    return Predictor(load_checkpoint(path), device, precision)
+    return Predictor(load_checkpoint(path), device, precision, model=model)

@@ -26,6 +26,7 @@ from ._io import output_file
 from .errors import ConfigError, OutputError, RunError
 from .figures import image_grid
 from .export.bundle import BundlePredictor, decode_module, decode_policy, load_bundle, softmax, top_classes
+from .metrics.input_check import unfamiliar_notes
 
 if TYPE_CHECKING:
     from .inference import Predictor
@@ -46,16 +47,18 @@ class EagerModel:
         self.predictor = predictor
         self.classes, self.input_size = predictor.classes, predictor.input_size
         self.decode_policy, self.allow_flip = predictor.decode_policy, predictor.allow_flip
-        self.tta = predictor.tta
+        self.tta, self.input_stats = predictor.tta, predictor.input_stats
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """Logits float32 (N, K) for uint8 (N, C, H, W): the evaluation's predict_logits (TTA is added by the caller)."""
+        """Logits float32 (N, K) for uint8 (N, C, H, W): the evaluation's predict_logits, divided by the run's
+        temperature (TTA is added by the caller: a mean of logits, so dividing before or after is the same)."""
         import torch
 
         from .engine.loop import predict_logits  # torch: a run, never an ONNX bundle
 
         predictor = self.predictor
-        return predict_logits(predictor.model, torch.from_numpy(images), predictor.normalize).float().numpy()
+        logits = predict_logits(predictor.model, torch.from_numpy(images), predictor.normalize)
+        return predictor.calibrate(logits).float().numpy()
 
 
 def open_source(source: str | Path) -> EagerModel | BundlePredictor:
@@ -107,9 +110,11 @@ def predict_paths(source: str | Path, inputs: Sequence[str | Path], *, top_k: in
         if images is None:
             continue
         probs = softmax(tta_logits(model, images, tta))  # (B, K) float32
+        unlike = unfamiliar_notes(images, model.input_stats)  # '' for images like the training images
         first = len(rows)
         rows += [{"path": str(path), "top": top_classes(row, model.classes, top_k),
-                  "note": "; ".join(n for n in (note, flip_note) if n)} for path, row, note in zip(kept, probs, notes)]
+                  "note": "; ".join(n for n in (odd, note, flip_note) if n)}
+                 for path, row, note, odd in zip(kept, probs, notes, unlike)]
         for index in range(first, min(len(rows), keep_pixels)):
             rows[index] |= {"pixels": images[index - first], "classes": model.classes}
         if on_progress is not None:

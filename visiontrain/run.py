@@ -32,6 +32,7 @@ class RunDir:
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
     split_path = property(lambda self: self.path / "split.csv")  # the train/val/test split (data/splitfile.py)
+    samples_path = property(lambda self: self.path / "samples.pt")  # data from Python: images export verifies on
 
     def plot_path(self, stem: str, split: str = "test") -> Path:
         """plots/<stem>.png for the test split (the common case keeps the short name), else plots/<stem>_<split>.png."""

@@ -95,6 +95,8 @@ def _values(key: str, value: Any) -> list[Any]:
         items = list(value)
     elif key == "window" and isinstance(value, str):  # "40,400" is one window: numbers pair up, presets stand alone
         items = split_windows(value)
+    elif key == "logger" and isinstance(value, str):  # "tensorboard,mlflow": one list of loggers for every run
+        return [value]
     elif isinstance(value, str) and "," in value and not Path(value).expanduser().exists():
         items = [item.strip() for item in value.split(",")]
     else:

@@ -53,6 +53,7 @@ class Dataset:
     problems: list[str] = field(default_factory=list)  # what would stop training (a lenient load: `visiontrain data`)
     warnings: list[str] = field(default_factory=list)  # printed while loading: link loops, classes a split lacks...
     subset: dict | None = None  # --fraction / --limit: what was kept of each split (subsample), in summary.json
+    origin: dict | None = None  # data handed over from Python (data/memory.py): what it was, for summary.json
 
     @property
     def in_channels(self) -> int:
@@ -68,7 +69,8 @@ class Dataset:
                 "ignored": len(self.ignored_files),  # hidden, __MACOSX, not an image...: said, not silent
                 "ignored_files": self.ignored_files[:100], "load_seconds": self.load_seconds,
                 "cache": self.cache_status, "storage": self.storage, "split_file": self.split_info,
-                "source": self.source, "class_folders": self.class_folders, "subset": self.subset}
+                "source": self.source, "class_folders": self.class_folders, "subset": self.subset} | (
+                    {"origin": self.origin} if self.origin is not None else {})
 
     @property
     def image_size(self) -> int:

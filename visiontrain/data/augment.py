@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from .autoaugment import BINS, POLICIES, apply_policy
 from .loader import epoch_seed
+from .mixing import mix_params
 
 
 PHOTO_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's default aspect-ratio range
@@ -36,10 +38,21 @@ class AugmentSpec:
     crop_scale: float = 0.0  # random resized crop keeping this fraction of the area up to all of it (0: off)
     crop_ratio: tuple[float, float] = PHOTO_RATIO  # ... with an aspect ratio (width / height) in this range
     jitter: float = 0.0  # colour jitter: brightness, contrast, saturation factors in [1 - j, 1 + j] (0: off)
+    policy: str = "none"  # 'trivial' (TrivialAugmentWide) or 'randaugment' (data/autoaugment.py)
+    policy_ops: int = 2  # RandAugment: operations per image
+    policy_magnitude: int = 9  # RandAugment: the magnitude bin (of 31)
+    mixup: float = 0.0  # MixUp's Beta(alpha, alpha) (0: off; data/mixing.py)
+    cutmix: float = 0.0  # CutMix's alpha (0: off); with both, each batch takes one
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding or self.flip or self.rotation or self.crop_scale or self.jitter)
+        return bool(self.crop_padding or self.flip or self.rotation or self.crop_scale or self.jitter
+                    or self.policy != "none" or self.mixes)
+
+    @property
+    def mixes(self) -> bool:
+        """MixUp or CutMix: the targets become class probabilities (Trainer.batch)."""
+        return bool(self.mixup or self.cutmix)
 
     def describe(self) -> str:
         """'crop +-2 px (constant border), horizontal flip' or 'none', in the order apply() applies them: what training
@@ -51,6 +64,11 @@ class AugmentSpec:
         parts += [f"random resized crop (area {self.crop_scale:g}-1, ratio {low:.3g}-{high:.3g})"] if self.crop_scale else []
         parts += ["horizontal flip"] if self.flip else []
         parts += [f"colour jitter {self.jitter:g}"] if self.jitter else []
+        parts += ["TrivialAugmentWide"] if self.policy == "trivial" else []
+        parts += [f"RandAugment ({self.policy_ops} ops, magnitude {self.policy_magnitude})"] \
+            if self.policy == "randaugment" else []
+        mixes = [f"MixUp alpha {self.mixup:g}"] * bool(self.mixup) + [f"CutMix alpha {self.cutmix:g}"] * bool(self.cutmix)
+        parts += [" or ".join(mixes) + (" (one per batch)" if len(mixes) == 2 else "")] if mixes else []
         return ", ".join(parts) or "none"
 
 def augment_spec(config: Config, allow_flip: bool, pad_mode: str) -> AugmentSpec:
@@ -64,7 +82,9 @@ def augment_spec(config: Config, allow_flip: bool, pad_mode: str) -> AugmentSpec
     return AugmentSpec(crop_padding=config.crop_padding if "crop" in mode else 0,
                        flip="flip" in mode or (photo and allow_flip),  # auto and photo never mirror digits
                        rotation=config.rotation, pad_mode=pad_mode,
-                       crop_scale=config.crop_scale if photo else 0.0, jitter=jitter)
+                       crop_scale=config.crop_scale if photo else 0.0, jitter=jitter,
+                       policy=config.auto_augment, policy_ops=config.randaugment_ops,
+                       policy_magnitude=config.randaugment_magnitude, mixup=config.mixup, cutmix=config.cutmix)
 
 
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -93,7 +113,9 @@ def make_params(spec: AugmentSpec, batch_size: int, generator: torch.Generator) 
     """Per-sample parameters: shift int64 (B, 2) in [-p, p], flip bool (B,), angle float (B,) degrees;
     resized crop: crop_area float64 (B, 10) area fractions in [crop_scale, 1], crop_log_ratio float64 (B, 10),
     crop_position float64 (B, 2) in [0, 1) (turned into pixel boxes by `crop_boxes`, which knows the image size);
-    jitter: jitter float (B, 3) brightness, contrast, saturation factors, jitter_order int64 (B, 3) a permutation.
+    jitter: jitter float (B, 3) brightness, contrast, saturation factors, jitter_order int64 (B, 3) a permutation;
+    policy: policy_op, policy_bin int64 and policy_sign bool (B, rounds); MixUp/CutMix (per batch): mix_cutmix,
+    mix_lambda, mix_center (data/mixing.py).
 
     The draws of the older augmentations come first and are unchanged, so their runs replay as before.
     """
@@ -115,12 +137,21 @@ def make_params(spec: AugmentSpec, batch_size: int, generator: torch.Generator) 
         low = max(0.0, 1 - spec.jitter)
         params["jitter"] = low + (1 + spec.jitter - low) * torch.rand(batch_size, 3, generator=generator)
         params["jitter_order"] = torch.rand(batch_size, 3, generator=generator).argsort(1)
+    if spec.policy != "none":  # per image and round: the operation, its magnitude bin, a sign flip
+        rounds = spec.policy_ops if spec.policy == "randaugment" else 1
+        params["policy_op"] = torch.randint(len(POLICIES[spec.policy]), (batch_size, rounds), generator=generator)
+        params["policy_bin"] = torch.randint(BINS, (batch_size, rounds), generator=generator) \
+            if spec.policy == "trivial" else torch.full((batch_size, rounds), spec.policy_magnitude)
+        params["policy_sign"] = torch.rand(batch_size, rounds, generator=generator) < 0.5
+    if spec.mixes:  # per batch: MixUp or CutMix, its lam, CutMix's box centre
+        params |= mix_params(spec.mixup, spec.cutmix, generator)
     return params
 
 
 def apply(images: torch.Tensor, params: dict[str, torch.Tensor], spec: AugmentSpec) -> torch.Tensor:
     """Augment float (B, C, H, W) images with the given per-sample parameters, in this order: rotation, translate,
-    resized crop, flip, colour jitter. Pixels are 0..255 (as Trainer.batch passes them); only the colour jitter
+    resized crop, flip, colour jitter, TrivialAugmentWide / RandAugment (as torchvision's recipes put the policy
+    after the crop and flip). Pixels are 0..255 (as Trainer.batch passes them); only the colour jitter
     needs that scale (it clamps to 0..255), the geometric steps also work on normalised images."""
     if "angle" in params:
         images = rotate(images, params["angle"].to(images.device), spec.pad_mode)
@@ -132,7 +163,9 @@ def apply(images: torch.Tensor, params: dict[str, torch.Tensor], spec: AugmentSp
         images = torch.where(params["flip"].to(images.device)[:, None, None, None], images.flip(3), images)
     if "jitter" in params:
         images = color_jitter(images, params["jitter"].to(images.device), params["jitter_order"].to(images.device))
-    return images
+    if "policy_op" in params:
+        images = apply_policy(images, spec.policy, params["policy_op"], params["policy_bin"], params["policy_sign"])
+    return images  # MixUp/CutMix change the labels too: mixing.mix, after this (Trainer.batch, show-batch)
 
 
 def translate(images: torch.Tensor, shift: torch.Tensor, padding: int, pad_mode: str) -> torch.Tensor:

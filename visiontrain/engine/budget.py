@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -21,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from .build import Setup, probe_epochs
+from .distributed import broadcast_string
 from .loop import Normalizer, TrainState, predict_logits
 from .probe import PROBE_MAX_IMAGES
 
@@ -47,6 +49,22 @@ class Plan:
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 
+def plan_run(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
+    """plan(), said in one line, and applied: `built` is re-planned for the chosen epochs and steps (its config then
+    records them, so repeating the config repeats the run). Under torchrun every process trains rank 0's plan
+    (their own timings may differ by a step, and the collectives need one number of steps)."""
+    chosen, env = plan(built, budget, elapsed), built.env
+    if env.enabled:
+        agreed = broadcast_string(f"{chosen.epochs} {chosen.steps}" if env.is_main else None, env)
+        chosen.epochs, chosen.steps = map(int, agreed.split())
+    built.replan(built.config.replace(epochs=chosen.epochs, max_steps=chosen.steps, time=None))
+    if env.is_main:
+        print(f"visiontrain: a budget of {budget:g} s: {chosen.step_seconds * 1000:.0f} ms a step, so {chosen.steps} "
+              f"steps ({chosen.epochs} epochs, the schedule sized to them), then the evaluation and report",
+              file=sys.stderr)
+    return chosen
+
+
 def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     """The epochs and steps of `built` that fit `budget` seconds of wall time; elapsed() gives the seconds spent so
     far (read after the timings, which cost time too)."""
@@ -59,10 +77,14 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
         else 0.0
     validation = per_image_val * (len(data.val) if data.val is not None else 0)
     evaluation = per_image_test * (len(data.test) if data.test is not None else 0)
+    if config.calibrate and data.val is not None and not config.overfit_batch:  # fit.py fits the temperature on the
+        evaluation += per_image_test * len(data.val)  # validation logits of the inference path, after training
     fixed = REPORT_SECONDS if config.report else 0.0
     probe = probe_epochs(built.finetune)  # epochs that take no step, each with a validation and a checkpoint
-    linear_probe = probe * (_inference_seconds(built, data.train.images, built.normalize, tta=False)
-                            * min(len(data.train), PROBE_MAX_IMAGES) + LINEAR_FIT_SECONDS)
+    linear_probe = 0.0
+    if probe:  # the features are the validation's forward pass, over the (sampled) training split
+        per_image = per_image_val or _inference_seconds(built, data.train.images, built.normalize, tta=False, sample=64)
+        linear_probe = per_image * min(len(data.train), PROBE_MAX_IMAGES) + LINEAR_FIT_SECONDS
     spent, spe = elapsed(), built.loader.steps_per_epoch
     available = budget * (1 - SAFETY) - spent - evaluation - fixed - linear_probe - probe * (
         validation + CHECKPOINT_SECONDS)

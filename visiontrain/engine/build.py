@@ -31,6 +31,8 @@ from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
 from ..models import create_model as _create_model
+from ..data.memory import from_python
+from ..models.own import as_classifier, call_builder
 from ..models.pretrained import fetch_pretrained, input_size_for, pretrained_model, pretraining_preprocessing
 from ..models.weights import fitting_tensors, load_state_dict_file
 from .distributed import DistEnv, init_distributed
@@ -166,15 +168,17 @@ class Setup:
         return logits
 
 
-def build(config: Config, *, split_file: str | Path | None = None, notices: bool = True) -> Setup:
+def build(config: Config, *, split_file: str | Path | None = None, notices: bool = True, model: Any = None,
+          data: Any = None) -> Setup:
     """Build a run from its config. split_file: the run's own split.csv (a resumed run keeps its split).
-    notices: print the imbalance notice (a resumed run said it already)."""
+    notices: print the imbalance notice (a resumed run said it already). model, data: a model and data passed from
+    Python (visiontrain.train(model=..., data=...)) instead of the ones the config names."""
     device, env, precision = runtime(config)
     if env.is_main:
-        config, size = input_size(config)  # said on the first line: it sets the cost of every step
+        config, size = input_size(config, data)  # said on the first line: it sets the cost of every step
         print(f"visiontrain: {start_line(config, device, precision, env, size)}", file=sys.stderr, flush=True)
-    config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main)
-    model, mean, std, normalize = build_model(config, data, pretraining, precision)
+    config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main, data=data)
+    model, mean, std, normalize = build_model(config, data, pretraining, precision, model=model)
     model.to(device)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -207,7 +211,8 @@ def build(config: Config, *, split_file: str | Path | None = None, notices: bool
         accumulate=config.accumulate, clip_grad=config.clip_grad, ema=ema,
         scaler=torch.amp.GradScaler(device.type) if precision.grad_scaler else None,
         sync_every=32 if device.type == "cuda" else 1, lookahead=lookahead,
-        flips=image_flips(config.flip_mode, len(data.train), config.seed), stage_epochs=device.type == "cuda")
+        flips=image_flips(config.flip_mode, len(data.train), config.seed), stage_epochs=device.type == "cuda",
+        num_classes=len(data.classes))
     return Setup(config=config, device=device, env=env, precision=precision, dataset=data, loaded=loaded, model=model,
                  mean=mean, std=std, normalize=normalize, selection=selection, finetune=finetune, loader=loader,
                  optimizer=optimizer, scheduler=scheduler, trainer=trainer, ema=ema, lookahead=lookahead,
@@ -303,21 +308,26 @@ def _encodable(text: str, stream: Any) -> bool:
 
 
 def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | Path | None = None,
-               verbose: bool = True) -> tuple[Config, Dataset, Dataset, Pretraining | None]:
+               verbose: bool = True, data: Any = None) -> tuple[Config, Dataset, Dataset, Pretraining | None]:
     """(config, the dataset as loaded, the dataset that trains, the pretrained backbone's preprocessing or None).
 
     The config comes back as it runs: a pretrained backbone's input size when none was given, the overfit check's
-    one batch, and a batch (and accumulation) fitted to a small split, each said in one line."""
+    one batch, and a batch (and accumulation) fitted to a small split, each said in one line. `data`: a torch
+    Dataset, tensors or a dict of splits from Python (data/memory.py), converted instead of loading config.dataset."""
     env = env or DistEnv()
     pretraining = None  # (size, mean, std) of --pretrained weights: a package's, torchvision's, timm's, --weights'
     if config.pretrained:
         pretraining = pretraining_preprocessing(config.model)  # None for visiontrain's own networks
         if pretraining is not None and not config.weights:
             fetch_pretrained(config.model)  # downloaded (once) or refused before the data is read
-        config, size = input_size(config)  # build() chose it already, for its first line
+        config, size = input_size(config, data)  # build() chose it already, for its first line
         if size and verbose:
             print(f"visiontrain: {size}", file=sys.stderr)
-    loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
+    if data is not None:
+        loaded = data = from_python(data, name=config.dataset, val_fraction=config.val_fraction, seed=config.seed,
+                                    image_size=config.image_size, channels=config.channels)
+    else:
+        loaded = data = load_dataset_of(config, split_file=split_file, verbose=verbose)
     data = subsample(loaded, fraction=config.fraction, limit=config.limit, seed=config.seed)  # split.csv: all
     if data.subset and verbose:
         print(f"visiontrain: {subset_note(data.subset)}", file=sys.stderr)
@@ -344,13 +354,14 @@ def build_data(config: Config, env: DistEnv | None = None, *, split_file: str | 
     return config, loaded, data, pretraining
 
 
-def input_size(config: Config) -> tuple[Config, str | None]:
+def input_size(config: Config, data: Any = None) -> tuple[Config, str | None]:
     """(config, what was chosen): a pretrained backbone's input size when none is given, chosen from the images'
-    side before anything is decoded (models/pretrained.py input_size_for) and kept in config.yaml."""
+    side before anything is decoded (models/pretrained.py input_size_for) and kept in config.yaml; for `data` from
+    Python, the backbone's own size."""
     pretraining = pretraining_preprocessing(config.model) if config.pretrained and config.image_size is None else None
     if pretraining is None:
         return config, None
-    side = typical_side(config)
+    side = typical_side(config) if data is None else None
     config = config.replace(image_size=input_size_for(pretraining[0], side))
     return config, size_notice(config.model, pretraining[0], side, config.image_size)
 
@@ -389,13 +400,16 @@ def create_model(config: Config, num_classes: int, in_channels: int, image_size:
         raise TrainingStopped(f"model {config.model}: {error}", exit_code=2) from None
 
 
-def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, precision: Precision
-                ) -> tuple[nn.Module, list[float], list[float], Normalizer]:
+def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, precision: Precision,
+                model: Any = None) -> tuple[nn.Module, list[float], list[float], Normalizer]:
     """(model, mean, std, normaliser): seeded initialisation or pretrained weights (whose preprocessing every
-    checkpoint then records), layers fitted to the data (fastnet's whitening), then a --weights file."""
+    checkpoint then records), layers fitted to the data (fastnet's whitening), then a --weights file. `model`: an
+    nn.Module or a builder passed from Python, used instead of the registry's (models/own.py)."""
     torch.manual_seed(config.seed)
     mean, std = data.mean, data.std
-    if not config.pretrained:
+    if model is not None:
+        model = own_model(model, config, data)
+    elif not config.pretrained:
         model = create_model(config, len(data.classes), data.in_channels, data.image_size)
     else:
         if pretraining is not None and config.weights:  # --pretrained --weights FILE: the file loads below, with
@@ -413,6 +427,39 @@ def build_model(config: Config, data: Dataset, pretraining: Pretraining | None, 
     if config.weights:
         _load_weights(model, Path(config.weights), config.model)
     return model, mean, std, normalize
+
+
+def own_model(model: Any, config: Config, data: Dataset) -> nn.Module:
+    """A model passed from Python, built if it is a builder, behind the Classifier interface, and checked on one
+    batch of zeros: it must take the data's images and return one logit per class (said in one sentence if not)."""
+    if config.pretrained:
+        raise ConfigError(f"pretrained: {config.model} is a model passed from Python, which brings its own weights; "
+                          "leave pretrained off (weights=FILE loads a state dict into it)")
+    shape = (data.in_channels, data.image_size, data.image_size)
+    try:
+        built = model if isinstance(model, nn.Module) else call_builder(
+            model, config.model, num_classes=len(data.classes), in_channels=shape[0], image_size=shape[1],
+            width=config.width)
+        classifier = as_classifier(built, f"model {config.model}")
+    except ValueError as error:
+        raise TrainingStopped(f"model {config.model}: {error}", exit_code=2) from None
+    parameter = next(classifier.parameters(), None)
+    was_training = classifier.training
+    try:
+        with torch.no_grad():  # also materialises lazy layers (nn.LazyLinear) before the optimiser sees them
+            logits = classifier.eval()(torch.zeros(2, *shape, device=parameter.device if parameter is not None
+                                                   else "cpu"))
+    except Exception as error:  # noqa: BLE001 - the user's forward: whatever it raises, said in one sentence
+        raise ConfigError(f"model: {config.model} fails on a batch of {'x'.join(map(str, shape))} images "
+                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); it must take "
+                          f"float (N, {', '.join(map(str, shape))}) images") from None
+    finally:
+        classifier.train(was_training)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, len(data.classes)):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(f"model: {config.model} returns {got} for 2 images, but the data has {len(data.classes)} "
+                          f"classes; it must return logits of shape (N, {len(data.classes)})")
+    return classifier
 
 
 def _load_weights(model: nn.Module, path: Path, name: str) -> None:

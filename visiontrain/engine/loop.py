@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import AugmentSpec, apply, batch_params
+from ..data.mixing import mix
 from ..data.loader import TensorLoader
 from ..errors import TrainingStopped
 from .ema import EMA, Lookahead
@@ -93,11 +94,14 @@ class Trainer:
     flips: torch.Tensor | None = None  # bool (N,): --flip-mode alternate's per-image bits (data/augment.py)
     stage_epochs: bool = False  # CUDA: each epoch's indices and augmentation parameters reach the GPU in one copy
     device_labels: torch.Tensor | None = None  # the labels on the device (staged epochs), copied once
+    last_loss: torch.Tensor | None = None  # the latest step's loss, on the device: loggers read it every N steps
+    num_classes: int = 0  # MixUp/CutMix: the width of the targets they mix
 
     def batch(self, indices: torch.Tensor, epoch: int, step: int,
               staged: tuple[torch.Tensor, dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented, normalised images and labels of one step. `staged`: (the indices on the device, the step's
-        augmentation parameters) from `staged_steps`."""
+        augmentation parameters) from `staged_steps`. With MixUp/CutMix the labels are class probabilities float
+        (B, K) (data/mixing.py), else class indices int64 (B,)."""
         device = self.normalize.precision.device
         if staged is None:
             images = self.images[indices].to(device, non_blocking=True).float()  # (B, C, H, W) 0..255
@@ -112,6 +116,8 @@ class Trainer:
             labels = self.device_labels[device_indices]
         if self.augment.active:
             images = apply(images, params, self.augment)
+        if "mix_lambda" in params:
+            images, labels = mix(images, labels, params, self.num_classes)
         return self.normalize(images), labels
 
     def staged_steps(self, epoch: int, start_step: int, stop_step: int | None = None
@@ -159,7 +165,9 @@ class Trainer:
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if (step + 1) % self.accumulate == 0:
                 self.optimizer_step()
-            self.pending.append((loss.detach(), (logits.argmax(1) == labels).sum(), len(labels), epoch, step))
+            self.last_loss = loss.detach()
+            self.pending.append((self.last_loss, (logits.argmax(1) == hard_labels(labels)).sum(), len(labels), epoch,
+                                 step))
             state.step_in_epoch, state.global_step = step + 1, state.global_step + 1
             if len(self.pending) >= self.sync_every:
                 self.flush(state)
@@ -203,6 +211,13 @@ class Trainer:
             self.ema.update(unwrap(self.model))  # the EMA keys are the plain model's
         if self.lookahead is not None:
             self.lookahead.step(unwrap(self.model), self.scheduler.last_epoch)  # LambdaLR counts optimiser steps
+
+
+def hard_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Class indices (B,) of a step's labels. A MixUp/CutMix image's label is the class with the larger share of it
+    (its own when lam >= 0.5), so train_acc counts agreement with that: a rough measure, lower than on clean images,
+    which is why the validation and test numbers, on unmixed images, are the ones to compare runs by."""
+    return labels if labels.ndim == 1 else labels.argmax(1)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

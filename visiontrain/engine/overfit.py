@@ -30,7 +30,7 @@ def prepare(config: Config, data: Dataset) -> tuple[Config, Dataset]:
     count = min(config.overfit_batch, len(data.train))
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:count]
     config = config.replace(epochs=1, batch_size=count, accumulate=1, augment="none", rotation=0.0, jitter=0.0,
-                            early_stop=None)
+                            auto_augment="none", mixup=0.0, cutmix=0.0, early_stop=None)
     return config, dataclasses.replace(data, train=data.train.subset(pick.sort().values))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from .._io import atomic_write_bytes, atomic_write_text
 from .._version import __version__
 from ..errors import VisiontrainError
+from ..metrics.input_check import unfamiliar_notes, usable
 from .formats import EXPORTERS
 
 if TYPE_CHECKING:
@@ -71,7 +72,11 @@ def describe(predictor: Predictor, format: str, exporter: ExportFormat, *, run_d
         "input_size": [channels, height, width], "channels": channels, "mean": predictor.mean, "std": predictor.std,
         "input": input_convention(exporter, channels, height, width),
         "output": {"name": "logits", "dtype": "float32", "shape": ["N", len(predictor.classes)],
-                   "meaning": "unnormalised class scores; softmax gives probabilities; logit i is classes[i]"},
+                   "meaning": "unnormalised class scores; softmax gives probabilities; logit i is classes[i]"
+                              + _calibration_meaning(exporter, predictor.temperature)},
+        "temperature": predictor.temperature,
+        "calibration": predictor.calibration or {"temperature": predictor.temperature},
+        "input_stats": predictor.input_stats,
         "decode_policy": predictor.decode_policy,
         "preprocessing": {"resize": f"shorter side to {height} px (bilinear), then the centre {height}x{width} crop",
                           "channels": "a grayscale image is repeated to 3 channels for an RGB model; an RGB image "
@@ -85,6 +90,15 @@ def describe(predictor: Predictor, format: str, exporter: ExportFormat, *, run_d
         "source": str(source) if source is not None else None,
         "versions": {"visiontrain": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+
+
+def _calibration_meaning(exporter: ExportFormat, temperature: float) -> str:
+    if temperature == 1.0:
+        return " (not calibrated: temperature 1)"
+    if exporter.normalizes_inside:
+        return f"; calibrated: the model's logits divided by the temperature {temperature:.6g} inside the graph"
+    return (f"; the file's model gives uncalibrated logits: divide them by the temperature {temperature:.6g} before "
+            "the softmax (BundlePredictor does)")
 
 
 def input_convention(exporter: ExportFormat, channels: int, height: int, width: int) -> dict[str, Any]:
@@ -178,6 +192,12 @@ def _check_shapes(path: Path, meta: dict[str, Any]) -> None:
                              ("allow_flip", bool, "true or false"), ("num_classes", int, "a whole number")):
         if name in meta and meta[name] is not None and type(meta[name]) is not kind:
             raise BundleError(f"{path}: field {name!r} must be {what}, got {meta[name]!r}; export the run again")
+    temperature = meta.get("temperature", 1.0)
+    if type(temperature) not in (int, float) or not 0 < temperature < math.inf:
+        raise BundleError(f"{path}: 'temperature' must be a positive number, got {temperature!r}; export the run again")
+    if meta.get("input_stats") is not None and not usable(meta["input_stats"], input_size[0]):
+        raise BundleError(f"{path}: 'input_stats' is not a valid record of the training images' ranges; export the "
+                          "run again")
     if not isinstance((meta.get("config") or {}).get("tta", False), bool):
         raise BundleError(f"{path}: config.tta must be true or false; export the run again")
     try:  # types and bounds (the decompression-bomb limit is bounded whatever the file says)
@@ -237,6 +257,8 @@ class BundlePredictor:
         self.decode_policy: dict = dict(meta.get("decode_policy") or {})
         self.allow_flip = bool(meta.get("allow_flip", True))
         self.tta = bool((meta.get("config") or {}).get("tta", False))  # predict uses the run's TTA by default
+        self.temperature = float(meta.get("temperature", 1.0))  # already applied by the runner (model.json: output)
+        self.input_stats = meta.get("input_stats")  # the training images' ranges: predict's note on unlike inputs
         self._runner = runner
 
     def check_output_size(self) -> None:
@@ -259,7 +281,9 @@ class BundlePredictor:
     def predict(self, inputs: Sequence[str | Path] | np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:
         """Top-k class names and probabilities for image files or a uint8 (N, C, H, W) array."""
         images = np.asarray(inputs) if hasattr(inputs, "shape") else np.stack([self._decode(p) for p in inputs])
-        return [{"top": top_classes(row, self.classes, top_k)} for row in softmax(self.logits(images))]
+        notes = unfamiliar_notes(images, self.input_stats)  # '' for images like the training images
+        return [{"top": top_classes(row, self.classes, top_k), "note": note}
+                for row, note in zip(softmax(self.logits(images)), notes)]
 
     def _decode(self, path: str | Path) -> np.ndarray:
         decode = decode_module()

@@ -5,8 +5,10 @@
                                             in_channels=meta["input_size"][0], image_size=meta["input_size"][1],
                                             width=meta["width"])
     model.load_state_dict(load_file("model.safetensors"))   # takes normalised images: (pixels/255 - mean) / std
+    probabilities = (model(images) / meta["temperature"]).softmax(1)   # calibrated, as predict gives them
 
-The tensor names are those of the checkpoint's `model` state dict; normalisation is not in the file.
+The tensor names are those of the checkpoint's `model` state dict; normalisation and the temperature are not in
+the file (model.json holds both; BundlePredictor applies them).
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def load(path: Path, meta: dict) -> Runner:
     except RuntimeError as error:
         raise BundleError(f"{path.name} does not fit model {meta['model']} as {path.parent / 'model.json'} describes "
                           f"it ({str(error).splitlines()[-1].strip()}); export the run again") from None
-    return torch_runner(Normalized(classifier.eval(), meta["mean"], meta["std"]).eval())
+    return torch_runner(Normalized(classifier.eval(), meta["mean"], meta["std"], meta.get("temperature", 1.0)).eval())
 
 
 def runtime() -> str:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import build_config, load_yaml
 from ..data import load_dataset_of
+from ..data.memory import PYTHON_PREFIX, read_sample
 from ..engine.loop import Normalizer, predict_logits
 from ..engine.precision import Precision
 from ..errors import ConfigError, DataError, VisiontrainError
@@ -39,28 +40,31 @@ class ExportVerificationError(VisiontrainError):
 
 
 class Normalized(nn.Module):
-    """float32 pixels (N, C, H, W) in 0..255 -> logits float32 (N, K): normalisation, then the classifier.
+    """float32 pixels (N, C, H, W) in 0..255 -> logits float32 (N, K): normalisation, the classifier, then the
+    division by the run's temperature (calibrated logits, as Predictor.logits gives them; left out when T = 1).
 
     The same two ops as engine.loop.Normalizer (images * 1/(255 std) + (-mean/std)), so the exported graph
     rounds exactly as training and evaluation did.
     """
 
-    def __init__(self, classifier: nn.Module, mean: list[float], std: list[float]):
+    def __init__(self, classifier: nn.Module, mean: list[float], std: list[float], temperature: float = 1.0):
         super().__init__()
         std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.classifier = classifier
+        self.classifier, self.temperature = classifier, float(temperature)
         self.register_buffer("scale", 1 / (255 * std_tensor))
         self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_tensor)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images * self.scale + self.shift)  # (N, C, H, W) normalised -> (N, K)
+        logits = self.classifier(images * self.scale + self.shift)  # (N, C, H, W) normalised -> (N, K)
+        return logits if self.temperature == 1.0 else logits / self.temperature  # a constant in the graph
 
 
 def exportable(predictor: Predictor) -> Normalized:
-    """A copy of the predictor's model, eval mode (also if the caller left it in train()), fp32, CPU."""
-    classifier = copy.deepcopy(predictor.model).float().cpu().eval()
+    """A copy of the predictor's model, eval mode (also if the caller left it in train()), fp32, CPU, with the
+    run's temperature."""
+    classifier = copy.deepcopy(predictor.model).float().cpu().eval().to(memory_format=torch.contiguous_format)
     classifier.requires_grad_(False)
-    return Normalized(classifier, predictor.mean, predictor.std).eval()
+    return Normalized(classifier, predictor.mean, predictor.std, predictor.temperature).eval()
 
 
 def torch_runner(model: nn.Module) -> Runner:
@@ -93,6 +97,10 @@ def verification_images(predictor: Predictor, *, run_dir: str | Path | None = No
         values["split_file"] = str(Path(run_dir) / "split.csv")
 
     channels, size = predictor.input_size[0], predictor.input_size[-1]
+    sample = Path(run_dir) / "samples.pt" if run_dir is not None else None
+    if data is None and str(values.get("dataset", "")).startswith(PYTHON_PREFIX) and sample and sample.is_file():
+        kept = read_sample(sample)  # data passed from Python cannot be read again: the run kept these images
+        return kept["images"], kept["split"]
     try:
         config = build_config(values | {"image_size": size, "channels": channels}, apply_preset=False)
         dataset = load_dataset_of(config, verbose=False)
@@ -142,9 +150,11 @@ def verify_export(exporter: ExportFormat, path: Path, meta: dict[str, Any], mode
 
 
 def reference_logits(model: Normalized, meta: dict[str, Any], images: torch.Tensor) -> np.ndarray:
-    """The reference: the training pipeline's own Normalizer and predict_logits (eval mode, fp32, CPU, no TTA)."""
+    """The reference: the training pipeline's own Normalizer and predict_logits (eval mode, fp32, CPU, no TTA),
+    divided by the temperature as Predictor.logits divides them."""
     normalize = Normalizer(meta["mean"], meta["std"], Precision(torch.device("cpu"), None, False, False))
-    return predict_logits(model.classifier, images, normalize, tta=False).float().numpy()
+    logits = predict_logits(model.classifier, images, normalize, tta=False)
+    return (logits if model.temperature == 1.0 else logits / model.temperature).float().numpy()
 
 
 # Runs in `python -I` (no PYTHONPATH, no user site, not the cwd): only torch is imported. {load} is the format's

@@ -16,6 +16,7 @@ import torch
 from ..config import Config, build_config
 from ..data.augment import AugmentSpec, apply, augment_spec, batch_params, image_flips
 from ..data.loader import TensorLoader
+from ..data.mixing import describe_targets, mix
 from ..engine.build import build_data
 from ..errors import ConfigError
 from ..figures import image_grid
@@ -33,10 +34,15 @@ def first_images(dataset: Dataset, spec: AugmentSpec, loader: TensorLoader, seed
     train, images, names = dataset.train, [], []
     for step, indices in loader.batches(0):
         batch = train.images[indices].float()  # (B, C, H, W) 0..255, as Trainer.batch takes it
+        captions = [dataset.classes[int(label)] for label in train.labels[indices]]
         if augmented and spec.active:
-            batch = apply(batch, batch_params(spec, indices, seed, 0, step, flips), spec)
+            params = batch_params(spec, indices, seed, 0, step, flips)
+            batch = apply(batch, params, spec)
+            if "mix_lambda" in params:  # MixUp/CutMix: the mixed images, captioned with their mixed labels
+                batch, targets = mix(batch, train.labels[indices], params, len(dataset.classes))
+                captions = describe_targets(targets, dataset.classes)
         images.append(batch[:count - len(names)])
-        names += [dataset.classes[int(label)] for label in train.labels[indices[:count - len(names)]]]
+        names += captions[:count - len(names)]
         if len(names) >= count:
             break
     return torch.cat(images), names
@@ -80,6 +86,6 @@ def show_batch(dataset: str, *, augmented: bool = False, data_dir: str | None = 
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         output = f"{safe}-batch{'-augmented' if augmented else ''}.png"
     how = f"after augmentation ({spec.describe()})" if augmented else "as stored (no augmentation)"
-    title = f"{name}: the first {len(names)} training images of epoch 1, seed {config.seed}, {how}"
+    title = f"{name}: the first {len(names)} training images of epoch 1, seed {config.seed},\n{how}"
     # rounding is the only step the trainer does not take: it feeds the float pixels to the model
     return image_grid(images.round().clamp(0, 255).to(torch.uint8), names, output, title=title)

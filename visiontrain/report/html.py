@@ -311,6 +311,7 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("final train accuracy", _percent(summary.get("final_train_acc"))),
         ("epochs", _plain(summary.get("epochs_completed"))),
         ("model kept", _plain(summary.get("model_kept"))),
+        ("calibration", _calibration_text(summary.get("calibration"))),
         ("wall time", _duration(summary.get("wall_seconds"))),
         ("training speed", f"{float(speed):,.0f} images/s" if speed else "—"),
         ("processes", f"{processes} (global batch {distributed.get('global_batch_size')})" if processes > 1 else "—"),
@@ -323,13 +324,32 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 def _headline_rows(metrics: dict[str, Any], split: str) -> list[tuple[str, str]]:
     rows = [(f"{split} balanced accuracy", _percent(metrics.get("balanced_accuracy"))),
             (f"{split} macro F1", _decimal(metrics.get("macro_f1"))),
-            (f"{split} expected calibration error", _decimal(metrics.get("ece")))]
+            (f"{split} expected calibration error", _ece_text(metrics))]
     if "top5_accuracy" in metrics:
         rows.append((f"{split} top-5 accuracy", _percent(metrics["top5_accuracy"])))
     if metrics.get("most_confused"):
         pairs = (f"{m['true']} → {m['predicted']} ({m['count']})" for m in metrics["most_confused"][:5])
         rows.append(("most confused (true → predicted)", ", ".join(pairs)))
     return rows
+
+
+def _ece_text(metrics: dict[str, Any]) -> str:
+    """'0.0213 (before temperature scaling: 0.1810)' for a calibrated run, else the ECE alone."""
+    calibration = metrics.get("calibration") or {}
+    if "ece_uncalibrated" not in calibration:
+        return _decimal(metrics.get("ece"))
+    return f"{_decimal(metrics.get('ece'))} (before temperature scaling: {_decimal(calibration['ece_uncalibrated'])})"
+
+
+def _calibration_text(calibration: dict[str, Any] | None) -> str:
+    """summary.json's calibration: the temperature and what it changed on the validation split, or why there is none."""
+    if not calibration:
+        return "—"
+    if calibration.get("note"):
+        return f"none: {calibration['note']}"
+    return (f"temperature {calibration['temperature']:.3g} fitted on {calibration['images']:,} validation images "
+            f"(their ECE {calibration['ece_before']:.4f} → {calibration['ece_after']:.4f}, NLL "
+            f"{calibration['nll_before']:.4f} → {calibration['nll_after']:.4f}); the predicted classes are unchanged")
 
 
 def _diagnosis_html(rows: list[dict[str, str]]) -> str:

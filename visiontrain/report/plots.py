@@ -184,15 +184,18 @@ def _cell_counts(axis, counts, shares) -> None:  # noqa: ANN001
 
 
 # -- calibration ----------------------------------------------------------------------------------------------
-def read_predictions(run: RunDir, split: str) -> tuple[list[float], list[bool]]:
-    """(confidence of the top class, whether it was right) per image of eval/<split>/predictions.csv."""
+def read_predictions(run: RunDir, split: str, column: str = "confidence") -> tuple[list[float], list[bool]]:
+    """(confidence of the top class, whether it was right) per image of eval/<split>/predictions.csv; column
+    "confidence_uncalibrated": the same class's probability before the temperature (empty when there is none)."""
     path = run.path / "eval" / split / "predictions.csv"
     if not path.is_file():
         raise RunError(f"{run.path} has no eval/{split}/predictions.csv; evaluate it first with "
                        f"`visiontrain eval {run.path} --split {split}`")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [float(r["confidence"]) for r in rows], [r["true"] == r["predicted"] for r in rows]
+    if rows and column not in rows[0]:
+        return [], []
+    return [float(r[column]) for r in rows], [r["true"] == r["predicted"] for r in rows]
 
 
 def reliability_bins(confidence: list[float], correct: list[bool], bins: int = RELIABILITY_BINS
@@ -211,16 +214,35 @@ def reliability_bins(confidence: list[float], correct: list[bool], bins: int = R
 
 def plot_reliability(run_dir: str | Path, split: str = "test") -> Path:
     """Reliability diagram from eval/<split>/predictions.csv: accuracy per confidence bin against the diagonal of
-    perfect calibration, image counts per bin below, ECE in the title. Writes plots/reliability.png (test)."""
+    perfect calibration, image counts per bin below, ECE in the title. Writes plots/reliability.png (test).
+    A calibrated run (a temperature, metrics/calibration.py) gets two columns: before and after the temperature."""
     run = RunDir.open(run_dir)
-    confidence, correct = read_predictions(run, split)
-    bins = reliability_bins(confidence, correct)
-    total = max(1, len(confidence))
     metrics = read_eval(run, split) or {}
-    # metrics.json holds the ECE of the unrounded confidences; predictions.csv keeps 4 decimals
-    ece = metrics.get("ece", sum(n / total * abs(p - a) for _, _, n, p, a in bins))
-    figure = new_figure(6, 6.5)
-    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    calibration = metrics.get("calibration") or {}
+    panels = [read_predictions(run, split)]
+    before = read_predictions(run, split, "confidence_uncalibrated") if calibration else ([], [])
+    if before[0]:
+        panels.insert(0, before)
+    figure = new_figure(6 * len(panels), 6.5)
+    axes = figure.subplots(2, len(panels), sharex=True, height_ratios=[3, 1], squeeze=False)
+    for column, (confidence, correct) in enumerate(panels):
+        bins = reliability_bins(confidence, correct)
+        total = max(1, len(confidence))
+        # metrics.json holds the ECE of the unrounded confidences; predictions.csv keeps 4 decimals
+        key = "ece_uncalibrated" if len(panels) == 2 and column == 0 else "ece"
+        ece = (calibration if key != "ece" else metrics).get(key, sum(n / total * abs(p - a) for _, _, n, p, a in bins))
+        _reliability_panel(axes[0, column], axes[1, column], bins)
+        if len(panels) == 1:
+            title = f"{run.path.name}: {split} reliability (ECE {ece:.4f}, n={len(confidence)})"
+        elif column == 0:
+            title = f"{run.path.name}: {split}, before calibration (ECE {ece:.4f}, n={len(confidence)})"
+        else:
+            title = f"after temperature scaling, T = {calibration['temperature']:.3g} (ECE {ece:.4f})"
+        axes[0, column].set_title(literal(title), fontsize=10)
+    return save_png(figure, run.plot_path("reliability", split))
+
+
+def _reliability_panel(top, bottom, bins: list[tuple[float, float, int, float, float]]) -> None:  # noqa: ANN001
     width = 1 / RELIABILITY_BINS
     top.bar([low for low, *_ in bins], [a for *_, a in bins], width=width, align="edge", edgecolor="black",
             color="tab:blue", label="accuracy in bin")
@@ -232,8 +254,6 @@ def plot_reliability(run_dir: str | Path, split: str = "test") -> Path:
     top.legend(loc="upper left", fontsize=8)
     bottom.bar([low for low, *_ in bins], [n for _, _, n, _, _ in bins], width=width, align="edge", color="gray")
     bottom.set(xlabel="confidence of the predicted class", ylabel="images", yscale="log")  # log: most sit near 1
-    top.set_title(literal(f"{run.path.name}: {split} reliability (ECE {ece:.4f}, n={len(confidence)})"))
-    return save_png(figure, run.plot_path("reliability", split))
 
 
 def plot_misclassified(run_dir: str | Path, images: "torch.Tensor", labels: "torch.Tensor", logits: "torch.Tensor",
