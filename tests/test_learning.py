@@ -178,7 +178,7 @@ def test_example_transfer_learning(tmp_path):
                 for path in sorted((photos / split / photo).glob("*.jpg")):
                     archive.add(path, arcname=f"cifar10-jpg/{split}/{label}/{path.name}")
     out = run_example("03_transfer_learning.py", tmp_path, "--data-dir", str(tmp_path / "data"))
-    assert "pretrained    gradual" in out and "from scratch  full" in out and "(a cat): " in out
+    assert "pretrained    probe" in out and "from scratch  full" in out and "(a cat): " in out
     assert len(list((tmp_path / "runs" / "data" / "cats-dogs-20").rglob("*.jpg"))) == 2 * (20 + 10)
 
 

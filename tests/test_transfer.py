@@ -32,7 +32,7 @@ def test_pretrained_clearly_beats_scratch_in_the_same_epochs(photo_crops, tmp_pa
           f"scratch {scratch.test_acc:.2%} in {scratch.summary['wall_seconds']:.0f} s")
     # measured over seeds 0-2 (the crops and the training seed): pretrained 0.99-1.00, scratch 0.49-0.69
     assert pretrained.test_acc >= scratch.test_acc + 0.15 and pretrained.test_acc >= 0.9
-    assert pretrained.summary["finetune"]["mode"] == "gradual" and scratch.summary["finetune"]["mode"] == "full"
+    assert pretrained.summary["finetune"]["mode"] == "probe" and scratch.summary["finetune"]["mode"] == "full"
     checkpoint = torch.load(pretrained.path / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["mean"] == pytest.approx([0.485, 0.456, 0.406])  # the backbone's preprocessing travels along
 
