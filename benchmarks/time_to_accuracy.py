@@ -136,7 +136,8 @@ def run_ultralytics(task: str, data_dir: str | None, epochs: int, work: Path) ->
     root = write_png_folders(task, data_dir, work / "png")
     start = time.perf_counter()
     project = work / "yolo"
-    result = subprocess.run(["yolo", "classify", "train", f"data={root}", "model=yolov8n-cls.yaml", "pretrained=False",
+    yolo = Path(sys.executable).with_name("yolo")  # the CLI installed beside this Python (a venv's bin/), else PATH's
+    result = subprocess.run([str(yolo) if yolo.exists() else "yolo", "classify", "train", f"data={root}", "model=yolov8n-cls.yaml", "pretrained=False",
                              "imgsz=32", f"epochs={epochs}", "device=cpu", "plots=False", f"project={project}",
                              "name=run", "exist_ok=True"], capture_output=True, text=True,
                             env=os.environ | {"YOLO_OFFLINE": "1", "MLFLOW_TRACKING_URI": "", "WANDB_MODE": "disabled"})
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per budget (the median is quoted)")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's JSON and exit")
+    parser.add_argument("--add-to", metavar="JSON", help="an earlier run's JSON of the same task: the budgets run now "
+                        "join its own, the tutorial loop and Ultralytics (if run now) replace its own")
     args = parser.parse_args(argv)
     if args.table_from:
         print(markdown(json.loads(Path(args.table_from).read_text())))
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
           f"preset's training step: {report['hardware']['step']['gflops']:.0f} GFLOP/s "
           f"({report['hardware']['fraction_of_peak']:.0%} of it)", flush=True)
     with tempfile.TemporaryDirectory() as work:
-        for budget in map(float, args.budgets.split(",")):
+        for budget in map(float, filter(None, args.budgets.split(","))):  # --budgets "": the peers only
             runs = [run_visiontrain([*task_args(args.task, args.data_dir), "--time", f"{budget:g}s"], Path(work))
                     for _ in range(args.repeats)]
             if any("refused" in r for r in runs):
@@ -232,6 +235,12 @@ def main(argv: list[str] | None = None) -> None:
                                           on_epoch=lambda row: print(f"tutorial loop epoch {row['epoch']}: "
                                                                      f"{row['test_acc']:.2%} at {row['seconds']:.0f} s",
                                                                      flush=True))
+    if args.add_to:  # e.g. Ultralytics added to a run that lacked it, on the same machine
+        earlier = json.loads(Path(args.add_to).read_text())
+        budgets = {row["budget"] for row in report["visiontrain"]}
+        runs = [row for row in earlier["visiontrain"] if row["budget"] not in budgets] + report["visiontrain"]
+        report = earlier | {key: report[key] for key in ("baseline", "ultralytics") if report[key]} | {
+            "visiontrain": sorted(runs, key=lambda row: row["budget"])}
     report["goals"] = goals(report)
     report["load_average"] = {"start": load_at_start, "end": os.getloadavg()[0]}  # > cores: the machine was shared
     text = markdown(report)
