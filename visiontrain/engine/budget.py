@@ -22,7 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from .build import Setup, probe_epochs
-from .distributed import broadcast_string
+from .distributed import any_rank, broadcast_string
 from .loop import Normalizer, TrainState, predict_logits
 from .probe import PROBE_MAX_IMAGES
 
@@ -123,7 +123,8 @@ def time_training_step(built: Setup) -> float:
         warm = min(2, steps_per_epoch)  # the first steps build kernels, and the first optimiser step imports dynamo
         trainer.train_one_epoch(state, 0, warm)
         steps, started = 0, time.perf_counter()
-        while time.perf_counter() - started < PROBE_SECONDS or steps < 3:
+        # under torchrun each step is a collective, so every process must take as many: they go on while any wants to
+        while any_rank(time.perf_counter() - started < PROBE_SECONDS or steps < 3, built.env, built.device):
             if state.step_in_epoch >= steps_per_epoch:
                 state.step_in_epoch = 0
             before = state.step_in_epoch
