@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from .bundle import BundleError
 from .formats import EXPORTERS, ExportFormat
+from .torchloader import TorchLoader
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
@@ -90,23 +90,6 @@ def input_shape(program: torch.export.ExportedProgram) -> list[int | str]:
     return [int(size) if str(size).isdigit() else str(size) for size in node.meta["val"].shape[1:]]
 
 
-def load_isolated(path: Path, meta: dict, batches: list[np.ndarray]) -> list[np.ndarray]:
-    """Logits for each float32 batch, computed by `torch.export.load(path).module()` in a fresh `python -I`."""
-    from .verify import isolated_logits  # torch, as above
-
-    return isolated_logits("torch.export.load(model_path).module()", path, batches, "plain torch.export.load")
-
-
-def runtime() -> str:
-    import torch
-
-    return f"torch.export {torch.__version__} (separate python -I process)"
-
-
-def usage(meta: dict) -> str:
-    return (f"import torch\nmodel = torch.export.load({meta['model_file']!r}).module()\n"
-            "logits = model(torch.as_tensor(images, dtype=torch.float32))")
-
-
-EXPORTERS.register("pt2")(ExportFormat(filename="model.pt2", serialize=serialize, load=load, runtime=runtime,
-                                       load_isolated=load_isolated, usage=usage))
+LOADER = TorchLoader("torch.export", "torch.export.load({path}).module()")
+EXPORTERS.register("pt2")(ExportFormat(filename="model.pt2", serialize=serialize, load=load, runtime=LOADER.runtime,
+                                       load_isolated=LOADER.load_isolated, usage=LOADER.usage))

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .formats import EXPORTERS, ExportFormat
+from .torchloader import TorchLoader
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
@@ -45,23 +45,7 @@ def load(path: Path, meta: dict) -> Runner:
     return torch_runner(model.eval())
 
 
-def load_isolated(path: Path, meta: dict, batches: list[np.ndarray]) -> list[np.ndarray]:
-    """Logits for each float32 batch, computed by `torch.jit.load(path)` in a fresh `python -I` process."""
-    from .verify import isolated_logits  # torch: a TorchScript bundle needs it, an ONNX one must not
-
-    return isolated_logits('torch.jit.load(model_path, map_location="cpu")', path, batches, "plain torch.jit.load")
-
-
-def runtime() -> str:
-    import torch
-
-    return f"torch.jit {torch.__version__} (separate python -I process)"
-
-
-def usage(meta: dict) -> str:
-    return (f"import torch\nmodel = torch.jit.load({meta['model_file']!r}, map_location='cpu')\n"
-            "logits = model(torch.as_tensor(images, dtype=torch.float32))")
-
-
-EXPORTERS.register("torchscript")(ExportFormat(filename="model.ts", serialize=serialize, load=load, runtime=runtime,
-                                               load_isolated=load_isolated, usage=usage))
+LOADER = TorchLoader("torch.jit", "torch.jit.load({path}, map_location='cpu')")
+EXPORTERS.register("torchscript")(ExportFormat(filename="model.ts", serialize=serialize, load=load,
+                                               runtime=LOADER.runtime, load_isolated=LOADER.load_isolated,
+                                               usage=LOADER.usage))
