@@ -53,6 +53,19 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory, request) -> Path:
+    """A VISIONTRAIN_HOME for a whole test module (see shared_cache)."""
+    return tmp_path_factory.mktemp(f"vt-home-{request.module.__name__}")
+
+
+@pytest.fixture
+def shared_cache(isolated_home, module_home, monkeypatch):
+    """One decoded-dataset cache for a test module whose exports each re-read their run's dataset to verify, in place
+    of each test's own: `pytestmark = pytest.mark.usefixtures("shared_cache")`."""
+    monkeypatch.setenv("VISIONTRAIN_HOME", str(module_home))
+
+
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     """The folder of Fashion-MNIST's IDX files (Debian's copy, else the user's visiontrain cache), found once."""

@@ -30,6 +30,8 @@ from visiontrain.export import EXPORTERS, BundleError, export_predictor, export_
 from visiontrain.export.verify import ExportVerificationError
 from visiontrain.predict import format_rows, predict_paths
 
+pytestmark = pytest.mark.usefixtures("shared_cache")  # one dataset cache per module (conftest.py)
+
 OWN, FORMATS = own_models(), export_formats()
 PHOTO_MODELS = {"vgg-cifar"}  # trained on RGB photos: one 3-channel model in the exports; the others on grey digits
 TINY = {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "augment": "none", "threads": 1,
@@ -75,17 +77,6 @@ class Zoo:
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> Zoo:
     return Zoo(tmp_path_factory.mktemp("export-zoo"))
-
-
-@pytest.fixture(scope="module")
-def module_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("vt-home-export")
-
-
-@pytest.fixture(autouse=True)
-def shared_cache(isolated_home, module_home, monkeypatch):
-    """One decoded-dataset cache for this module (every export re-reads its run's dataset to verify)."""
-    monkeypatch.setenv("VISIONTRAIN_HOME", str(module_home))
 
 
 def read_json(path: Path) -> dict:

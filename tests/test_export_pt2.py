@@ -25,6 +25,8 @@ from visiontrain.export import EXPORTERS, BundleError, export_predictor, export_
 from visiontrain.export.verify import ExportVerificationError
 from visiontrain.predict import predict_paths
 
+pytestmark = pytest.mark.usefixtures("shared_cache")  # one dataset cache per module (conftest.py)
+
 TINY = {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "augment": "none", "threads": 1,
         "progress": "none", "report": False}
 
@@ -54,17 +56,6 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Runs:
     return Runs(tmp_path_factory.mktemp("pt2-runs"))
-
-
-@pytest.fixture(scope="module")
-def module_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("vt-home-pt2")
-
-
-@pytest.fixture(autouse=True)
-def shared_cache(isolated_home, module_home, monkeypatch):
-    """One decoded-dataset cache for the module (every export re-reads its run's dataset to verify)."""
-    monkeypatch.setenv("VISIONTRAIN_HOME", str(module_home))
 
 
 def dataset_images(run: Path, predictor) -> torch.Tensor:

@@ -19,6 +19,8 @@ import visiontrain
 from visiontrain.export import EXPORTERS, export_run
 from visiontrain.export.card import model_card
 
+pytestmark = pytest.mark.usefixtures("shared_cache")  # one dataset cache per module (conftest.py)
+
 TINY = {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "augment": "none", "threads": 1,
         "progress": "none", "report": False}
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a|b", "`tick`", "[x](javascript:alert(1))",
@@ -65,16 +67,6 @@ def class_column(tables: Tables) -> list[str]:
 
 def python_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)\n```$", markdown, flags=re.S | re.M)
-
-
-@pytest.fixture(scope="module")
-def module_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("vt-home-card")
-
-
-@pytest.fixture(autouse=True)
-def shared_cache(isolated_home, module_home, monkeypatch):
-    monkeypatch.setenv("VISIONTRAIN_HOME", str(module_home))
 
 
 @pytest.fixture(scope="module")
