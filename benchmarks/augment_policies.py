@@ -11,36 +11,19 @@ naming the CPU; the median over seeds is quoted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 
-def train(args: list[str], runs: Path) -> dict:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "visiontrain", "train", *args, "--runs-dir", str(runs),
-                             "--progress", "none", "--no-report"], capture_output=True, text=True, cwd=REPO,
-                            env=os.environ | {"PYTHONPATH": str(REPO)})
-    if result.returncode != 0:
-        raise SystemExit(f"visiontrain failed:\n{result.stderr[-3000:]}")
-    run = Path(result.stdout.split("run: ")[1].split()[0])
-    summary = json.loads((run / "summary.json").read_text())
-    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
-    return {"test_acc": summary["test_acc"], "ece": metrics.get("ece"), "seconds": time.perf_counter() - start}
-
-
 def main(argv: list[str] | None = None) -> None:
-    from time_to_accuracy import cpu_class
+    from time_to_accuracy import cpu_class, run_visiontrain
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cifar10")
@@ -60,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as work:
         for setting in args.settings.split(";"):
             extra = [] if setting.strip() == "none" else shlex.split(setting)
-            runs = [train([*common, *extra, "--seed", seed], Path(work)) for seed in args.seeds.split(",")]
+            runs = [run_visiontrain([*common, *extra, "--seed", seed, "--no-report"], Path(work))
+                    for seed in args.seeds.split(",")]
             row = {"setting": setting.strip(), **{key: statistics.median(r[key] for r in runs)
                                                   for key in ("test_acc", "ece", "seconds")},
                    "all": [round(r["test_acc"], 4) for r in runs]}
