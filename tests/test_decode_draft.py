@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from realdata import photos
-from visiontrain.data import folder
+from visiontrain.data import folder, workers
 from visiontrain.data.decode import DecodePolicy, decode_image
 
 FULL, DRAFT = DecodePolicy(jpeg_draft=False), DecodePolicy()
@@ -78,7 +78,7 @@ def test_a_policy_recorded_before_jpeg_draft_existed_decodes_in_full():
 
 
 def test_decoding_workers_follow_the_cores_this_process_may_use(monkeypatch):
-    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
-    assert folder.decode_workers() == 3
-    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda pid: set(range(200)), raising=False)
-    assert folder.decode_workers() == folder.MAX_WORKERS
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert workers.decode_workers() == 3
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(200)), raising=False)
+    assert workers.decode_workers() == workers.MAX_WORKERS

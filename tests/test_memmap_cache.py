@@ -23,7 +23,7 @@ from PIL import Image
 
 import visiontrain
 from conftest import REPO
-from visiontrain.data import folder, load_dataset, memmap
+from visiontrain.data import folder, load_dataset, memmap, workers
 from visiontrain.data.mapped import MappedImages, cat_images, place_on_device
 from visiontrain.data.registry import channel_stats
 from visiontrain.data.splitfile import write_split_file
@@ -74,8 +74,8 @@ def forbid_decoding(monkeypatch) -> None:
     def decode(*args, **kwargs):
         raise AssertionError("an image was decoded although the cache was complete")
 
-    monkeypatch.setattr(memmap, "decode_image", decode)
-    monkeypatch.setattr(folder, "decode_image", decode)
+    monkeypatch.setattr(workers, "decode_image", decode)  # here, and no worker process either
+    monkeypatch.setattr(workers.WorkerPool, "__init__", decode)
 
 
 def test_memmap_run_matches_the_in_memory_run_and_the_second_run_decodes_nothing(photos, tmp_path, monkeypatch,
@@ -193,31 +193,48 @@ def test_a_damaged_cache_is_detected_and_rebuilt_with_a_notice(small, monkeypatc
     assert third.cache_status == "hit"
 
 
-def test_a_build_killed_midway_leaves_nothing_usable_and_the_next_load_builds_again(small, isolated_home,
+def test_a_build_killed_midway_leaves_nothing_usable_and_the_next_load_builds_again(photos, isolated_home,
                                                                                      monkeypatch):
+    marker = f"visiontrain-test-{os.getpid()}-{time.monotonic_ns()}"  # in the environment of this build's workers
     script = f"""
-import os, sys
+import os
 from visiontrain.data import load_dataset, memmap
-real, calls = memmap._write_chunk, []
-def dying(job):
-    calls.append(job)
-    if len(calls) == 2:
-        os._exit(137)  # as a kill -9 in the middle of the build
-    return real(job)
-memmap._write_chunk = dying
-load_dataset({str(small)!r}, val_fraction=0)
+real, calls = memmap._Progress.add, []
+def dying(self, count):
+    calls.append(count)
+    if len(calls) == 2:  # the second chunk of rows written: as a kill -9 in the middle of the build
+        os._exit(137)
+    return real(self, count)
+memmap._Progress.add = dying
+load_dataset({str(photos)!r}, val_fraction=0)
 """
-    env = os.environ | {"PYTHONPATH": str(REPO), memmap.ENV: "1", "OMP_NUM_THREADS": "1"}
+    env = os.environ | {"PYTHONPATH": str(REPO), memmap.ENV: "1", "OMP_NUM_THREADS": "1", "MARKER": marker}
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == 137, killed.stderr
     assert cache_files(isolated_home, ".*.tmp") and not cache_files(isolated_home, "*.json")
     assert not cache_files(isolated_home, "*.u8")  # only a temp file: never a final name on a partial file
+    deadline = time.monotonic() + 10  # its decoding workers read the end of their input and stop: no orphans
+    while orphans := processes_with(marker):
+        assert time.monotonic() < deadline, f"decoding workers outlived the killed build: {orphans}"
+        time.sleep(0.1)
     monkeypatch.setenv(memmap.ENV, "1")
-    data = load_dataset(str(small), val_fraction=0)
+    data = load_dataset(str(photos), val_fraction=0)
     assert data.cache_status == "built" and not cache_files(isolated_home, ".*.tmp")
     monkeypatch.delenv(memmap.ENV)
-    reference = load_dataset(str(small), val_fraction=0)  # the in-memory path (auto: far below 25% of memory)
+    reference = load_dataset(str(photos), val_fraction=0)  # the in-memory path (auto: far below 25% of memory)
     assert reference.storage == "memory" and torch.equal(data.train.images[:], reference.train.images)
+
+
+def processes_with(marker: str) -> list[int]:
+    """The processes whose environment holds `marker` (Linux /proc; an empty list elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def rss_anon_kib() -> int:

@@ -6,7 +6,7 @@ Formats, told apart by the file's suffix and then by its first entry:
 - a JSON object: {"n01440764": "tench"}, or torchvision's imagenet_class_index.json: {"0": ["n01440764", "tench"]}.
 Blank lines and lines starting with '#' are skipped in the text formats. A malformed file is one DataError naming the
 file and line. Folder names stay the identity of a class (splits, split files and the cache match by them); only
-the class list a run shows and records is renamed (data/__init__.load_dataset, after the splits are built).
+the class list a run shows and records is renamed (data/dataset.load_dataset, after the splits are built).
 """
 from __future__ import annotations
 

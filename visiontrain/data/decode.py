@@ -385,3 +385,28 @@ def _handlers(missing: list[str]) -> str:
         note = ", pip package python-gdcm" if name.strip() == "gdcm" else ""
         options.append(f"{name.strip()} ({needs.strip()}{note})" if needs else line)
     return "one of " + ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else "".join(options)
+
+
+def header_shape(path: str, policy: DecodePolicy) -> tuple[int, int] | None:
+    """(channels, short side) of what decode_image(path, policy) returns without a size, read from the file's
+    header alone (nothing is decoded); None when the header cannot be read (the decode will say why)."""
+    try:
+        if is_dicom(path):
+            import pydicom  # an optional extra: without it the decode reports the file
+
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            mode = "RGB" if int(ds.get("SamplesPerPixel") or 1) == 3 or str(ds.get("PhotometricInterpretation", "")
+                                                                             ).strip() == "PALETTE COLOR" else "L"
+            width, height = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode_image judges the size
+                with Image.open(path) as image:
+                    mode, (width, height) = image.mode, image.size
+    except Exception:  # noqa: BLE001 - pydicom and Pillow raise many kinds for a broken header
+        return None
+    if min(width, height) < 1:
+        return None
+    if max(width, height) > policy.max_side:  # decode_image reduces these to a max_side square
+        width = height = policy.max_side
+    return (1 if mode in GRAY_MODES or mode == "LA" else 3), min(width, height)  # EXIF rotation keeps the short side

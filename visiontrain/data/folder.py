@@ -6,23 +6,19 @@ and reported together, before any training starts.
 """
 from __future__ import annotations
 
-import os
 import re
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import DataError
-from .decode import (GRAY_MODES, IMAGE_EXTENSIONS, PYDICOM_MISSING, DecodeError, DecodePolicy, decode_image,
-                     has_dicom_magic, is_dicom, to_channels)
+from .decode import IMAGE_EXTENSIONS, PYDICOM_MISSING, DecodePolicy, has_dicom_magic, header_shape, to_channels
 from .tensors import ImageTensors
 from .walk import Walker
+from .workers import POOL_MIN_FILES, WorkerPool, decode_many, decode_workers, probe_shapes
 
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 DEFAULT_MIXED_SIZE = 128  # cap on the side used when images differ in size and no image_size is given (the median short side below it)
@@ -149,36 +145,18 @@ def missing_class_warnings(splits: dict[str, ImageTensors | None], name: str,
     return warnings
 
 
-def _decode_one(args: tuple[str, DecodePolicy, int | None]) -> tuple[np.ndarray | None, str | None]:
-    path, policy, size = args
-    try:
-        return decode_image(path, policy, size), None
-    except DecodeError as error:
-        return None, str(error)
-
-
-MAX_WORKERS = 64  # decoding processes at most (each holds a few MB; a bigger machine's cores are left to training)
-
-
-def decode_workers() -> int:
-    """Decoding processes: one per core this process may run on (its CPU affinity: taskset, a container's cpuset),
-    up to MAX_WORKERS. Decoding scales with the cores: each worker decodes its own files, with no shared state."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS and Windows have no affinity call
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_WORKERS))
-
-
 def decode_files(paths: list[Path], policy: DecodePolicy, size: int | None, workers: int | None = None):
-    """Decode in worker processes (Pillow holds the GIL for most of a decode). Returns (arrays, errors)."""
+    """Decode in worker processes (Pillow holds the GIL for most of a decode: data/workers.py). Returns (arrays,
+    errors)."""
     jobs = [(str(p), policy, size) for p in paths]
     workers = workers or decode_workers()
-    if workers > 1 and len(jobs) > 256:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_decode_one, jobs, chunksize=256))
+    if workers > 1 and len(jobs) > POOL_MIN_FILES:
+        step = max(16, min(256, -(-len(jobs) // (4 * workers))))  # >= 4 chunks per worker: balance
+        with WorkerPool(workers) as pool:
+            results = [r for chunk in pool.map(decode_many, [jobs[i:i + step] for i in range(0, len(jobs), step)])
+                       for r in chunk]
     else:
-        results = [_decode_one(job) for job in jobs]
+        results = decode_many(jobs)
     return [r[0] for r in results], [r[1] for r in results]
 
 
@@ -243,38 +221,6 @@ def decoded_shape(shapes: list[tuple[int, ...]], image_size: int | None, channel
     uniform = short_sides[0] == short_sides[-1]
     side = image_size or (short_sides[0] if uniform else min(DEFAULT_MIXED_SIZE, short_sides[len(short_sides) // 2]))
     return channels, side
-
-
-def header_shape(path: str, policy: DecodePolicy) -> tuple[int, int] | None:
-    """(channels, short side) of what decode_image(path, policy) returns without a size, read from the file's
-    header alone (nothing is decoded); None when the header cannot be read (the decode will say why)."""
-    try:
-        if is_dicom(path):
-            import pydicom  # an optional extra: without it the decode reports the file
-
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-            mode = "RGB" if int(ds.get("SamplesPerPixel") or 1) == 3 or str(ds.get("PhotometricInterpretation", "")
-                                                                             ).strip() == "PALETTE COLOR" else "L"
-            width, height = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode_image judges the size
-                with Image.open(path) as image:
-                    mode, (width, height) = image.mode, image.size
-    except Exception:  # noqa: BLE001 - pydicom and Pillow raise many kinds for a broken header
-        return None
-    if min(width, height) < 1:
-        return None
-    if max(width, height) > policy.max_side:  # decode_image reduces these to a max_side square
-        width = height = policy.max_side
-    return (1 if mode in GRAY_MODES or mode == "LA" else 3), min(width, height)  # EXIF rotation keeps the short side
-
-
-def probe_shapes(job: tuple[list[str], DecodePolicy]) -> list[tuple[int, int, int]]:
-    """Worker: the (channels, short side, short side) of each file whose header can be read."""
-    paths, policy = job
-    return [(channels, short, short) for path in paths if (shape := header_shape(path, policy)) is not None
-            for channels, short in [shape]]
 
 
 def folder_shape(files: list[str], policy: DecodePolicy, image_size: int | None, channels: int | None,

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import Config
-from . import load_dataset
+from .dataset import load_dataset
 from .decode import DecodePolicy, is_dicom
 from .folder import scan_folder
 from .registry import DATASETS

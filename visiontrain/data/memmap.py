@@ -31,9 +31,7 @@ import os
 import sys
 import tempfile
 import time
-import warnings
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -41,16 +39,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .._io import _fsync_dir, _umask, atomic_write_text
 from ..errors import DataError
 from .cache import home, mark_used
-from .decode import IMAGE_EXTENSIONS, DecodeError, DecodePolicy, decode_image, to_channels
-from .folder import FolderScan, check_bad_files, decode_workers, decoded_shape, folder_shape, scan_folder
+from .decode import IMAGE_EXTENSIONS, DecodePolicy
+from .folder import FolderScan, check_bad_files, decoded_shape, folder_shape, scan_folder
 from .mapped import MappedImages
 from .registry import channel_stats
 from .tensors import ImageTensors
+from .workers import POOL_MIN_FILES, WorkerPool, decode_workers, write_chunk
 
 FORMAT = 2  # of the header and the data file; part of the key (2: each file decoded straight to the side)
 ENV = "VISIONTRAIN_MEMMAP"  # 1: always memory-map image folders, 0: never, unset or auto: above RAM_FRACTION
@@ -292,7 +290,7 @@ def _split_rows(header: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def _entry(header: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The same dict as data/__init__._entry_from_splits makes, with MappedImages for the images."""
+    """The same dict as data/dataset._entry_from_splits makes, with MappedImages for the images."""
     shape = tuple(header["shape"])
     array = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
     labels = torch.tensor(header["labels"], dtype=torch.int64)
@@ -320,7 +318,7 @@ def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | 
     fd, temp_name = tempfile.mkstemp(dir=paths.folder, prefix=f".{paths.data.name}.", suffix=".tmp")
     temp = Path(temp_name)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the cache is as readable as the in-memory one
-    workers = decode_workers() if len(files) > 256 else 1
+    workers = decode_workers() if len(files) > POOL_MIN_FILES else 1
     try:
         with _runner(workers) as run:
             shape = folder_shape(files, policy, image_size, channels, run, workers)
@@ -370,22 +368,12 @@ def _build(paths: Paths, *, root: Path, policy: DecodePolicy, image_size: int | 
 
 @contextmanager
 def _runner(workers: int) -> Iterator[Callable]:
-    """map(function, jobs) in worker processes (Pillow holds the GIL while it decodes), or here for one worker."""
-    if workers <= 1:  # one thread, as in the workers: torch's threads cost more than they give on one small image
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield map
-        finally:
-            torch.set_num_threads(threads)
+    """map(job, jobs) in worker processes (Pillow holds the GIL for most of a decode), or here for one worker."""
+    if workers <= 1:
+        yield map
         return
-    pool = ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
-    try:
+    with WorkerPool(workers) as pool:  # fresh interpreters, never forks: data/workers.py says why
         yield pool.map
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a bad folder: do not decode the rest first
-        raise
-    pool.shutdown()
 
 
 def _chunk_rows(row_bytes: int, count: int, workers: int) -> int:
@@ -408,7 +396,7 @@ def _write_all(run: Callable, fd: int, temp: Path, files: list[str], shape: tupl
     errors, shapes, digests = [], [], []
     progress = _Progress(len(files), "caching", verbose)
     try:
-        for (_, start, *_), (chunk_errors, chunk_shapes, digest) in zip(jobs, run(_write_chunk, jobs)):
+        for (_, start, *_), (chunk_errors, chunk_shapes, digest) in zip(jobs, run(write_chunk, jobs)):
             errors += [(start + i, reason) for i, reason in chunk_errors]
             for decoded, count in chunk_shapes.items():
                 shapes += [decoded] * count
@@ -433,35 +421,8 @@ def _reserve(fd: int, size: int, folder: Path) -> None:
                         "a folder on a larger disk") from None
 
 
-def _write_chunk(job: tuple) -> tuple[list[tuple[int, str]], Counter, str]:
-    """Worker: decode a chunk of files into rows, write them at their offset of the cache file, hash them.
-
-    Returns ([(row in chunk, reason) of unreadable files], Counter of decoded (C, H, W) shapes, SHA-256 of the rows).
-    """
-    path, start, files, policy, channels, side = job
-    rows = np.zeros((len(files), channels, side, side), dtype=np.uint8)  # (rows, C, H, W); unreadable rows stay 0
-    errors, shapes = [], Counter()
-    for row, file in enumerate(files):
-        try:
-            pixels = decode_image(file, policy, side)  # (C, side, side) uint8, as data/folder.load_folder decodes
-        except DecodeError as error:
-            errors.append((row, str(error)))
-            continue
-        shapes[pixels.shape] += 1
-        rows[row] = to_channels(pixels, channels)
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        view, offset = memoryview(rows).cast("B"), start * rows[0].nbytes
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
-    finally:
-        os.close(fd)
-    return errors, shapes, hashlib.sha256(rows).hexdigest()
-
-
 def _statistics(header: dict[str, Any], path: Path, classes: list[str]) -> dict[str, Any]:
-    """mean, std and fingerprint, computed as data/__init__._entry_from_splits does for the in-memory cache (the
+    """mean, std and fingerprint, computed as data/dataset._entry_from_splits does for the in-memory cache (the
     same functions on the same pixels), reading the file in chunks."""
     entry = _entry(header | {"mean": None, "std": None, "fingerprint": None}, path)
     splits = [s for s in ("train", "val", "test") if f"{s}_images" in entry]

@@ -27,7 +27,7 @@ import torch
 from .._io import atomic_torch_save
 from .._registry import DATASETS
 from ..errors import DataError
-from . import Dataset, _convert_channels
+from .dataset import Dataset, _convert_channels
 from .decode import DecodePolicy
 from .registry import DatasetSource, channel_stats
 from .tensors import ImageTensors, stratified_split
