@@ -23,32 +23,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 
+from . import posthoc
 from ._io import remove_stale_temp_files
 from .config import Config, budget_seconds
 from .data.splitfile import record_split
 from .data.memory import write_sample
 from .engine import budget
 from .engine.build import Setup, build
-from .engine.callbacks import RunInfo, Step, call, check_callbacks
-from .engine.checkpoint import newest_valid_checkpoint, save_checkpoint
+from .engine.callbacks import RunInfo, Step, call, call_run_end, check_callbacks
+from .engine.checkpoint import newest_valid_checkpoint, save_checkpoint, warn_if_other_torch
 from .engine.distributed import (all_reduce_sum, any_rank, broadcast_buffers, broadcast_string, check_world_size,
                                  launcher, shutdown)
 from .engine.loggers import Logger, check_loggers, create_loggers
 from .engine.loop import NonFiniteLoss, TrainState
-from .engine.overfit import verdict
-from .engine.probe import FOLDS
 from .engine.progress import Progress
 from .errors import TrainingStopped
-from .evaluation import write_evaluation
-from .explain import write_misclassified_gradcam
-from .inference import Predictor
-from .posthoc import fit_after_training
-from .metrics.classification import balanced_accuracy, classification_metrics
-from .report import plot_misclassified, write_report
-from .report.batch import write_training_batch
-from .report.plots import plot_confusion, plot_curves
 from .run import RunDir
 
 
@@ -126,23 +116,15 @@ class Fit:
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
         """Everything a resumed run needs. Collective under torchrun (the running sums are all-reduced)."""
-        built, data = self.built, self.built.dataset
+        built = self.built
         built.trainer.flush(self.state)  # the pending steps' losses: checked for NaN before anything is written
         sums = all_reduce_sum([self.state.loss_sum, self.state.correct, self.state.seen], self.env, built.device)
         state = dataclasses.asdict(self.state) | {"elapsed": self.elapsed(), "loss_sum": sums[0],
                                                   "correct": int(sums[1]), "seen": int(sums[2])}
-        return {
-            "config": self.config.to_dict(), "classes": data.classes, "mean": built.mean, "std": built.std,
-            "input_size": [data.in_channels, data.image_size, data.image_size], "in_channels": data.in_channels,
-            "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
-            "model": built.model.state_dict(), "optimizer": built.optimizer.state_dict(),
-            "scheduler": built.scheduler.state_dict(), "ema": built.ema.state_dict() if built.ema else None,
-            "lookahead": built.lookahead.state_dict() if built.lookahead else None,
-            "scaler": built.trainer.scaler.state_dict() if built.trainer.scaler else None,
+        return {"config": self.config.to_dict()} | built.parts_state() | {
             "state": state, "world_size": self.env.world_size,  # processes: a resume must use as many
             "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if built.device.type == "cuda" else []},
-        }
+                    "cuda": torch.cuda.get_rng_state_all() if built.device.type == "cuda" else []}}
 
     def save(self, *, best: bool = False) -> None:
         checkpoint = self.checkpoint()
@@ -165,17 +147,9 @@ class Fit:
         for path, reason in skipped if self.env.is_main else ():  # only rank 0 prints
             print(f"visiontrain: skipped checkpoint {path}: {reason}", file=sys.stderr)
         check_world_size(checkpoint.get("world_size"), self.env, self.config, self.run_dir)
-        saved_torch = checkpoint.get("torch_version")
-        if saved_torch and saved_torch != torch.__version__ and self.env.is_main:
-            print(f"visiontrain: warning: {self.run_dir.path} was trained with torch {saved_torch} and resumes with "
-                  f"torch {torch.__version__}; bit-exact resume holds per torch version, so the rest of the run may "
-                  "differ slightly from an uninterrupted one", file=sys.stderr)
-        built.model.load_state_dict(checkpoint["model"])
-        built.optimizer.load_state_dict(checkpoint["optimizer"])
-        built.scheduler.load_state_dict(checkpoint["scheduler"])
-        for part, key in ((built.ema, "ema"), (built.lookahead, "lookahead"), (built.trainer.scaler, "scaler")):
-            if part and checkpoint.get(key):
-                part.load_state_dict(checkpoint[key])
+        if self.env.is_main:
+            warn_if_other_torch(checkpoint, self.run_dir.path)
+        built.load_parts(checkpoint)
         self.state = TrainState(**checkpoint["state"])
         if not self.env.is_main:  # the checkpoint holds the all-reduced sums; count them once
             self.state.loss_sum, self.state.correct, self.state.seen = 0.0, 0, 0
@@ -197,7 +171,10 @@ class Fit:
         self.progress.step(epoch, step, state.loss_sum / max(1, state.seen), state.correct / max(1, state.seen),
                            images_per_second)
         if self.callbacks:
-            self._step_callbacks(state, epoch, step)
+            self.info.epoch, self.info.global_step = state.epoch, state.global_step
+            call(self.callbacks, "on_step_end", self.info, Step(
+                epoch + 1, step + 1, state.global_step, self.built.optimizer.param_groups[0]["lr"],
+                config.batch_size * self.env.world_size, self.built.trainer.last_loss))
         at_boundary = (step + 1) % config.accumulate == 0
         due = (config.checkpoint_every and state.global_step % config.checkpoint_every == 0) or (
             config.checkpoint_minutes and time.perf_counter() - self.last_save > 60 * config.checkpoint_minutes)
@@ -210,19 +187,6 @@ class Fit:
         if stop:
             self._stop(f"at epoch {epoch + 1}, step {step + 1}")
 
-    def _step_callbacks(self, state: TrainState, epoch: int, step: int) -> None:
-        self.info.epoch, self.info.global_step = state.epoch, state.global_step
-        loss, cached = self.built.trainer.last_loss, []
-
-        def read_loss() -> float:  # one host sync, only for a hook that reads it
-            if not cached:
-                cached.append(float(loss))
-            return cached[0]
-
-        call(self.callbacks, "on_step_end", self.info, Step(
-            epoch + 1, step + 1, state.global_step, self.built.optimizer.param_groups[0]["lr"],
-            self.config.batch_size * self.env.world_size, read_loss, loss))
-
     def _stop(self, where: str) -> None:
         self.stop_signal = self.stop_signal or signal.SIGTERM
         name = signal.Signals(self.stop_signal).name
@@ -232,7 +196,7 @@ class Fit:
 
     def run_epochs(self) -> None:
         config, state, built = self.config, self.state, self.built
-        val, selection = built.dataset.val, built.selection
+        selection = built.selection
         while state.epoch < config.epochs:
             epoch = state.epoch
             self.epoch_start = started = time.perf_counter()
@@ -252,12 +216,8 @@ class Fit:
                    "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
             if built.finetune != "full":  # which part learnt this epoch (report/html.py's diagnosis reads it)
                 row["stage"] = "probe" if probing else "head" if frozen else "all"
-            if val is not None:
-                logits = built.validation_logits(val.images)
-                row["val_loss"] = nn.functional.cross_entropy(logits, val.labels).item()
-                row["val_acc"] = (logits.argmax(1) == val.labels).double().mean().item()
-                if selection.balanced:  # imbalanced train classes: the best epoch is kept by this instead
-                    row["val_balanced_acc"] = balanced_accuracy(logits.argmax(1), val.labels, len(val.classes))
+            if built.dataset.val is not None:
+                row |= built.validation_metrics()
             row["seconds"] = self.elapsed()
             score = row.get(selection.column or "val_acc")  # state.best_val_acc holds the best of this metric
             improved = score > state.best_val_acc if score is not None else True
@@ -294,9 +254,7 @@ class Fit:
         if self.env.is_main:  # every rank fitted the same head on the same images: rank 0 counts them
             state.loss_sum, state.seen = result.train_loss * result.images, result.images
             state.correct = round(result.train_acc * result.images)
-        self.progress.message(f"probe: head fitted to {result.images:,} images' features in "
-                              f"{result.extract_seconds + result.fit_seconds:.1f} s (L2 {result.l2:g} by "
-                              f"{FOLDS}-fold cross-validation: {result.cv_acc:.2%})")
+        self.progress.message(result.sentence())
 
     # -- the whole run -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -311,7 +269,7 @@ class Fit:
                     torch.distributed.barrier()  # rank 0 has written best.pt before anyone reads it
                 return self.finish()
             except NonFiniteLoss as error:
-                raise TrainingStopped(self._nan_message(error)) from None
+                raise TrainingStopped(error.advice(self.config.lr, self.run_dir.last)) from None
             finally:
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
@@ -324,18 +282,9 @@ class Fit:
                 shutdown(self.env)
 
     def _end_callbacks(self, summary: dict[str, Any]) -> None:
-        """on_run_end, once; for a run that stopped, without hiding why it stopped (a failing hook is one line)."""
-        if self.ended or not self.callbacks:
-            return
-        self.ended = True
-        if summary["status"] == "complete":
-            call(self.callbacks, "on_run_end", self.info, summary)
-            return
-        for callback in self.callbacks:
-            try:
-                call([callback], "on_run_end", self.info, summary)
-            except Exception as error:  # noqa: BLE001 - the run's own error is the one to raise
-                print(f"visiontrain: warning: {type(callback).__name__}.on_run_end failed: {error}", file=sys.stderr)
+        if not self.ended and self.callbacks:  # once: a run that stopped in finish() has called them
+            self.ended = True
+            call_run_end(self.callbacks, self.info, summary)
 
     def _model_from_python(self) -> torch.nn.Module | None:
         """A copy of the model passed from Python, for the inference path (which cannot rebuild it by name)."""
@@ -345,72 +294,18 @@ class Fit:
     def _on_signal(self, signum: int, frame) -> None:  # noqa: ANN001
         self.stop_signal = signum
 
-    def _nan_message(self, error: NonFiniteLoss) -> str:
-        healthy = self.run_dir.last if self.run_dir.last.is_file() else None
-        where = f"the last healthy checkpoint is {healthy}" if healthy else "no checkpoint had been written yet"
-        return (f"{error}; training stopped and no NaN weights were written ({where}). Likely causes: the learning "
-                f"rate is too high (lr={self.config.lr}; try a tenth), no gradient clipping (--clip-grad 1.0), fp16 "
-                "overflow, or bad input values")
-
     def finish(self) -> dict[str, Any]:
-        built, config, state = self.built, self.config, self.state
-        data = built.dataset
-        summary: dict[str, Any] = {"status": "complete", "format_version": 1, "test_acc": None, "test_loss": None}
-        logits = None
-        kept = fit_after_training(self.run_dir, built, self.env, model=self._model_from_python())  # posthoc.py
-        summary["calibration"] = kept["calibration"]
-        summary["input_check"] = {key: kept["input_stats"][key] for key in ("method", "images", "flagged_in_training")}
-        if data.test is not None and not config.overfit_batch:  # a memorised batch says nothing about the test split
-            # the model the run keeps (best.pt: the epoch validation picked), through the one inference path that
-            # eval, predict, explain and export use, in the inference precision rather than the training one
-            predictor = Predictor(kept, built.device, model=self._model_from_python())
-            logits = predictor.logits(data.test.images, batch_size=config.eval_batch_size)
-            metrics = write_evaluation(self.run_dir, "test", logits, data.test, verbose=False,
-                                       temperature=predictor.temperature) if self.env.is_main \
-                else classification_metrics(logits, data.test.labels, data.classes)
-            summary |= {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
-        last = state.rows[-1] if state.rows else {}
-        best_row = next((row for row in state.rows if row["epoch"] == state.best_epoch), {})
-        summary |= {
-            "best_val_acc": best_row.get("val_acc") if data.val is not None else None,
-            "best_epoch": state.best_epoch, "epochs_completed": state.epoch,
-            "final_val_acc": last.get("val_acc"), "final_train_acc": last.get("train_acc"),
-            "wall_seconds": self.elapsed(), "train_seconds": state.train_seconds,
-            "time_to_first_step": self.time_to_first_step, "probe": state.probe,
-            "images_per_second": state.global_step * config.batch_size * self.env.world_size
-            / max(1e-9, state.train_seconds),
-        } | built.describe() | {"run_dir": str(self.run_dir.path)}
-        if self.plan is not None:
-            summary["time_budget"] = self.plan.describe()
-        if built.selection.balanced:
-            summary["best_val_balanced_acc"] = best_row.get("val_balanced_acc")
-        if self.info.stop_reason and state.epoch < config.epochs:
-            summary["stopped_by"] = self.info.stop_reason  # a callback's run.stop(): finished early, as early_stop
-        if config.overfit_batch:  # the verdict on the batch it trained on, with the final (not the best-val) weights
-            summary["overfit_batch"] = verdict(built.validation_logits(data.train.images), data.train.labels, config,
-                                               len(data.classes))
+        state, config = self.state, self.config
+        facts = {"time_to_first_step": self.time_to_first_step,
+                 "time_budget": self.plan.describe() if self.plan is not None else None,
+                 # a callback's run.stop(): finished early, as early_stop does
+                 "stopped_by": self.info.stop_reason if state.epoch < config.epochs else None}
+        summary = posthoc.finish(self.run_dir, self.built, self.env, state, self.elapsed, facts,
+                         model=self._model_from_python(),
+                         plots=any(isinstance(c, Logger) and c.wants_images for c in self.callbacks))
         if self.env.is_main:
-            self.run_dir.write_json(self.run_dir.summary_path, summary)
-            if config.report:
-                self.write_report(logits)
-            elif any(isinstance(c, Logger) and c.wants_images for c in self.callbacks):  # the plots they show
-                plot_curves(self.run_dir.path)
-                if logits is not None:
-                    plot_confusion(self.run_dir.path)
             self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
                                                                "complete": True})
             self.info.epoch, self.info.global_step = state.epoch, state.global_step
             self._end_callbacks(summary)
         return summary
-
-    def write_report(self, test_logits: torch.Tensor | None) -> None:
-        """plots/ and report.html; after summary.json, which the report reads. (matplotlib, ~1.5 s to import, loads
-        here at the end, inside the drawing functions, never before the first step.)"""
-        write_training_batch(self.built, self.run_dir.path / "plots" / "augmented_batch.png")  # what the model sees
-        if test_logits is not None:
-            test = self.built.dataset.test
-            plot_misclassified(self.run_dir.path, test.images, test.labels, test_logits, test.classes)
-            # and where the model looked in its worst mistakes: plots/gradcam.png (or .txt saying why there is none)
-            write_misclassified_gradcam(self.run_dir.path, test.images, test.labels, test_logits, test.classes,
-                                        model=self._model_from_python())
-        write_report(self.run_dir.path)  # also draws the curves, confusion matrix and reliability diagram

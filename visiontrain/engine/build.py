@@ -30,6 +30,7 @@ from ..data.augment import augment_spec, image_flips
 from ..data.loader import FixedBatchLoader, TensorLoader, fit_batch_to_split
 from ..data.mapped import place_on_device
 from ..errors import CheckpointError, ConfigError, DataError, TrainingStopped
+from ..metrics.classification import balanced_accuracy
 from ..models import create_model as _create_model
 from ..data.memory import from_python
 from ..models.own import as_classifier, call_builder
@@ -71,6 +72,29 @@ class Setup:
     lookahead: Lookahead | None = None
     trainable: set[int] = field(default_factory=set)  # ids of the parameters the model itself lets train
     total_steps: int = 0  # training steps (batches per process) of the whole run
+
+    def parts_state(self) -> dict[str, Any]:
+        """What a checkpoint holds of the model, the data and the training parts (fit.py adds the run's state)."""
+        data = self.dataset
+        return {
+            "classes": data.classes, "mean": self.mean, "std": self.std,
+            "input_size": [data.in_channels, data.image_size, data.image_size], "in_channels": data.in_channels,
+            "decode_policy": data.decode_policy, "dataset_fingerprint": data.fingerprint, "allow_flip": data.allow_flip,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict()} | {key: part.state_dict() if part else None
+                                                          for key, part in self._optional_parts().items()}
+
+    def load_parts(self, checkpoint: dict[str, Any]) -> None:
+        """The weights, optimiser, schedule, EMA, Lookahead and loss scaler from a checkpoint (parts_state's)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        for key, part in self._optional_parts().items():
+            if part and checkpoint.get(key):
+                part.load_state_dict(checkpoint[key])
+
+    def _optional_parts(self) -> dict[str, Any]:
+        return {"ema": self.ema, "lookahead": self.lookahead, "scaler": self.trainer.scaler}
 
     def epoch_steps(self, epoch: int) -> int:
         """The steps of epoch `epoch` (0-based): all of the loader's, but the last of a --max-steps run and none in
@@ -166,6 +190,17 @@ class Setup:
         if self.ema is not None:
             self.model.load_state_dict(backup)
         return logits
+
+    def validation_metrics(self) -> dict[str, float]:
+        """The epoch's row of metrics.csv for the validation split: loss, accuracy, and the balanced accuracy when
+        imbalanced training classes keep the best epoch by it."""
+        val = self.dataset.val
+        logits = self.validation_logits(val.images)
+        row = {"val_loss": nn.functional.cross_entropy(logits, val.labels).item(),
+               "val_acc": (logits.argmax(1) == val.labels).double().mean().item()}
+        if self.selection.balanced:
+            row["val_balanced_acc"] = balanced_accuracy(logits.argmax(1), val.labels, len(val.classes))
+        return row
 
 
 def build(config: Config, *, split_file: str | Path | None = None, notices: bool = True, model: Any = None,

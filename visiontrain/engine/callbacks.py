@@ -26,9 +26,11 @@ Under torchrun the callbacks run in the first process only (rank 0); a stop reac
 """
 from __future__ import annotations
 
+import sys
+
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -84,13 +86,15 @@ class Step:
     global_step: int  # steps done in the whole run, this one included
     lr: float
     batch_size: int  # images per step (all processes)
-    _loss: Callable[[], float] = field(repr=False, default=lambda: float("nan"))
     loss_tensor: Any = field(repr=False, default=None)  # the loss on the device (loggers read many at once)
+    _read: list[float] = field(repr=False, default_factory=list)
 
     @property
     def loss(self) -> float:
-        """This step's training loss (mean over its batch)."""
-        return self._loss()
+        """This step's training loss (mean over its batch): one host sync, only for a hook that reads it."""
+        if not self._read:
+            self._read.append(float("nan") if self.loss_tensor is None else float(self.loss_tensor))
+        return self._read[0]
 
 
 def check_callbacks(callbacks: list[Any]) -> list[Any]:
@@ -109,3 +113,16 @@ def call(callbacks: list[Any], hook: str, *args: Any) -> None:
         method = getattr(callback, hook, None)
         if method is not None:
             method(*args)
+
+
+def call_run_end(callbacks: list[Any], run: RunInfo, summary: dict[str, Any]) -> None:
+    """on_run_end. For a run that stopped, every hook is called even if one fails, and a failure is one line: the
+    run's own error is the one to raise."""
+    if summary["status"] == "complete":
+        call(callbacks, "on_run_end", run, summary)
+        return
+    for callback in callbacks:
+        try:
+            call([callback], "on_run_end", run, summary)
+        except Exception as error:  # noqa: BLE001 - see above
+            print(f"visiontrain: warning: {type(callback).__name__}.on_run_end failed: {error}", file=sys.stderr)

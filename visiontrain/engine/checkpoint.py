@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,12 @@ def newest_valid_checkpoint(*paths: Path) -> tuple[dict[str, Any], list[tuple[Pa
         detail = "; ".join(f"{p}: {r}" for p, r in skipped) or "none were written"
         raise CheckpointError(f"no usable checkpoint in {paths[0].parent} ({detail})")
     return max(found, key=lambda c: c["state"]["global_step"]), skipped
+
+
+def warn_if_other_torch(checkpoint: dict[str, Any], run: Path) -> None:
+    """A resume under another torch than the run's: bit-exact resume holds per torch version, so say so."""
+    saved = checkpoint.get("torch_version")
+    if saved and saved != torch.__version__:
+        print(f"visiontrain: warning: {run} was trained with torch {saved} and resumes with torch {torch.__version__};"
+              " bit-exact resume holds per torch version, so the rest of the run may differ slightly from an "
+              "uninterrupted one", file=sys.stderr)

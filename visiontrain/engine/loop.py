@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -235,6 +236,14 @@ class NonFiniteLoss(TrainingStopped):
     def __init__(self, epoch: int, step: int, global_step: int, value: float):
         self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
         super().__init__(f"loss is {value} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1})")
+
+    def advice(self, lr: float, last_checkpoint: Path) -> str:
+        """The message a user sees: where the healthy weights are, and what to change."""
+        healthy = last_checkpoint if last_checkpoint.is_file() else None
+        where = f"the last healthy checkpoint is {healthy}" if healthy else "no checkpoint had been written yet"
+        return (f"{self}; training stopped and no NaN weights were written ({where}). Likely causes: the learning "
+                f"rate is too high (lr={lr}; try a tenth), no gradient clipping (--clip-grad 1.0), fp16 overflow, or "
+                "bad input values")
 
 
 @torch.inference_mode()

@@ -39,6 +39,10 @@ class ProbeResult:
     extract_seconds: float
     fit_seconds: float
 
+    def sentence(self) -> str:
+        return (f"probe: head fitted to {self.images:,} images' features in {self.extract_seconds + self.fit_seconds:.1f}"
+                f" s (L2 {self.l2:g} by {FOLDS}-fold cross-validation: {self.cv_acc:.2%})")
+
     def describe(self) -> dict:
         return {"l2": self.l2, "cv_acc": self.cv_acc, "images": self.images, "train_loss": self.train_loss,
                 "train_acc": self.train_acc, "extract_seconds": self.extract_seconds, "fit_seconds": self.fit_seconds}
