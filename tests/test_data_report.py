@@ -135,13 +135,13 @@ def test_the_cross_split_duplicate_is_shown_first_side_by_side(checked):
 
 
 def test_odd_images_are_shown_as_training_decodes_them(tmp_path, monkeypatch):
-    import visiontrain.data.folder as folder
+    import visiontrain.data.workers as workers
 
     root = tmp_path / "odd"
     files = make_problem_folder(root)
     calls = []
-    real = folder.decode_image
-    monkeypatch.setattr(folder, "decode_image", lambda path, *a, **k: calls.append(path) or real(path, *a, **k))
+    real = workers.decode_image  # decoded in this process: the folder is under POOL_MIN_FILES
+    monkeypatch.setattr(workers, "decode_image", lambda path, *a, **k: calls.append(path) or real(path, *a, **k))
     check = check_dataset(str(root))
     out = write_data_report(check, tmp_path / "out dir" / "é report.html")
     images = sum(1 for p in root.rglob("*") if p.suffix in (".png", ".jpg", ".tif"))
