@@ -7,6 +7,7 @@ import torch
 import visiontrain
 from conftest import run_main
 from visiontrain.config import ConfigError, budget_seconds, build_config, load_yaml
+from visiontrain.engine import budget
 from visiontrain.run import RunDir
 
 TINY = dict(model="lenet", batch_size=32, progress="none", report=False, optimizer="sgd", lr=0.05)
@@ -57,6 +58,24 @@ def test_a_budgeted_run_is_the_run_its_plan_describes(digits_small, tmp_path, ca
     first, second = (torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["model"]
                      for name in ("budget", "again"))
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+@pytest.mark.parametrize("seconds, kept", [(60, False), (600, True)])
+def test_test_time_augmentation_is_kept_only_when_the_budget_can_afford_it(digits_small, tmp_path, capsys, monkeypatch,
+                                                                           seconds, kept):
+    """TTA doubles the final evaluation's forward passes; when that would take over TTA_SHARE of the budget, the
+    plan spends the time on training instead, says so, and records it (config.yaml and the summary)."""
+    monkeypatch.setattr(budget, "_inference_seconds", lambda built, images, normalize, tta, sample=256:
+                        0.05 * (2 if tta else 1))  # slow inference: 0.1 s an image with TTA
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--tta", "--time", f"{seconds}s",
+                      "--runs-dir", tmp_path, "--name", "tta", "--progress", "none", "--no-report", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert ("test-time augmentation off" in result.stderr) is not kept
+    config = build_config(load_yaml(tmp_path / "tta" / "config.yaml"), apply_preset=False)
+    plan = RunDir(tmp_path / "tta").read_summary()["time_budget"]
+    assert config.tta is kept and plan["tta"] is kept
+    # the rule on the plan's own numbers: TTA's half of the evaluation (what is left when it is off) over the share
+    assert (plan["evaluation_seconds"] > budget.TTA_SHARE * seconds) is not kept
 
 
 def test_a_budget_too_small_for_one_step_says_how_much_it_needs(digits_small, tmp_path, capsys):

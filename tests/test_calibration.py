@@ -20,7 +20,7 @@ from visiontrain.engine.checkpoint import load_checkpoint
 from visiontrain.inference import kept_checkpoint
 from visiontrain.metrics.calibration import calibration_report, fit_temperature
 from visiontrain.metrics.classification import expected_calibration_error
-from visiontrain.metrics.input_check import fit_ranges, unfamiliar_notes
+from visiontrain.metrics.input_check import fit_ranges, statistics, unfamiliar_notes
 from visiontrain.run import RunDir
 
 
@@ -216,3 +216,16 @@ def test_predict_notes_an_inverted_digit_and_not_the_ordinary_ones(smoothed_run,
     assert "5 of 305 image(s) are unlike the training images" in result.stderr
     table = run_cli("predict", smoothed_run.path, tmp_path / "inverted-0.png")
     assert "unlike the training images (border brightness" in table.stdout  # the CLI table shows the note
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 28, 28), (7, 3, 32, 32), (4, 3, 30, 17), (3, 3, 2, 2), (2, 1, 1, 5)])
+def test_the_input_statistics_are_their_float64_definition(shape):
+    """statistics() works from integer sums in chunks (fast on 224 px photos); the same numbers as the plain
+    definition: per-channel mean and std over float64 pixels, and the mean of the border frame."""
+    images = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    pixels = images.astype(np.float64)
+    border = max(1, round(min(shape[2:]) / 14))
+    frame = np.ones(shape[2:], dtype=bool)
+    frame[border:shape[2] - border, border:shape[3] - border] = False
+    expected = np.concatenate([pixels.mean((2, 3)), pixels.std((2, 3)), pixels[:, :, frame].mean((1, 2))[:, None]], 1)
+    np.testing.assert_allclose(statistics(images, chunk=300), expected, rtol=0, atol=1e-9)

@@ -18,19 +18,25 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..metrics.input_check import ranges_sample, statistics
 from .build import Setup, probe_epochs
 from .distributed import any_rank, broadcast_string
 from .loop import Normalizer, TrainState, predict_logits
 from .probe import PROBE_MAX_IMAGES
 
-REPORT_SECONDS = 6.0  # plots, the Grad-CAM gallery and report.html at the end (measured 3-5 s on 2 CPU cores)
+REPORT_SECONDS = 3.5  # plots, the Grad-CAM gallery and report.html at the end (measured 1.7 s on Fashion-MNIST,
+# 3.2 s on CIFAR-10, 2 cores with native bf16: docs/benchmarks.md)
 CHECKPOINT_SECONDS = 0.1  # per epoch: last.pt and best.pt of a small network, atomically
 SAFETY = 0.03  # of the budget, for what the timings miss (a busy machine, the last epoch's summary)
 PROBE_SECONDS = 1.0  # how long the training step is timed, after two warm-up steps
 LINEAR_FIT_SECONDS = 3.0  # --finetune probe: the L-BFGS fits of the head on cached features (measured 0.5-2 s)
+TTA_SHARE = 0.10  # test-time augmentation doubles the evaluation's forward passes; above this share of the budget,
+# the steps it would cost are worth more than its ~0.1-0.3 points (a 15 s Fashion-MNIST budget: 2.8 s of TTA, or
+# ~100 more steps, measured: docs/benchmarks.md), so the plan turns it off and says so
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Plan:
     fixed_seconds: float  # the report and checkpoints
     epochs: int
     steps: int
+    tta: bool = False  # test-time augmentation kept (False also when the config had none)
 
     def describe(self) -> dict[str, Any]:
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()}
@@ -57,11 +64,13 @@ def plan_run(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     if env.enabled:
         agreed = broadcast_string(f"{chosen.epochs} {chosen.steps}" if env.is_main else None, env)
         chosen.epochs, chosen.steps = map(int, agreed.split())
-    built.replan(built.config.replace(epochs=chosen.epochs, max_steps=chosen.steps, time=None))
+    dropped_tta = built.config.tta and not chosen.tta
+    built.replan(built.config.replace(epochs=chosen.epochs, max_steps=chosen.steps, time=None, tta=chosen.tta))
     if env.is_main:
         print(f"visiontrain: a budget of {budget:g} s: {chosen.step_seconds * 1000:.0f} ms a step, so {chosen.steps} "
-              f"steps ({chosen.epochs} epochs, the schedule sized to them), then the evaluation and report",
-              file=sys.stderr)
+              f"steps ({chosen.epochs} epochs, the schedule sized to them), then the evaluation and report"
+              + ("; test-time augmentation off (it would take more than "
+                 f"{TTA_SHARE:.0%} of the budget)" if dropped_tta else ""), file=sys.stderr)
     return chosen
 
 
@@ -76,9 +85,14 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     per_image_test = _inference_seconds(built, data.test.images, fp32, tta=config.tta) if data.test is not None \
         else 0.0
     validation = per_image_val * (len(data.val) if data.val is not None else 0)
-    evaluation = per_image_test * (len(data.test) if data.test is not None else 0)
-    if config.calibrate and data.val is not None and not config.overfit_batch:  # fit.py fits the temperature on the
-        evaluation += per_image_test * len(data.val)  # validation logits of the inference path, after training
+    evaluated = len(data.test) if data.test is not None else 0
+    if config.calibrate and data.val is not None and not config.overfit_batch:  # posthoc.py fits the temperature on
+        evaluated += len(data.val)  # the validation logits of the inference path, after training
+    evaluation = per_image_test * evaluated
+    tta = config.tta
+    if tta and evaluation / 2 > TTA_SHARE * budget:  # TTA is half of what was timed
+        tta, evaluation = False, evaluation / 2
+    evaluation += _input_ranges_seconds(data.train.images)
     fixed = REPORT_SECONDS if config.report else 0.0
     probe = probe_epochs(built.finetune)  # epochs that take no step, each with a validation and a checkpoint
     linear_probe = 0.0
@@ -103,7 +117,7 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
                           f"start-up, loading the data and timing the step, and the evaluation and report need about "
                           f"{before_step:.1f} s more; give at least {math.ceil(need / 0.95)} s")
     epochs, steps = best
-    return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps)
+    return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps, tta)
 
 
 def time_training_step(built: Setup) -> float:
@@ -150,11 +164,22 @@ def time_training_step(built: Setup) -> float:
 def _inference_seconds(built: Setup, images: Any, normalize: Normalizer, tta: bool, sample: int = 256) -> float:
     """Seconds per image of `built.model`'s inference on up to `sample` images of a split (after one warm-up)."""
     batch = images[:min(sample, len(images))]
-    predict_logits(built.model, batch[:8], normalize, tta=tta, allow_flip=built.dataset.allow_flip)
+    seconds = []
+    for _ in range(2):  # the first pass at this batch shape builds its kernels (oneDNN): 1.8x the second on CIFAR
+        started = time.perf_counter()
+        predict_logits(built.model, batch, normalize, tta=tta, allow_flip=built.dataset.allow_flip)
+        _synchronize(built.device)
+        seconds.append(time.perf_counter() - started)
+    return seconds[-1] / len(batch)
+
+
+def _input_ranges_seconds(images: Any) -> float:
+    """Seconds that posthoc's fit of the input ranges (metrics/input_check.fit_ranges) will take: timed here on
+    up to 256 training images, scaled to the sample it measures."""
+    sample = images[:min(256, len(images))]
     started = time.perf_counter()
-    predict_logits(built.model, batch, normalize, tta=tta, allow_flip=built.dataset.allow_flip)
-    _synchronize(built.device)
-    return (time.perf_counter() - started) / len(batch)
+    statistics(sample.cpu().numpy() if hasattr(sample, "cpu") else np.asarray(sample))
+    return (time.perf_counter() - started) / max(1, len(sample)) * ranges_sample(len(images), tuple(images.shape[1:]))
 
 
 def _synchronize(device: torch.device) -> None:

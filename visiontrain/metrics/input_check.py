@@ -47,25 +47,42 @@ def statistic_names(channels: int) -> list[str]:
     return colours + spreads + ["border brightness"]
 
 
-def statistics(images: np.ndarray) -> np.ndarray:
+def statistics(images: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """float64 (N, 2C + 1) for uint8 images (N, C, H, W): per-channel mean and std, then the border's mean, in
-    pixel levels 0..255."""
-    pixels = np.asarray(images, dtype=np.float64)
-    batch, channels, height, width = pixels.shape
-    flat = pixels.reshape(batch, channels, -1)
+    pixel levels 0..255. From integer sums and sums of squares, a chunk of about `chunk` pixels at a time: a float64
+    copy of the whole batch took 52 s for 1,783 images of 224x224 RGB on 2 cores, this takes 1 s, and equal to 1e-13."""
+    images = np.asarray(images)
+    step = max(1, chunk // max(1, math.prod(images.shape[1:])))
+    return np.concatenate([_statistics(images[start:start + step]) for start in range(0, len(images), step)]) \
+        if len(images) else np.zeros((0, 2 * images.shape[1] + 1))
+
+
+def _statistics(images: np.ndarray) -> np.ndarray:
+    batch, channels, height, width = images.shape
+    flat = images.reshape(batch, channels, -1)
+    pixels = flat.shape[2]
+    sums = flat.sum(2, dtype=np.int64)
+    as_float = flat.astype(np.float64)
+    squares = np.einsum("ncp,ncp->nc", as_float, as_float)  # exact: integers far below 2**53
+    mean = sums / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean ** 2, 0.0))
     b = border_width(min(height, width))
-    frame = np.ones((height, width), dtype=bool)
-    frame[b:height - b, b:width - b] = False
-    border = pixels[:, :, frame].mean(axis=(1, 2))  # (N,) over channels and the frame's pixels
-    return np.concatenate([flat.mean(2), flat.std(2), border[:, None]], axis=1)
+    inner = images[:, :, b:height - b, b:width - b].reshape(batch, -1).sum(1, dtype=np.int64)
+    border = (sums.sum(1) - inner) / (channels * (height * width - max(0, height - 2 * b) * max(0, width - 2 * b)))
+    return np.concatenate([mean, std, border[:, None]], axis=1)
+
+
+def ranges_sample(count: int, shape: tuple[int, ...], sample: int = SAMPLE) -> int:
+    """How many of `count` training images of `shape` fit_ranges measures."""
+    return min(count, sample, max(1000, SAMPLE_BYTES // max(1, math.prod(shape))))
 
 
 def fit_ranges(images: Any, sample: int = SAMPLE) -> dict[str, Any]:
     """The training split's ranges, for a uint8 (N, C, H, W) array or tensor (a memory-mapped split too: only the
     sampled images are read, in chunks). What checkpoints and model.json record as `input_stats`."""
-    count, shape = len(images), tuple(images.shape[1:])
-    sample = min(sample, max(1000, SAMPLE_BYTES // max(1, math.prod(shape))))
-    indices = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
+    count = len(images)
+    indices = np.unique(np.linspace(0, count - 1, ranges_sample(count, tuple(images.shape[1:]), sample)).round()
+                        .astype(np.int64))
     chunks = [_as_numpy(images[indices[start:start + 2048]]) for start in range(0, len(indices), 2048)]
     values = statistics(np.concatenate(chunks))
     low, high = np.quantile(values, TAIL, axis=0), np.quantile(values, 1 - TAIL, axis=0)
