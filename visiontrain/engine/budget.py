@@ -28,11 +28,12 @@ from .distributed import any_rank, broadcast_string
 from .loop import Normalizer, TrainState, predict_logits
 from .probe import PROBE_MAX_IMAGES
 
-REPORT_SECONDS = 3.5  # plots, the Grad-CAM gallery and report.html at the end (measured 1.7 s on Fashion-MNIST,
-# 3.2 s on CIFAR-10, 2 cores with native bf16: docs/benchmarks.md)
+REPORT_SECONDS = 2.5  # plots, the Grad-CAM gallery and report.html at the end, and the process's exit (measured
+# 1.9 s on Fashion-MNIST, 3.2 s on CIFAR-10, 2 cores with native bf16; SAFETY covers the difference: docs/benchmarks.md)
 CHECKPOINT_SECONDS = 0.1  # per epoch: last.pt and best.pt of a small network, atomically
 SAFETY = 0.03  # of the budget, for what the timings miss (a busy machine, the last epoch's summary)
-PROBE_SECONDS = 1.0  # how long the training step is timed, after two warm-up steps
+PROBE_SECONDS = 1.0  # how long the training step is timed, after two warm-up steps (at most ...
+PROBE_SHARE = 0.02  # ... this share of the budget: 0.26 s of a 13 s one; at least 3 steps either way)
 LINEAR_FIT_SECONDS = 3.0  # --finetune probe: the L-BFGS fits of the head on cached features (measured 0.5-2 s)
 TTA_SHARE = 0.10  # test-time augmentation doubles the evaluation's forward passes; above this share of the budget,
 # the steps it would cost are worth more than its ~0.1-0.3 points (a 15 s Fashion-MNIST budget: 2.8 s of TTA, or
@@ -78,7 +79,7 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     """The epochs and steps of `built` that fit `budget` seconds of wall time; elapsed() gives the seconds spent so
     far (read after the timings, which cost time too)."""
     config, data = built.config, built.dataset
-    step_seconds = time_training_step(built)
+    step_seconds = time_training_step(built, min(PROBE_SECONDS, PROBE_SHARE * budget))
     per_image_val = _inference_seconds(built, data.val.images, built.normalize, tta=False) if data.val is not None \
         else 0.0
     fp32 = Normalizer(built.mean, built.std, dataclasses.replace(built.precision, autocast_dtype=None))  # Predictor's
@@ -120,8 +121,8 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps, tta)
 
 
-def time_training_step(built: Setup) -> float:
-    """Seconds of one training step of `built`, timed on its own trainer; every piece of state the steps change
+def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:
+    """Seconds of one training step of `built`, timed for `seconds` on its own trainer; every piece of state the steps change
     (weights, BatchNorm statistics, optimiser, schedule, EMA, lookahead, grad scaler, RNG) is restored after."""
     trainer = built.trainer
     saved = {"model": copy.deepcopy(built.model.state_dict()), "optimizer": copy.deepcopy(built.optimizer.state_dict()),
@@ -138,7 +139,7 @@ def time_training_step(built: Setup) -> float:
         trainer.train_one_epoch(state, 0, warm)
         steps, started = 0, time.perf_counter()
         # under torchrun each step is a collective, so every process must take as many: they go on while any wants to
-        while any_rank(time.perf_counter() - started < PROBE_SECONDS or steps < 3, built.env, built.device):
+        while any_rank(time.perf_counter() - started < seconds or steps < 3, built.env, built.device):
             if state.step_in_epoch >= steps_per_epoch:
                 state.step_in_epoch = 0
             before = state.step_in_epoch
