@@ -1,6 +1,8 @@
 """--time and --max-steps: a run sized to a wall-clock budget, its schedule ending at the budget rather than cut."""
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -35,9 +37,11 @@ def test_max_steps_ends_the_run_in_a_partial_epoch_with_the_schedule_at_its_end(
     assert float(rows[-1]["lr"]) == 0.0  # the linear schedule reached its end at step 15, not at 10 epochs
 
 
-def test_a_budgeted_run_is_the_run_its_plan_describes(digits_small, tmp_path, capsys):
+def test_a_budgeted_run_is_the_run_its_plan_describes(digits_small, tmp_path, capsys, monkeypatch):
     """The training step is timed on the run's own trainer and everything it touched is put back: the budgeted run
-    equals, bit for bit, the run of the epochs and steps it planned (config.yaml records them)."""
+    equals, bit for bit, the run of the epochs and steps it planned (config.yaml records them). (A plan revised
+    mid-run is the next test's; here the first plan holds.)"""
+    monkeypatch.setattr(budget, "RESIZE_TOLERANCE", float("inf"))
     budgeted = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--batch-size", "32",
                         "--time", "60s", "--runs-dir", tmp_path, "--name", "budget", "--progress", "none",
                         "--no-report", "--threads", "1")
@@ -60,6 +64,30 @@ def test_a_budgeted_run_is_the_run_its_plan_describes(digits_small, tmp_path, ca
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
+def test_a_run_slower_than_planned_resizes_its_schedule_to_end_at_the_budget(digits_small, tmp_path, capsys,
+                                                                            monkeypatch):
+    """The step timed at the start can be wrong (a machine that gets busy): at each epoch's end the plan is revised
+    from the seconds the steps actually took, and the schedule is rebuilt for the new steps from where it is, so it
+    still ends (lr at its end) with the run; config.yaml and the checkpoint record the steps trained."""
+    real = budget.time_training_step
+    monkeypatch.setattr(budget, "time_training_step", lambda built, seconds=1.0: real(built, seconds) / 10)
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--batch-size", "8",
+                      "--schedule", "linear", "--time", "20s", "--runs-dir", tmp_path, "--name", "slow",
+                      "--progress", "none", "--no-report", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("the schedule resized to end at the budget") == 1  # said once
+    run = RunDir(tmp_path / "slow")
+    summary = run.read_summary()
+    plan = summary["time_budget"]
+    assert plan["resized"] and plan["resized"][-1]["steps"] < 0.8 * plan["steps"]  # fewer than the first plan
+    assert summary["wall_seconds"] < 20  # the first plan's steps would have taken over 40 s
+    config = build_config(load_yaml(run.path / "config.yaml"), apply_preset=False)
+    trained = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)["state"]["global_step"]
+    assert config.max_steps == plan["resized"][-1]["steps"] == trained
+    rows = list(csv.DictReader(open(run.path / "metrics.csv")))
+    assert len(rows) == config.epochs and float(rows[-1]["lr"]) == 0.0  # the linear schedule reached its end
+
+
 @pytest.mark.parametrize("seconds, kept", [(60, False), (600, True)])
 def test_test_time_augmentation_is_kept_only_when_the_budget_can_afford_it(digits_small, tmp_path, capsys, monkeypatch,
                                                                            seconds, kept):
@@ -67,6 +95,7 @@ def test_test_time_augmentation_is_kept_only_when_the_budget_can_afford_it(digit
     plan spends the time on training instead, says so, and records it (config.yaml and the summary)."""
     monkeypatch.setattr(budget, "_inference_seconds", lambda built, images, normalize, tta, sample=256:
                         0.05 * (2 if tta else 1))  # slow inference: 0.1 s an image with TTA
+    monkeypatch.setattr(budget, "RESIZE_TOLERANCE", float("inf"))  # the first plan is tested: no run of 600 s
     result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--tta", "--time", f"{seconds}s",
                       "--runs-dir", tmp_path, "--name", "tta", "--progress", "none", "--no-report", "--threads", "1")
     assert result.returncode == 0, result.stderr
@@ -89,7 +118,8 @@ def test_a_budget_too_small_for_one_step_says_how_much_it_needs(digits_small, tm
 
 @pytest.mark.slow
 def test_under_torchrun_every_process_trains_rank_0s_plan(digits_small, tmp_path):
-    """Each process times its own steps; they must all train the same steps, or the collectives would hang."""
+    """Each process times its own steps; they must all train the same steps, or the collectives would hang: the
+    plan and its revisions are rank 0's."""
     import os
     import subprocess
     import sys
@@ -104,4 +134,5 @@ def test_under_torchrun_every_process_trains_rank_0s_plan(digits_small, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     summary = RunDir(tmp_path / "ddp").read_summary()
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
-    assert checkpoint["state"]["global_step"] == summary["time_budget"]["steps"]
+    plan = summary["time_budget"]  # the first plan, or its last revision at an epoch's end (rank 0's, for all)
+    assert checkpoint["state"]["global_step"] == (plan["resized"][-1]["steps"] if plan["resized"] else plan["steps"])

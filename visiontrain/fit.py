@@ -195,10 +195,10 @@ class Fit:
                               exit_code=128 + self.stop_signal)
 
     def run_epochs(self) -> None:
-        config, state, built = self.config, self.state, self.built
+        state, built = self.state, self.built
         selection = built.selection
-        while state.epoch < config.epochs:
-            epoch = state.epoch
+        while state.epoch < self.config.epochs:  # a --time plan may change the epochs (resize_to_budget)
+            config, epoch = self.config, state.epoch
             self.epoch_start = started = time.perf_counter()
             self.progress.epoch_begin(epoch)
             probing = built.finetune == "probe" and epoch == 0
@@ -228,6 +228,8 @@ class Fit:
                 state.stale_epochs += 1
             state.rows.append(row)
             state.epoch, state.step_in_epoch, state.loss_sum, state.correct, state.seen = epoch + 1, 0, 0.0, 0, 0
+            if self.plan is not None and state.epoch < config.epochs:  # before the checkpoint, which records it
+                config = self.resize_to_budget()
             self.save(best=improved)
             if self.env.is_main:
                 self.run_dir.write_metrics(state.rows)
@@ -243,6 +245,17 @@ class Fit:
             if config.early_stop and state.stale_epochs >= config.early_stop:
                 self.progress.message(f"early stop: no better {selection.column} for {config.early_stop} epochs")
                 break
+
+    def resize_to_budget(self) -> Config:
+        """--time: the plan revised from the steps' measured time (engine/budget.resize_plan); config.yaml and the
+        checkpoints record the new steps, so a resume continues the resized schedule."""
+        total = budget.resize_plan(self.built, self.plan, self.state, self.elapsed())
+        if total is not None:
+            self.built.resize(total)
+            self.config = self.info.config = self.built.config
+            if self.env.is_main:
+                self.run_dir.write_config(self.config)
+        return self.config
 
     def probe(self) -> None:
         """--finetune probe's first epoch (engine/probe.py): the training split's features, once, then the head by

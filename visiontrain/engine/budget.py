@@ -6,7 +6,9 @@ trainer (a few steps, after which the model, optimiser, schedule, EMA and RNG ar
 the run is the one that `--epochs E --max-steps S` gives), the per-epoch validation and the final evaluation are timed
 on slices of their splits, and epochs and max_steps are chosen so that everything (start-up and data loading
 already spent, training, validation, the test evaluation, checkpoints and the report) fits. The one-cycle (or any)
-schedule is then built for exactly those steps, so it anneals to its end inside the budget.
+schedule is then built for exactly those steps, so it anneals to its end inside the budget. At each epoch's end the
+plan is revised from what that epoch took (resize_plan): the first timing covers a second of steps, and a shared
+machine can get slower for minutes (a 180 s Fashion-MNIST budget ran 12% over without this).
 """
 from __future__ import annotations
 
@@ -52,15 +54,18 @@ class Plan:
     epochs: int
     steps: int
     tta: bool = False  # test-time augmentation kept (False also when the config had none)
+    resized: list = dataclasses.field(default_factory=list)  # [{after_epoch, step_seconds, steps}]: resize_plan
+    last_epoch_end: tuple | None = dataclasses.field(default=None, repr=False)  # (elapsed, train s, steps): resize_plan
 
     def describe(self) -> dict[str, Any]:
-        return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()}
+        return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()
+                if key != "last_epoch_end"}
 
 
 def plan_run(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     """plan(), said in one line, and applied: `built` is re-planned for the chosen epochs and steps (its config then
-    records them, so repeating the config repeats the run). Under torchrun every process trains rank 0's plan
-    (their own timings may differ by a step, and the collectives need one number of steps)."""
+    records them, so repeating the config repeats the run while the plan holds). Under torchrun every process trains
+    rank 0's plan (their own timings may differ by a step, and the collectives need one number of steps)."""
     chosen, env = plan(built, budget, elapsed), built.env
     if env.enabled:
         agreed = broadcast_string(f"{chosen.epochs} {chosen.steps}" if env.is_main else None, env)
@@ -119,6 +124,45 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
                           f"{before_step:.1f} s more; give at least {math.ceil(need / 0.95)} s")
     epochs, steps = best
     return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps, tta)
+
+
+RESIZE_TOLERANCE = 0.05  # of the steps: a revision smaller than this leaves the plan as it is (noise: 2-3% an epoch)
+
+
+def resize_plan(built: Setup, chosen: Plan, state: TrainState, elapsed: float) -> int | None:
+    """At an epoch's end: the run's steps in all, revised from what its last epoch took (its steps, and its
+    validation, checkpoints and logging), so that a run on a machine that got busier or freer, or a first timing off
+    by a few percent, still ends at the budget with its schedule complete; None when the plan holds (within
+    RESIZE_TOLERANCE). Under torchrun every process takes rank 0's number."""
+    env, now = built.env, (elapsed, state.train_seconds, state.global_step)
+    before, chosen.last_epoch_end = chosen.last_epoch_end or (chosen.elapsed, 0.0, 0), now
+    total = None
+    if env.is_main and now[2] > before[2]:
+        step = (now[1] - before[1]) / (now[2] - before[2])  # the last epoch's steps, warm-up of the first excluded
+        overhead = max(0.0, (now[0] - before[0]) - (now[1] - before[1]))  # its validation, checkpoint, logging
+        spe, done = built.loader.steps_per_epoch, state.global_step
+        left = chosen.budget * (1 - SAFETY) - elapsed - chosen.evaluation_seconds - chosen.fixed_seconds
+        steps = 0
+        for epochs in range(1, 1_000_000):  # as plan(): more epochs only while their steps reach them
+            fits = math.floor((left - epochs * overhead) / step)
+            if fits <= (epochs - 1) * spe:
+                break
+            steps = min(fits, epochs * spe)
+            if fits < epochs * spe:
+                break
+        total = done + steps
+        if abs(total - built.total_steps) <= RESIZE_TOLERANCE * built.total_steps:
+            total = None
+        else:
+            if not chosen.resized:  # said once; summary.json's time_budget lists every revision
+                print(f"visiontrain: {step * 1000:.1f} ms a step in epoch {state.epoch}, {chosen.step_seconds * 1000:.1f}"
+                      f" ms planned: {total} steps in all instead of {built.total_steps}, the schedule resized to end "
+                      "at the budget", file=sys.stderr)
+            chosen.resized.append({"after_epoch": state.epoch, "step_seconds": round(step, 5), "steps": total})
+    if env.enabled:
+        total = broadcast_string(str(total) if env.is_main else None, env)
+        total = None if total == "None" else int(total)
+    return total
 
 
 def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -153,6 +154,22 @@ class Setup:
             self.optimizer, self.config, self.loader.steps_per_epoch // accumulate, self.total_steps // accumulate)
         if self.lookahead is not None:
             self.lookahead = self.trainer.lookahead = Lookahead(self.model, self.total_steps // accumulate)
+
+    def resize(self, total: int) -> None:
+        """A --time plan revised mid-run (engine/budget.resize_plan): `total` training steps in all, the epochs that
+        reach them, and the schedule built again for them and placed at the step the run has reached, so the learning
+        rate from there on follows the new schedule to its end. (Lookahead keeps its count: it syncs every k steps.)"""
+        done, spe = self.scheduler.last_epoch, self.loader.steps_per_epoch
+        config = self.config.replace(epochs=probe_epochs(self.finetune) + -(-total // spe), max_steps=total)
+        self.config, self.total_steps = planned_steps(config, spe, probe_epochs(self.finetune))
+        accumulate = self.config.accumulate
+        scheduler = build_scheduler(self.optimizer, self.config, self.loader.steps_per_epoch // accumulate,
+                                    self.total_steps // accumulate)
+        scheduler.last_epoch = done - 1
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": none is skipped here
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step()
+        self.scheduler = self.trainer.scheduler = scheduler
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records of how the run was built (the results are fit's to add)."""
