@@ -93,7 +93,8 @@ JOBS: dict[str, Callable[[Any], Any]] = {f.__name__: f for f in (probe_shapes, d
 
 
 # -- the pool ----------------------------------------------------------------------------------------------------
-_BOOT = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from visiontrain.data.workers import serve; serve()"
+_BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+         "from visiontrain.data.workers import serve; serve()")
 
 
 def serve() -> None:

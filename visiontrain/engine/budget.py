@@ -155,8 +155,8 @@ def resize_plan(built: Setup, chosen: Plan, state: TrainState, elapsed: float) -
             total = None
         else:
             if not chosen.resized:  # said once; summary.json's time_budget lists every revision
-                print(f"visiontrain: {step * 1000:.1f} ms a step in epoch {state.epoch}, {chosen.step_seconds * 1000:.1f}"
-                      f" ms planned: {total} steps in all instead of {built.total_steps}, the schedule resized to end "
+                print(f"visiontrain: {step * 1000:.1f} ms a step in epoch {state.epoch}, "
+                      f"{chosen.step_seconds * 1000:.1f} ms planned: {total} steps in all instead of {built.total_steps}, the schedule resized to end "
                       "at the budget", file=sys.stderr)
             chosen.resized.append({"after_epoch": state.epoch, "step_seconds": round(step, 5), "steps": total})
     if env.enabled:
@@ -166,8 +166,8 @@ def resize_plan(built: Setup, chosen: Plan, state: TrainState, elapsed: float) -
 
 
 def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:
-    """Seconds of one training step of `built`, timed for `seconds` on its own trainer; every piece of state the steps change
-    (weights, BatchNorm statistics, optimiser, schedule, EMA, lookahead, grad scaler, RNG) is restored after."""
+    """Seconds of one training step of `built`, timed for `seconds` on its own trainer; every piece of state the steps
+    change (weights, BatchNorm statistics, optimiser, schedule, EMA, lookahead, grad scaler, RNG) is restored after."""
     trainer = built.trainer
     saved = {"model": copy.deepcopy(built.model.state_dict()), "optimizer": copy.deepcopy(built.optimizer.state_dict()),
              "scheduler": copy.deepcopy(built.scheduler.state_dict()), "rng": torch.get_rng_state(),
