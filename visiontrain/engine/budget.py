@@ -156,8 +156,8 @@ def resize_plan(built: Setup, chosen: Plan, state: TrainState, elapsed: float) -
         else:
             if not chosen.resized:  # said once; summary.json's time_budget lists every revision
                 print(f"visiontrain: {step * 1000:.1f} ms a step in epoch {state.epoch}, "
-                      f"{chosen.step_seconds * 1000:.1f} ms planned: {total} steps in all instead of {built.total_steps}, the schedule resized to end "
-                      "at the budget", file=sys.stderr)
+                      f"{chosen.step_seconds * 1000:.1f} ms planned: {total} steps in all instead of "
+                      f"{built.total_steps}, the schedule resized to end at the budget", file=sys.stderr)
             chosen.resized.append({"after_epoch": state.epoch, "step_seconds": round(step, 5), "steps": total})
     if env.enabled:
         total = broadcast_string(str(total) if env.is_main else None, env)
