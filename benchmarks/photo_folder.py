@@ -10,6 +10,7 @@ loading and the model's weights count), with the defaults unless said:
              computed once; then 4 epochs fine-tune everything (BatchNorm statistics kept) in batches of 32
   probe-fp32 the same with --precision fp32 (on a CPU with native bf16 the default autocasts to bf16, whose
              depthwise-convolution backward is the slower one there)
+  probe-trivial  the probe recipe with --auto-augment trivial in its fine-tune (does it help 320 images?)
   gradual    the old default (--finetune gradual --batch-size 128): 1 head epoch, then 4 epochs of everything
   long       the old recipe, long and with enough steps (--finetune gradual --epochs 15 --batch-size 32): what a
              long fine-tune reaches
@@ -44,6 +45,7 @@ COMMON = ["--model", "efficientnet_lite0", "--pretrained", "--progress", "line",
 RUNS = {
     "probe": ["--epochs", "5"],
     "probe-fp32": ["--epochs", "5", "--precision", "fp32"],
+    "probe-trivial": ["--epochs", "5", "--auto-augment", "trivial"],  # does TrivialAugment help the fine-tune?
     "gradual": ["--finetune", "gradual", "--epochs", "5", "--batch-size", "128"],
     "long": ["--finetune", "gradual", "--epochs", "15", "--batch-size", "32"],
 }

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections import Counter
 from typing import Any, Callable, Iterable, Iterator
@@ -121,13 +122,20 @@ class WorkerPool:
 
     def __init__(self, count: int):
         self.procs: list[subprocess.Popen] = []
+        self.replies: queue.Queue = queue.Queue()  # (worker, reply or None when it is gone), from the readers
+        self.readers: list[threading.Thread] = []
+        self.gone: set[int] = set()
         try:
-            for _ in range(count):
+            for slot in range(count):
                 proc = subprocess.Popen([sys.executable, "-I", "-c", _BOOT], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE)
                 self.procs.append(proc)
                 pickle.dump(list(sys.path), proc.stdin)
                 proc.stdin.flush()
+                # a thread per worker reads its replies: pipes cannot be select()ed on Windows
+                reader = threading.Thread(target=self._read, args=(slot, proc), daemon=True)
+                reader.start()
+                self.readers.append(reader)
         except BaseException:
             self.close(kill=True)
             raise
@@ -145,40 +153,50 @@ class WorkerPool:
             raise ValueError(f"{name} is not a worker job (data/workers.JOBS)")
         todo, results, done = iter(enumerate(jobs)), {}, 0
         busy: dict[int, tuple[int, Any]] = {}  # worker -> (job index, job): one job at a time each
-        with selectors.DefaultSelector() as selector:
-            for slot, proc in enumerate(self.procs):
-                selector.register(proc.stdout, selectors.EVENT_READ, slot)
-                self._give(slot, name, todo, busy)
-            while busy:
-                for key, _ in selector.select():
-                    index, job = busy.pop(key.data)
-                    results[index] = self._take(key.data, job)
-                    self._give(key.data, name, todo, busy)
-                while done in results:
-                    yield results.pop(done)
-                    done += 1
+        for slot in range(len(self.procs)):
+            self._give(slot, name, todo, busy)
+        while busy:
+            slot, reply = self.replies.get()
+            if slot not in busy:  # a worker that ended while it had nothing to do: the next job given to it says so
+                self.gone.add(slot)
+                continue
+            index, job = busy.pop(slot)
+            results[index] = self._result(slot, reply, job)
+            self._give(slot, name, todo, busy)
+            while done in results:
+                yield results.pop(done)
+                done += 1
+
+    def _read(self, slot: int, proc: subprocess.Popen) -> None:
+        while True:
+            try:
+                reply = pickle.load(proc.stdout)
+            except Exception:  # noqa: BLE001 - end of file, a torn reply, a closed pipe: the worker is gone
+                self.replies.put((slot, None))
+                return
+            self.replies.put((slot, reply))
 
     def _give(self, slot: int, name: str, todo: Iterator, busy: dict) -> None:
         item = next(todo, None)
         if item is None:
             return
+        if slot in self.gone:
+            self._result(slot, None, item[1])  # raises: the worker ended
         busy[slot] = item
         proc = self.procs[slot]
         try:
             pickle.dump((name, item[1]), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # it died: _take reads its end of file and reports it with its exit status
+        except OSError:
+            pass  # it died: its reader reports the end of its output, and _result its exit status
 
-    def _take(self, slot: int, job: Any) -> Any:
-        proc = self.procs[slot]
-        try:
-            ok, value = pickle.load(proc.stdout)
-        except (EOFError, pickle.UnpicklingError):
-            code = proc.wait()
+    def _result(self, slot: int, reply: Any, job: Any) -> Any:
+        if reply is None:
+            code = self.procs[slot].wait()
             why = "killed (perhaps by the out-of-memory killer)" if code in (-9, 137) else f"exit status {code}"
             raise DataError(f"a decoding worker process ended unexpectedly ({why}) while decoding "
-                            f"{_first_file(job)}; run again, or free memory if it was killed") from None
+                            f"{_first_file(job)}; run again, or free memory if it was killed")
+        ok, value = reply
         if not ok:
             raise RuntimeError(f"a decoding worker failed on {_first_file(job)}:\n{value}")
         return value
@@ -197,8 +215,11 @@ class WorkerPool:
             except subprocess.TimeoutExpired:  # busy with a file that never ends: it is not needed any more
                 proc.kill()
                 proc.wait()
+        for reader in self.readers:
+            reader.join(timeout=10)  # each reads the end of its worker's output and returns
+        for proc in self.procs:
             proc.stdout.close()
-        self.procs = []
+        self.procs, self.readers = [], []
 
 
 def _first_file(job: Any) -> str:
