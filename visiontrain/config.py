@@ -121,8 +121,8 @@ class Config:
                                       "the steps of an epoch", (1, 1 << 40, "a whole number of steps >= 1"))
     time: Optional[str] = _field("optimisation", None, "a wall-clock budget for the whole run, e.g. 90s, 5m or 1h: "
                                  "the first steps are timed and epochs and max_steps are sized so that the schedule "
-                                 "ends, and evaluation and the report finish, within it (config.yaml records the "
-                                 "plan); default: no budget")
+                                 "ends, and evaluation and the report finish, within it, revised at each epoch's end "
+                                 "from its measured time (config.yaml records the steps); default: no budget")
     batch_size: int = _field("optimisation", 128, "images per step, per process (shrunk to the training split when "
                              "larger)", (1, 1 << 20, "a whole number >= 1"))
     optimizer: Literal["sgd", "adam", "adamw"] = _field("optimisation", "adam", "the optimiser")
