@@ -315,8 +315,8 @@ class Fit:
                  # a callback's run.stop(): finished early, as early_stop does
                  "stopped_by": self.info.stop_reason if state.epoch < config.epochs else None}
         summary = posthoc.finish(self.run_dir, self.built, self.env, state, self.elapsed, facts,
-                         model=self._model_from_python(),
-                         plots=any(isinstance(c, Logger) and c.wants_images for c in self.callbacks))
+                                 model=self._model_from_python(),
+                                 plots=any(isinstance(c, Logger) and c.wants_images for c in self.callbacks))
         if self.env.is_main:
             self.run_dir.write_json(self.run_dir.status_path, {"epoch": state.epoch, "global_step": state.global_step,
                                                                "complete": True})
