@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -108,14 +107,7 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     spent, spe = elapsed(), built.loader.steps_per_epoch
     available = budget * (1 - SAFETY) - spent - evaluation - fixed - linear_probe - probe * (
         validation + CHECKPOINT_SECONDS)
-    best = None
-    for epochs in range(1, 1_000_000):
-        steps = math.floor((available - epochs * (validation + CHECKPOINT_SECONDS)) / step_seconds)
-        if steps <= (epochs - 1) * spe:  # this many epochs would not reach their last one
-            break
-        best = (epochs, min(steps, epochs * spe))
-        if steps < epochs * spe:
-            break  # more epochs only cost more validation: fewer steps
+    best = fit_steps(available, validation + CHECKPOINT_SECONDS, step_seconds, spe)
     if best is None:
         before_step = evaluation + fixed + linear_probe + (1 + probe) * validation  # all but the step and checkpoints
         need = spent + before_step + (1 + probe) * CHECKPOINT_SECONDS + step_seconds
@@ -124,6 +116,20 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
                           f"{before_step:.1f} s more; give at least {math.ceil(need / 0.95)} s")
     epochs, steps = best
     return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps, tta)
+
+
+def fit_steps(seconds: float, per_epoch: float, step: float, steps_per_epoch: int) -> tuple[int, int] | None:
+    """(epochs, steps) that fit `seconds`, each epoch costing `per_epoch` (validation, checkpoint) beyond its steps:
+    the most steps, in as few epochs as hold them (the last one partial); None when not one step fits."""
+    best = None
+    for epochs in range(1, 1_000_000):
+        steps = math.floor((seconds - epochs * per_epoch) / step)
+        if steps <= (epochs - 1) * steps_per_epoch:  # this many epochs would not reach their last one
+            break
+        best = (epochs, min(steps, epochs * steps_per_epoch))
+        if steps < epochs * steps_per_epoch:
+            break  # more epochs only cost more validation: fewer steps
+    return best
 
 
 RESIZE_TOLERANCE = 0.05  # of the steps: a revision smaller than this leaves the plan as it is (noise: 2-3% an epoch)
@@ -142,15 +148,7 @@ def resize_plan(built: Setup, chosen: Plan, state: TrainState, elapsed: float) -
         overhead = max(0.0, (now[0] - before[0]) - (now[1] - before[1]))  # its validation, checkpoint, logging
         spe, done = built.loader.steps_per_epoch, state.global_step
         left = chosen.budget * (1 - SAFETY) - elapsed - chosen.evaluation_seconds - chosen.fixed_seconds
-        steps = 0
-        for epochs in range(1, 1_000_000):  # as plan(): more epochs only while their steps reach them
-            fits = math.floor((left - epochs * overhead) / step)
-            if fits <= (epochs - 1) * spe:
-                break
-            steps = min(fits, epochs * spe)
-            if fits < epochs * spe:
-                break
-        total = done + steps
+        total = done + (fit_steps(left, overhead, step, spe) or (0, 0))[1]
         if abs(total - built.total_steps) <= RESIZE_TOLERANCE * built.total_steps:
             total = None
         else:
@@ -169,12 +167,8 @@ def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:
     """Seconds of one training step of `built`, timed for `seconds` on its own trainer; every piece of state the steps
     change (weights, BatchNorm statistics, optimiser, schedule, EMA, lookahead, grad scaler, RNG) is restored after."""
     trainer = built.trainer
-    saved = {"model": copy.deepcopy(built.model.state_dict()), "optimizer": copy.deepcopy(built.optimizer.state_dict()),
-             "scheduler": copy.deepcopy(built.scheduler.state_dict()), "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if built.device.type == "cuda" else None}
-    parts = {name: part for name, part in (("ema", built.ema), ("lookahead", built.lookahead),
-                                           ("scaler", trainer.scaler)) if part is not None}
-    saved |= {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+    saved = copy.deepcopy(built.parts_state())  # what a checkpoint holds of the weights and training parts
+    rng = torch.get_rng_state(), torch.cuda.get_rng_state_all() if built.device.type == "cuda" else None
     after_step, trainer.after_step = trainer.after_step, lambda state, epoch, step: None
     steps_per_epoch = built.loader.steps_per_epoch
     try:
@@ -194,15 +188,11 @@ def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:
     finally:
         trainer.after_step = after_step
         trainer.pending.clear()
-        built.model.load_state_dict(saved["model"])
-        built.optimizer.load_state_dict(saved["optimizer"])
-        built.scheduler.load_state_dict(saved["scheduler"])
-        for name, part in parts.items():
-            part.load_state_dict(saved[name])
+        built.load_parts(saved)
         built.optimizer.zero_grad(set_to_none=True)
-        torch.set_rng_state(saved["rng"])
-        if saved["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state_all(rng[1])
     return seconds
 
 
@@ -227,7 +217,7 @@ def _input_ranges_seconds(images: Any) -> float:
     up to 256 training images, scaled to the sample it measures."""
     sample = images[:min(256, len(images))]
     started = time.perf_counter()
-    statistics(sample.cpu().numpy() if hasattr(sample, "cpu") else np.asarray(sample))
+    statistics(sample)
     return (time.perf_counter() - started) / max(1, len(sample)) * ranges_sample(len(images), tuple(images.shape[1:]))
 
 

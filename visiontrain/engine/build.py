@@ -148,28 +148,27 @@ class Setup:
     def replan(self, config: Config) -> None:
         """Take `config`'s epochs and max_steps (a --time plan): the schedule and lookahead are built again for the
         new number of steps, as build() would have built them from the start (the optimiser has not stepped)."""
-        self.config, self.total_steps = planned_steps(config, self.loader.steps_per_epoch, probe_epochs(self.finetune))
-        accumulate = self.config.accumulate
-        self.scheduler = self.trainer.scheduler = build_scheduler(
-            self.optimizer, self.config, self.loader.steps_per_epoch // accumulate, self.total_steps // accumulate)
+        self._schedule_for(config)
         if self.lookahead is not None:
-            self.lookahead = self.trainer.lookahead = Lookahead(self.model, self.total_steps // accumulate)
+            self.lookahead = self.trainer.lookahead = Lookahead(self.model, self.total_steps // self.config.accumulate)
 
     def resize(self, total: int) -> None:
         """A --time plan revised mid-run (engine/budget.resize_plan): `total` training steps in all, the epochs that
         reach them, and the schedule built again for them and placed at the step the run has reached, so the learning
         rate from there on follows the new schedule to its end. (Lookahead keeps its count: it syncs every k steps.)"""
         done, spe = self.scheduler.last_epoch, self.loader.steps_per_epoch
-        config = self.config.replace(epochs=probe_epochs(self.finetune) + -(-total // spe), max_steps=total)
-        self.config, self.total_steps = planned_steps(config, spe, probe_epochs(self.finetune))
-        accumulate = self.config.accumulate
-        scheduler = build_scheduler(self.optimizer, self.config, self.loader.steps_per_epoch // accumulate,
-                                    self.total_steps // accumulate)
-        scheduler.last_epoch = done - 1
+        self._schedule_for(self.config.replace(epochs=probe_epochs(self.finetune) + -(-total // spe), max_steps=total))
+        self.scheduler.last_epoch = done - 1
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": none is skipped here
             warnings.simplefilter("ignore", UserWarning)
-            scheduler.step()
-        self.scheduler = self.trainer.scheduler = scheduler
+            self.scheduler.step()
+
+    def _schedule_for(self, config: Config) -> None:
+        """config's epochs and steps (planned_steps), and a schedule built for them from its start."""
+        self.config, self.total_steps = planned_steps(config, self.loader.steps_per_epoch, probe_epochs(self.finetune))
+        accumulate = self.config.accumulate
+        self.scheduler = self.trainer.scheduler = build_scheduler(
+            self.optimizer, self.config, self.loader.steps_per_epoch // accumulate, self.total_steps // accumulate)
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records of how the run was built (the results are fit's to add)."""

@@ -27,7 +27,6 @@ Under torchrun the callbacks run in the first process only (rank 0); a stop reac
 from __future__ import annotations
 
 import sys
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -47,11 +47,12 @@ def statistic_names(channels: int) -> list[str]:
     return colours + spreads + ["border brightness"]
 
 
-def statistics(images: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """float64 (N, 2C + 1) for uint8 images (N, C, H, W): per-channel mean and std, then the border's mean, in
-    pixel levels 0..255. From integer sums and sums of squares, a chunk of about `chunk` pixels at a time: a float64
-    copy of the whole batch took 52 s for 1,783 images of 224x224 RGB on 2 cores, this takes 1 s, and equal to 1e-13."""
-    images = np.asarray(images)
+def statistics(images: Any, chunk: int = 1 << 20) -> np.ndarray:
+    """float64 (N, 2C + 1) for uint8 images (N, C, H, W: an array, or a tensor on any device): per-channel mean and
+    std, then the border's mean, in pixel levels 0..255. From integer sums and sums of squares, a chunk of about
+    `chunk` pixels at a time: a float64 copy of the whole batch took 52 s for 1,783 images of 224x224 RGB on 2 cores,
+    this takes 1 s, and equal to 1e-13."""
+    images = _as_numpy(images)
     step = max(1, chunk // max(1, math.prod(images.shape[1:])))
     return np.concatenate([_statistics(images[start:start + step]) for start in range(0, len(images), step)]) \
         if len(images) else np.zeros((0, 2 * images.shape[1] + 1))
