@@ -193,3 +193,22 @@ def test_report_shows_grad_cam_of_misclassified_images_or_says_why_not(runs):
     assert note.startswith("Grad-CAM is not shown: mlp has no convolutional layer")
     section = (runs.mlp / "report.html").read_text().split('<section id="gradcam">')[1].split("</section>")[0]
     assert "no convolutional layer" in section and "<img" not in section
+
+
+def test_the_end_of_a_run_builds_its_kept_model_once(digits_small, tmp_path, monkeypatch):
+    """The calibration, the test evaluation and the report's Grad-CAM share one model built from the kept checkpoint
+    (they built it three times), with the temperature fitted after it was built."""
+    import visiontrain.inference as inference
+
+    built = []
+    original = inference.Predictor.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(inference.Predictor, "__init__", counting)
+    run = visiontrain.train(dataset=str(digits_small), model="simple-cnn", runs_dir=str(tmp_path), name="once", **TINY)
+    assert len(built) == 1
+    assert built[0].temperature == torch.load(run.path / "checkpoints" / "best.pt", weights_only=True)["temperature"]
+    assert (run.path / "plots" / "gradcam.png").is_file()

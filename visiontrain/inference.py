@@ -65,6 +65,11 @@ class Predictor:
         self.tta = bool(config.get("tta"))
         self.allow_flip = bool(checkpoint.get("allow_flip", True))  # digits are never mirrored, also at TTA
         # temperature scaling, fitted after training (fit.py; metrics/calibration.py): logits / T; 1 for older runs
+        self.fitted(checkpoint)
+
+    def fitted(self, checkpoint: dict[str, Any]) -> None:
+        """Take what is fitted after training from `checkpoint` (posthoc.py writes it into the kept checkpoint after
+        this model is built, and keeps using this model rather than building it again)."""
         self.temperature = checked_temperature(checkpoint.get("temperature", 1.0))
         self.calibration = checkpoint.get("calibration")  # how T was fitted, what it changed (or why T = 1)
         self.input_stats = checkpoint.get("input_stats")  # the training images' ranges (metrics/input_check.py)

@@ -29,22 +29,26 @@ MIN_CALIBRATION_IMAGES = 50  # fewer validation images leave the temperature to 
 FITTED = ("temperature", "calibration", "input_stats")  # the checkpoint keys written here
 
 
-def fit_after_training(run_dir: RunDir, built: Setup, env: DistEnv, model: nn.Module | None = None) -> dict[str, Any]:
-    """The kept checkpoint with FITTED added, saved into it (and into last.pt when that holds the same step).
+def fit_after_training(run_dir: RunDir, built: Setup, env: DistEnv,
+                       model: nn.Module | None = None) -> tuple[dict[str, Any], Predictor]:
+    """The kept checkpoint with FITTED added, saved into it (and into last.pt when that holds the same step), and
+    the kept model built once, with the fitted temperature, for the test evaluation and Grad-CAM that follow.
     Every process computes the same numbers; only rank 0 writes. `model`: a model passed from Python, which no name
     rebuilds."""
     path = kept_checkpoint(run_dir)
     checkpoint = load_checkpoint(path)
-    calibration = fit_calibration(Predictor(checkpoint, built.device, model=model), built)
+    predictor = Predictor(checkpoint, built.device, model=model)
+    calibration = fit_calibration(predictor, built)
     checkpoint |= {"temperature": calibration["temperature"], "calibration": calibration,
                    "input_stats": fit_ranges(built.loaded.train.images)}
+    predictor.fitted(checkpoint)
     if env.is_main:
         save_checkpoint(path, checkpoint)
         if path != run_dir.last and run_dir.last.is_file():
             last = load_checkpoint(run_dir.last)
             if last["state"]["global_step"] == checkpoint["state"]["global_step"]:  # the same weights
                 save_checkpoint(run_dir.last, last | {key: checkpoint[key] for key in FITTED})
-    return checkpoint
+    return checkpoint, predictor
 
 
 def fit_calibration(predictor: Predictor, built: Setup) -> dict[str, Any]:
@@ -74,14 +78,13 @@ def finish(run_dir: RunDir, built: Setup, env: DistEnv, state: TrainState, elaps
     and confusion matrix even without a report (a logger shows them)."""
     config, data = built.config, built.dataset
     summary: dict[str, Any] = {"status": "complete", "format_version": 1, "test_acc": None, "test_loss": None}
-    kept = fit_after_training(run_dir, built, env, model=model)
+    kept, predictor = fit_after_training(run_dir, built, env, model=model)
     summary["calibration"] = kept["calibration"]
     summary["input_check"] = {key: kept["input_stats"][key] for key in ("method", "images", "flagged_in_training")}
     logits = None
     if data.test is not None and not config.overfit_batch:  # a memorised batch says nothing about the test split
         # the model the run keeps (best.pt: the epoch validation picked), through the one inference path that
         # eval, predict, explain and export use, in the inference precision rather than the training one
-        predictor = Predictor(kept, built.device, model=model)
         logits = predictor.logits(data.test.images, batch_size=config.eval_batch_size)
         metrics = write_evaluation(run_dir, "test", logits, data.test, verbose=False,
                                    temperature=predictor.temperature) if env.is_main \
@@ -106,7 +109,7 @@ def finish(run_dir: RunDir, built: Setup, env: DistEnv, state: TrainState, elaps
     if env.is_main:
         run_dir.write_json(run_dir.summary_path, summary)
         if config.report:
-            _write_report(run_dir, built, logits, model)
+            _write_report(run_dir, built, logits, predictor)
         elif plots:
             plot_curves(run_dir.path)
             if logits is not None:
@@ -114,7 +117,7 @@ def finish(run_dir: RunDir, built: Setup, env: DistEnv, state: TrainState, elaps
     return summary
 
 
-def _write_report(run_dir: RunDir, built: Setup, test_logits: torch.Tensor | None, model: nn.Module | None) -> None:
+def _write_report(run_dir: RunDir, built: Setup, test_logits: torch.Tensor | None, predictor: Predictor) -> None:
     """plots/ and report.html; after summary.json, which the report reads. (matplotlib, ~1.5 s to import, loads
     here at the end, inside the drawing functions, never before the first step.)"""
     write_training_batch(built, run_dir.path / "plots" / "augmented_batch.png")  # what the model sees
@@ -122,5 +125,6 @@ def _write_report(run_dir: RunDir, built: Setup, test_logits: torch.Tensor | Non
         test = built.dataset.test
         plot_misclassified(run_dir.path, test.images, test.labels, test_logits, test.classes)
         # and where the model looked in its worst mistakes: plots/gradcam.png (or .txt saying why there is none)
-        write_misclassified_gradcam(run_dir.path, test.images, test.labels, test_logits, test.classes, model=model)
+        write_misclassified_gradcam(run_dir.path, test.images, test.labels, test_logits, test.classes,
+                                    predictor=predictor)
     write_report(run_dir.path)  # also draws the curves, confusion matrix and reliability diagram
