@@ -2,8 +2,10 @@
 completion for bash and zsh, and a first line naming the recipe, device, precision and threads of every run."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,20 @@ def test_a_folder_has_no_preset_to_miss(tmp_path, capsys, digits_small):
     result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", *QUICK, "--runs-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0] == f"visiontrain: no preset \u00b7 cpu \u00b7 {CPU_PRECISION} \u00b7 1 thread"
+
+
+def test_onednn_capped_below_bf16_trains_in_fp32_on_any_cpu(tmp_path, digits_small):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN emulate bf16 (a bf16 matmul ran 400x slower than fp32 on a CPU with
+    AMX): auto precision must then choose fp32, as on a CPU without bf16. Capped at AMX, the CPU's own answer."""
+    capped = run_cli("train", "--dataset", digits_small, "--model", "lenet", *QUICK, "--runs-dir", tmp_path,
+                     "--limit", "64", env={"ONEDNN_MAX_CPU_ISA": "avx2"})
+    assert capped.returncode == 0, capped.stderr
+    assert capped.stderr.splitlines()[0] == "visiontrain: no preset \u00b7 cpu \u00b7 fp32 \u00b7 1 thread"
+    check = "from visiontrain.engine.precision import cpu_has_native_bf16 as f; print(f())"
+    for isa, expected in (("AVX512_CORE_VNNI", False), ("AVX512_CORE_AMX", cpu_has_native_bf16()), ("", None)):
+        result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True,
+                                env=os.environ | {"PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": isa})
+        assert result.stdout.strip() == str(cpu_has_native_bf16() if expected is None else expected), isa
 
 
 # -- shell completion ----------------------------------------------------------------------------------------------
