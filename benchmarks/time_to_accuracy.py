@@ -51,8 +51,9 @@ PEAK_FRACTION_GOAL = 0.70  # of the matmul peak, for the CIFAR-10 preset's train
 
 
 def cpu_class() -> dict:
-    """What the CPU can do for training: native bf16 (AVX512_BF16 or AMX) or not; visiontrain picks bf16 by it."""
-    from visiontrain.engine.precision import cpu_has_native_bf16
+    """What the CPU can do for training: native bf16 (AVX512_BF16 or AMX) or not; visiontrain picks bf16 by it. With
+    oneDNN capped (ONEDNN_MAX_CPU_ISA, as --isa does) the class is the capped one's, and says so."""
+    from visiontrain.engine.precision import cpu_has_native_bf16, onednn_isa_cap
 
     try:
         flags = set(Path("/proc/cpuinfo").read_text().split())
@@ -64,7 +65,11 @@ def cpu_class() -> dict:
     kind = ("native bf16 (" + ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) + ")" if native
             else "AVX-512, no native bf16" if "avx512f" in flags else "AVX2, no native bf16" if "avx2" in flags
             else "no AVX2")
-    return {"model": name, "class": kind, "native_bf16": native, "cores": os.cpu_count()}
+    cap = onednn_isa_cap()
+    if cap:
+        kind = (f"{cap} code path, no native bf16 (oneDNN capped by ONEDNN_MAX_CPU_ISA={cap}, ATen at "
+                f"{os.environ.get('ATEN_CPU_CAPABILITY', 'its default')}) on a CPU with {kind}")
+    return {"model": name, "class": kind, "native_bf16": native, "cores": os.cpu_count(), "isa_cap": cap}
 
 
 def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
@@ -186,7 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's JSON and exit")
     parser.add_argument("--add-to", metavar="JSON", help="an earlier run's JSON of the same task: the budgets run now "
                         "join its own, the tutorial loop and Ultralytics (if run now) replace its own")
+    parser.add_argument("--isa", choices=["avx2"], help="cap oneDNN and ATen at AVX2 (ONEDNN_MAX_CPU_ISA, "
+                        "ATEN_CPU_CAPABILITY) here and in every run: the code path and dtype (fp32) of a CPU without "
+                        "native bf16, measured on this one (its clock and caches stay this CPU's)")
     args = parser.parse_args(argv)
+    if args.isa:  # before torch is imported here or in a child: oneDNN reads it once
+        os.environ |= {"ONEDNN_MAX_CPU_ISA": args.isa.upper(), "ATEN_CPU_CAPABILITY": args.isa}
     if args.table_from:
         print(markdown(json.loads(Path(args.table_from).read_text())))
         return

@@ -166,7 +166,8 @@ class Config:
     seed: int = _field("runtime", 0, "the seed of data order, augmentation and initialisation")
     device: str = _field("runtime", "auto", "auto, cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
-        "runtime", "auto", "training precision; auto: bf16 where the hardware has it natively, else fp32")
+        "runtime", "auto", "training precision; auto: bf16 where the hardware has it natively (a GPU; a CPU with "
+        "AVX512_BF16 or AMX, unless ONEDNN_MAX_CPU_ISA caps oneDNN below them), else fp32")
     inference_precision: Literal["fp32", "bf16", "fp16"] = _field(
         "runtime", "fp32", "precision of the test evaluation, eval, predict and explain: one numeric path whatever "
         "trained the model (the per-epoch validation uses the training precision)")
