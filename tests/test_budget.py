@@ -136,3 +136,36 @@ def test_under_torchrun_every_process_trains_rank_0s_plan(digits_small, tmp_path
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
     plan = summary["time_budget"]  # the first plan, or its last revision at an epoch's end (rank 0's, for all)
     assert checkpoint["state"]["global_step"] == (plan["resized"][-1]["steps"] if plan["resized"] else plan["steps"])
+
+
+def test_a_slow_step_is_timed_once_after_its_two_warm_up_steps(digits_small, tmp_path, capsys, monkeypatch):
+    """A step that outlasts the timing's share of the budget (efficientnet_lite0 at 224 px: seconds a step on 2
+    cores) is timed once after two warm-up steps; it was 2 + at least 3, 27 s of a 2-minute budget thrown away. A quick
+    step is still timed at least three times."""
+    real, taken = budget.time_training_step, {}
+
+    def counting(built, seconds=1.0):
+        trainer, steps = built.trainer, []
+        inner = trainer.train_one_epoch
+
+        def spy(state, epoch, stop):
+            before = state.step_in_epoch
+            result = inner(state, epoch, stop)
+            steps.append(state.step_in_epoch - before)
+            return result
+
+        trainer.train_one_epoch = spy
+        try:
+            for name, limit in (("slow", 1e-9), ("quick", seconds)):
+                steps.clear()
+                value = real(built, limit)
+                taken[name] = sum(steps)
+        finally:
+            del trainer.train_one_epoch
+        return value
+
+    monkeypatch.setattr(budget, "time_training_step", counting)
+    result = run_main(capsys, "train", "--dataset", digits_small, "--model", "lenet", "--batch-size", "32",
+                      "--time", "60s", "--runs-dir", tmp_path, "--progress", "none", "--no-report", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert taken["slow"] == 3 and taken["quick"] >= 5
