@@ -61,8 +61,8 @@ def cpu_class() -> dict:
         flags = set()
     name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
-    native = cpu_has_native_bf16()
-    kind = ("native bf16 (" + ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) + ")" if native
+    native, has = cpu_has_native_bf16(), [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    kind = ("native bf16 (" + ", ".join(has) + ")" if has
             else "AVX-512, no native bf16" if "avx512f" in flags else "AVX2, no native bf16" if "avx2" in flags
             else "no AVX2")
     cap = onednn_isa_cap()
