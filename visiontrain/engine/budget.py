@@ -33,7 +33,7 @@ REPORT_SECONDS = 2.5  # plots, the Grad-CAM gallery and report.html at the end, 
 # 1.9 s on Fashion-MNIST, 3.2 s on CIFAR-10, 2 cores with native bf16; SAFETY covers the difference: docs/benchmarks.md)
 CHECKPOINT_SECONDS = 0.1  # per epoch: last.pt and best.pt of a small network, atomically
 SAFETY = 0.03  # of the budget, for what the timings miss (a busy machine, the last epoch's summary)
-PROBE_SECONDS = 1.0  # how long the training step is timed, after one or two warm-up steps (at most ...
+PROBE_SECONDS = 1.0  # how long the training step is timed, after two warm-up steps (at most ...
 PROBE_SHARE = 0.02  # ... this share of the budget: 0.26 s of a 13 s one; at least 3 steps, or 1 of a slow step)
 LINEAR_FIT_SECONDS = 3.0  # --finetune probe: the L-BFGS fits of the head on cached features (measured 0.5-2 s)
 TTA_SHARE = 0.10  # test-time augmentation doubles the evaluation's forward passes; above this share of the budget,

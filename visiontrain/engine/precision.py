@@ -1,11 +1,10 @@
 """What the hardware can do: the device, the autocast dtype, channels_last. Recorded in summary.json."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import os
 
 import torch
 
