@@ -1,9 +1,10 @@
 """Compute efficiency of a preset's training step: FLOPs counted by torch.utils.flop_counter, divided by time.
 
-    python benchmarks/compute_efficiency.py [--preset cifar10] [--batch-size N] [--steps 20]
+    python benchmarks/compute_efficiency.py [--preset cifar10] [--batch-size N] [--steps 20] [--profile]
 
 Prints GFLOP per image (forward + backward), images/s and GFLOP/s for the step visiontrain runs (same model,
 precision and memory format as `visiontrain train --preset ...` picks on this machine), median of the timed steps.
+--profile: where the step's time goes, by kind of operator (torch.profiler's self CPU time over the timed steps).
 """
 from __future__ import annotations
 
@@ -22,8 +23,17 @@ from visiontrain.models import create_model
 SHAPES = {"fashion-mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
 
 
-def measure(preset: str, batch_size: int | None = None, steps: int = 20) -> dict:
-    """The preset's training step on random images of its shape: GFLOP per image, images/s and GFLOP/s (median)."""
+# operator name fragments -> the kind a profile reports them under (the first that matches; the rest is "other")
+KINDS = (("convolution_backward", "convolution backward"), ("conv", "convolution forward"),
+         ("gelu", "GELU"), ("max_pool", "max-pooling"), ("batch_norm", "BatchNorm"), ("native_layer_norm", "BatchNorm"),
+         ("_foreach", "optimiser"), ("sgd", "optimiser"), ("copy_", "copies and casts (autocast)"),
+         ("to_copy", "copies and casts (autocast)"), ("mm", "linear head"), ("cross_entropy", "loss"),
+         ("nll_loss", "loss"), ("log_softmax", "loss"))
+
+
+def measure(preset: str, batch_size: int | None = None, steps: int = 20, profile: bool = False) -> dict:
+    """The preset's training step on random images of its shape: GFLOP per image, images/s and GFLOP/s (median);
+    profile: also the share of the steps' self CPU time by kind of operator (KINDS)."""
     config = build_config({"preset": preset})
     channels, size = SHAPES[preset]
     batch = batch_size or config.batch_size
@@ -56,7 +66,20 @@ def measure(preset: str, batch_size: int | None = None, steps: int = 20) -> dict
         step()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    return {"preset": preset, "model": config.model, "width": config.width, "batch": batch,
+    shares = None
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as profiler
+
+        with profiler(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+        totals: dict[str, float] = {}
+        for event in prof.key_averages():
+            kind = next((name for fragment, name in KINDS if fragment in event.key), "other")
+            totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total
+        whole = sum(totals.values()) or 1.0
+        shares = dict(sorted(((kind, value / whole) for kind, value in totals.items()), key=lambda kv: -kv[1]))
+    return {"shares": shares, "preset": preset, "model": config.model, "width": config.width, "batch": batch,
             "precision": precision.describe()["precision"], "channels_last": precision.channels_last,
             "threads": torch.get_num_threads(), "gflop_per_image": flops / batch / 1e9, "step_seconds": seconds,
             "images_per_second": batch / seconds, "gflops": flops / seconds / 1e9}
@@ -67,13 +90,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="cifar10", choices=sorted(SHAPES))
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--profile", action="store_true", help="also: the step's time by kind of operator")
     args = parser.parse_args(argv)
-    m = measure(args.preset, args.batch_size, args.steps)
+    m = measure(args.preset, args.batch_size, args.steps, args.profile)
     print(f"preset {m['preset']}: model {m['model']} width {m['width']}, batch {m['batch']}, {m['precision']}, "
           f"channels_last {m['channels_last']}, {m['threads']} threads")
     print(f"{m['gflop_per_image']:.3f} GFLOP per image per training step (forward + backward)")
     print(f"median step {m['step_seconds'] * 1000:.1f} ms: {m['images_per_second']:,.0f} images/s, "
           f"{m['gflops']:.0f} GFLOP/s")
+    if m["shares"]:
+        print("where the time goes (self CPU time): " + ", ".join(f"{kind} {share:.0%}"
+                                                                 for kind, share in m["shares"].items()))
 
 
 if __name__ == "__main__":
