@@ -74,11 +74,16 @@ def measure(preset: str, batch_size: int | None = None, steps: int = 20, profile
             for _ in range(steps):
                 step()
         totals: dict[str, float] = {}
+        others: dict[str, float] = {}
         for event in prof.key_averages():
             kind = next((name for fragment, name in KINDS if fragment in event.key), "other")
             totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total
+            if kind == "other":
+                others[event.key] = event.self_cpu_time_total
         whole = sum(totals.values()) or 1.0
         shares = dict(sorted(((kind, value / whole) for kind, value in totals.items()), key=lambda kv: -kv[1]))
+        shares["(largest other operators)"] = ", ".join(
+            f"{key} {value / whole:.0%}" for key, value in sorted(others.items(), key=lambda kv: -kv[1])[:4])
     return {"shares": shares, "preset": preset, "model": config.model, "width": config.width, "batch": batch,
             "precision": precision.describe()["precision"], "channels_last": precision.channels_last,
             "threads": torch.get_num_threads(), "gflop_per_image": flops / batch / 1e9, "step_seconds": seconds,
@@ -99,8 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"median step {m['step_seconds'] * 1000:.1f} ms: {m['images_per_second']:,.0f} images/s, "
           f"{m['gflops']:.0f} GFLOP/s")
     if m["shares"]:
+        largest = m["shares"].pop("(largest other operators)")
         print("where the time goes (self CPU time): " + ", ".join(f"{kind} {share:.0%}"
-                                                                 for kind, share in m["shares"].items()))
+                                                                 for kind, share in m["shares"].items())
+              + f"; the largest others: {largest}")
 
 
 if __name__ == "__main__":
