@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from realdata import photos
-from visiontrain.data import folder, workers
+from visiontrain.data import workers
 from visiontrain.data.decode import DecodePolicy, decode_image
 
 FULL, DRAFT = DecodePolicy(jpeg_draft=False), DecodePolicy()

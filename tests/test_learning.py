@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -16,7 +13,6 @@ import torch
 from PIL import Image
 
 import realdata
-from conftest import REPO
 from helpers import run_example
 from visiontrain.cli import main
 

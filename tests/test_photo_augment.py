@@ -210,7 +210,7 @@ def test_show_batch_shows_the_photo_pixels_the_trainer_trains_on(photo_runs):
     config = build_config({"dataset": str(photo_runs.folder), "model": "simple-cnn", "augment": "photo",
                            "batch_size": 16, "seed": 2})
     built = build(config)
-    data, trainer, loader = built.dataset, built.trainer, built.loader
+    trainer, loader = built.trainer, built.loader
     trainer.normalize = Normalizer([0.0, 0.0, 0.0], [1 / 255] * 3, Precision(torch.device("cpu"), None, False, False))
     expected = torch.cat([trainer.batch(indices, 0, step)[0] for step, indices in loader.batches(0)][:2])[:20]
     images, names, spec, _ = training_batch(config, 20, augmented=True, verbose=False)

@@ -32,6 +32,7 @@ from .formats import EXPORTERS
 
 if TYPE_CHECKING:
     from ..inference import Predictor
+    from .formats import ExportFormat
 
 CARD = "README.md"  # the model card (card.py), made from model.json
 BUNDLE_VERSION = 1  # of model.json; bumped on an incompatible change
