@@ -262,12 +262,12 @@ def _output_names(inputs: Sequence[str | Path], extensions: Sequence[str], find_
 # -- the report's misclassified gallery ---------------------------------------------------------------------------
 def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
                                 classes: Sequence[str], split: str = "test", count: int = MISCLASSIFIED_SHOWN,
-                                model: nn.Module | None = None, predictor: Predictor | None = None) -> Path | None:
+                                predictor: Predictor | None = None) -> Path | None:
     """plots/gradcam.png (test; else gradcam_<split>.png): Grad-CAM of the predicted class for the `count`
-    misclassified images with the highest loss, from the run's kept checkpoint (or `predictor`, the kept model
-    already built: the end of a training run passes it). Where there is nothing to show
-    (no convolution, no checkpoint, no mistake) it writes plots/gradcam.txt with the reason instead, which the
-    report prints as a note; it never raises for those."""
+    misclassified images with the highest loss, from the run's kept model: `predictor` (the end of a training run
+    passes the one it built, also for a model passed from Python), else loaded from its checkpoint. Where there is
+    nothing to show (no convolution, no checkpoint, no mistake) it writes plots/gradcam.txt with the reason instead,
+    which the report prints as a note; it never raises for those."""
     run = RunDir.open(run_dir)
     png = run.plot_path("gradcam", split)
     logits, labels = logits.float().cpu(), labels.long().cpu()
@@ -278,7 +278,7 @@ def write_misclassified_gradcam(run_dir: str | Path, images: torch.Tensor, label
     chosen = wrong[losses[wrong].argsort(descending=True)][:count]
     try:
         if predictor is None:
-            predictor = load(run.path, model=model)  # model: one passed from Python, which no name rebuilds
+            predictor = load(run.path)
         name, layer = target_layer(predictor.model, predictor.input_size, None, str(predictor.config.get("model")))
         if list(images.shape[1:]) != predictor.input_size:
             raise ExplainError(f"the {split} images are {tuple(images.shape[1:])}, the model takes "

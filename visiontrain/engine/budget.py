@@ -178,17 +178,19 @@ def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:
         # two, 3.5 s in the epoch). A slow step (one that outlasts the timing's `seconds`) is then timed once: the 2 +
         # 3 steps of before took 27 s of a 2-minute budget there, every one of them thrown away
         trainer.train_one_epoch(state, 0, 1)
+        _synchronize(built.device)  # the first step's queued GPU work is not the second's time
         started = time.perf_counter()
         trainer.train_one_epoch(state, 0, min(2, steps_per_epoch))  # (none when an epoch is one step)
         _synchronize(built.device)
         slow = any_rank(time.perf_counter() - started >= seconds, built.env, built.device)
+        least, per_call = (1, 1) if slow else (3, 2)  # timed steps at least, and steps per train_one_epoch call
         steps, started = 0, time.perf_counter()
         # under torchrun each step is a collective, so every process must take as many: they go on while any wants to
-        while any_rank(time.perf_counter() - started < seconds or steps < (1 if slow else 3), built.env, built.device):
+        while any_rank(time.perf_counter() - started < seconds or steps < least, built.env, built.device):
             if state.step_in_epoch >= steps_per_epoch:
                 state.step_in_epoch = 0
             before = state.step_in_epoch
-            trainer.train_one_epoch(state, 0, min(steps_per_epoch, before + (1 if slow else 2)))
+            trainer.train_one_epoch(state, 0, min(steps_per_epoch, before + per_call))
             steps += state.step_in_epoch - before
             _synchronize(built.device)
         seconds = (time.perf_counter() - started) / steps
