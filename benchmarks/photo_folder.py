@@ -82,7 +82,7 @@ def train(name: str, folder: Path, runs_dir: Path, extra: list[str], extra_test:
         rows = [{k: float(v) if v not in ("", None) and k != "stage" else v for k, v in row.items()}
                 for row in csv.DictReader(handle)]
     summary = json.loads((runs_dir / name / "summary.json").read_text())
-    extra = None
+    extra_acc = None
     if extra_test is not None:  # after the run, outside its wall time
         evaluated = subprocess.run([sys.executable, "-m", "visiontrain", "eval", str(runs_dir / name), "--data",
                                     str(extra_test)], capture_output=True, text=True, cwd=HERE.parent,
@@ -90,8 +90,8 @@ def train(name: str, folder: Path, runs_dir: Path, extra: list[str], extra_test:
         if evaluated.returncode:
             raise SystemExit(f"eval of {name} failed:\n{evaluated.stderr[-3000:]}")
         metrics = runs_dir / name / "eval" / f"data-{extra_test.name}" / "metrics.json"
-        extra = json.loads(metrics.read_text())["accuracy"]
-    return {"args": args, "rows": rows, "test_acc": summary["test_acc"], "extra_test_acc": extra, "wall_s": wall,
+        extra_acc = json.loads(metrics.read_text())["accuracy"]
+    return {"args": args, "rows": rows, "test_acc": summary["test_acc"], "extra_test_acc": extra_acc, "wall_s": wall,
             "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
             "first_line": result.stderr.splitlines()[0] if result.stderr else "", "probe": summary.get("probe")}
 
@@ -121,8 +121,10 @@ def main() -> None:
     load, cpu = os.getloadavg()[0], cpu_class()
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
-        os.environ["VISIONTRAIN_HOME"] = str(Path(scratch) / "home")  # a cold cache: decoding counts, once per run
         for name in args.runs.split(","):
+            # a cold cache for each run: every run's seconds count decoding the folder, as a user's first run does
+            # (before, one cache served the invocation and only its first run decoded)
+            os.environ["VISIONTRAIN_HOME"] = str(Path(scratch) / f"home-{name}")
             results[name] = run = train(name, args.folder, Path(scratch) / "runs", extra, args.extra_test)
             print(f"\n{name}: test {run['test_acc']:.2%} ({run['extra_test_acc']:.2%} on the {args.extra_test} "
                   f"images), {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} CPU-s; "
