@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..metrics.input_check import ranges_sample, statistics
 from .build import Setup, probe_epochs
 from .distributed import any_rank, broadcast_string
-from .loop import Normalizer, TrainState, predict_logits
+from .loop import Normalizer, TrainState, predict_logits, tta_passes
 from .probe import PROBE_MAX_IMAGES
 
 REPORT_SECONDS = 2.5  # plots, the Grad-CAM gallery and report.html at the end, and the process's exit (measured
@@ -36,9 +36,10 @@ SAFETY = 0.03  # of the budget, for what the timings miss (a busy machine, the l
 PROBE_SECONDS = 1.0  # how long the training step is timed, after two warm-up steps (at most ...
 PROBE_SHARE = 0.02  # ... this share of the budget: 0.26 s of a 13 s one; at least 3 steps, or 1 of a slow step)
 LINEAR_FIT_SECONDS = 3.0  # --finetune probe: the L-BFGS fits of the head on cached features (measured 0.5-2 s)
-TTA_SHARE = 0.10  # test-time augmentation doubles the evaluation's forward passes; above this share of the budget,
-# the steps it would cost are worth more than its ~0.1-0.3 points (a 15 s Fashion-MNIST budget: 2.8 s of TTA, or
-# ~100 more steps, measured: docs/benchmarks.md), so the plan turns it off and says so
+TTA_SHARE = 0.10  # test-time augmentation runs the evaluation's forward passes 3-4 times (loop.tta_passes); when
+# the passes it adds would take above this share of the budget, the steps they would cost are worth more than its
+# ~0.1-0.3 points (a 15 s Fashion-MNIST budget: 2.8 s of TTA, or ~100 more steps, measured: docs/benchmarks.md), so
+# the plan turns it off and says so
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Plan:
     epochs: int
     steps: int
     tta: bool = False  # test-time augmentation kept (False also when the config had none)
+    tta_seconds: float = 0.0  # what its added passes cost (in evaluation_seconds when kept), or would have cost
     resized: list = dataclasses.field(default_factory=list)  # [{after_epoch, step_seconds, steps}]: resize_plan
     last_epoch_end: tuple | None = dataclasses.field(default=None, repr=False)  # (elapsed, train s, steps): resize_plan
 
@@ -84,25 +86,24 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
     far (read after the timings, which cost time too)."""
     config, data = built.config, built.dataset
     step_seconds = time_training_step(built, min(PROBE_SECONDS, PROBE_SHARE * budget))
-    per_image_val = _inference_seconds(built, data.val.images, built.normalize, tta=False) if data.val is not None \
+    per_image_val = _inference_seconds(built, data.val.images, built.normalize) if data.val is not None \
         else 0.0
     fp32 = Normalizer(built.mean, built.std, dataclasses.replace(built.precision, autocast_dtype=None))  # Predictor's
-    per_image_test = _inference_seconds(built, data.test.images, fp32, tta=config.tta) if data.test is not None \
-        else 0.0
+    per_image_test = _inference_seconds(built, data.test.images, fp32) if data.test is not None else 0.0
     validation = per_image_val * (len(data.val) if data.val is not None else 0)
     evaluated = len(data.test) if data.test is not None else 0
     if config.calibrate and data.val is not None and not config.overfit_batch:  # posthoc.py fits the temperature on
         evaluated += len(data.val)  # the validation logits of the inference path, after training
-    evaluation = per_image_test * evaluated
-    tta = config.tta
-    if tta and evaluation / 2 > TTA_SHARE * budget:  # TTA is half of what was timed
-        tta, evaluation = False, evaluation / 2
+    evaluation = per_image_test * evaluated  # without TTA; its passes are timed as one (they are the same model's)
+    tta_seconds = evaluation * (tta_passes(built.dataset.allow_flip) - 1) if config.tta else 0.0
+    tta = config.tta and tta_seconds <= TTA_SHARE * budget
+    evaluation += tta_seconds if tta else 0.0
     evaluation += _input_ranges_seconds(data.train.images)
     fixed = REPORT_SECONDS if config.report else 0.0
     probe = probe_epochs(built.finetune)  # epochs that take no step, each with a validation and a checkpoint
     linear_probe = 0.0
     if probe:  # the features are the validation's forward pass, over the (sampled) training split
-        per_image = per_image_val or _inference_seconds(built, data.train.images, built.normalize, tta=False, sample=64)
+        per_image = per_image_val or _inference_seconds(built, data.train.images, built.normalize, sample=64)
         linear_probe = per_image * min(len(data.train), PROBE_MAX_IMAGES) + LINEAR_FIT_SECONDS
     spent, spe = elapsed(), built.loader.steps_per_epoch
     available = budget * (1 - SAFETY) - spent - evaluation - fixed - linear_probe - probe * (
@@ -115,7 +116,8 @@ def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
                           f"start-up, loading the data and timing the step, and the evaluation and report need about "
                           f"{before_step:.1f} s more; give at least {math.ceil(need / 0.95)} s")
     epochs, steps = best
-    return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps, tta)
+    return Plan(budget, spent, step_seconds, linear_probe, validation, evaluation, fixed, probe + epochs, steps, tta,
+                tta_seconds)
 
 
 def fit_steps(seconds: float, per_epoch: float, step: float, steps_per_epoch: int) -> tuple[int, int] | None:
@@ -205,17 +207,16 @@ def time_training_step(built: Setup, seconds: float = PROBE_SECONDS) -> float:
     return seconds
 
 
-def _inference_seconds(built: Setup, images: Any, normalize: Normalizer, tta: bool,
-                       sample: int | None = None) -> float:
+def _inference_seconds(built: Setup, images: Any, normalize: Normalizer, sample: int | None = None) -> float:
     """Seconds per image of `built.model`'s inference on up to `sample` images of a split: by default a batch of the
-    evaluation's size (per image, 1024 MNIST images take 1.3x what 256 do, 1.6x with TTA), up to 4 MB of pixels."""
+    evaluation's size (per image, 1024 MNIST images took 1.3x what 256 do), up to 4 MB of pixels."""
     if sample is None:
         sample = min(built.config.eval_batch_size, max(64, (4 << 20) // max(1, math.prod(images.shape[1:]))))
     batch = images[:min(sample, len(images))]
     seconds = []
     for _ in range(2):  # the first pass at this batch shape builds its kernels (oneDNN): 1.8x the second on CIFAR
         started = time.perf_counter()
-        predict_logits(built.model, batch, normalize, tta=tta, allow_flip=built.dataset.allow_flip)
+        predict_logits(built.model, batch, normalize)
         _synchronize(built.device)
         seconds.append(time.perf_counter() - started)
     return seconds[-1] / len(batch)

@@ -246,6 +246,14 @@ class NonFiniteLoss(TrainingStopped):
                 "bad input values")
 
 
+TTA_SHIFTS = (1, -1)  # the diagonal translations test-time augmentation adds, in pixels
+
+
+def tta_passes(allow_flip: bool) -> int:
+    """Forward passes of the model per image with test-time augmentation: the image, its flip, its translations."""
+    return 1 + int(allow_flip) + len(TTA_SHIFTS)
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, normalize: Normalizer, *, batch_size: int = 1024,
                    tta: bool = False, allow_flip: bool = True) -> torch.Tensor:
@@ -261,7 +269,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, normalize: Normalizer
             logits = model(batch).float()
             if tta:
                 views = [batch.flip(3)] if allow_flip else []
-                views += [_shift(batch, 1), _shift(batch, -1)]
+                views += [_shift(batch, pixels) for pixels in TTA_SHIFTS]
                 logits = (logits + sum(model(view).float() for view in views)) / (1 + len(views))
         outputs.append(logits.cpu())
     return torch.cat(outputs)
