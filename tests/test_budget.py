@@ -9,6 +9,7 @@ import torch
 import visiontrain
 from conftest import run_main
 from visiontrain.config import ConfigError, budget_seconds, build_config, load_yaml
+from visiontrain import presets
 from visiontrain.engine import budget
 from visiontrain.run import RunDir
 
@@ -117,6 +118,35 @@ def test_test_time_augmentation_is_kept_only_when_the_budget_can_afford_it(digit
     assert plan["tta_seconds"] == pytest.approx(3 * one_pass, abs=0.01)
     assert plan["evaluation_seconds"] == pytest.approx(one_pass * (4 if kept else 1), abs=0.2)  # + the input ranges
     assert (plan["tta_seconds"] > budget.TTA_SHARE * seconds) is not kept
+
+
+@pytest.mark.parametrize("least_epochs, width", [(2, 0.5), (10 ** 6, 0.25)])
+def test_a_long_budget_trains_the_presets_network_for_long_budgets_when_it_fits_enough_epochs(
+        mnist_stand_in, tmp_path, capsys, monkeypatch, least_epochs, width):
+    """A preset can name a network for long budgets (presets.LONG_BUDGET: CIFAR-10's wide one): --time times its
+    step on the run's own data and trains it when the budget fits `least_epochs` of it, says so, and records it in
+    config.yaml, which repeats the run; when it does not fit them, the preset's own network trains, said nothing."""
+    monkeypatch.setitem(presets.LONG_BUDGET, "mnist", (least_epochs, {"width": 0.5}))
+    monkeypatch.setattr(budget, "RESIZE_TOLERANCE", float("inf"))  # the first plan holds: its config repeats the run
+    result = run_main(capsys, "train", "--preset", "mnist", "--time", "15s", "--runs-dir", tmp_path, "--name", "long",
+                      "--progress", "none", "--no-report", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "network for budgets of" in line]
+    assert len(said) == (width == 0.5) and result.stderr.count("preset mnist") == 1  # the first line, once
+    config = build_config(load_yaml(tmp_path / "long" / "config.yaml"), apply_preset=False)
+    plan = RunDir(tmp_path / "long").read_summary()["time_budget"]
+    assert config.width == width and plan["epochs"] >= min(least_epochs, 4)
+    if width == 0.5:
+        listed = run_main(capsys, "presets").stdout.splitlines()
+        assert listed[listed.index(next(line for line in listed if line.startswith("mnist "))) + 1].split() == [
+            "with", "--time:", "--width", "0.5", "when", "the", "budget", "trains", "2", "epochs", "or", "more", "of", "it"]
+        assert said[0].startswith(f"visiontrain: the budget trains {plan['epochs']} epochs of fastnet-s1 (width 0.5)")
+        again = run_main(capsys, "train", "--config", tmp_path / "long" / "config.yaml", "--runs-dir", tmp_path,
+                         "--name", "again", "--progress", "none", "--no-report", "--threads", "1")
+        assert again.returncode == 0, again.stderr
+        first, second = (torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["model"]
+                         for name in ("long", "again"))
+        assert all(torch.equal(first[key], second[key]) for key in first)
 
 
 def test_a_budget_too_small_for_one_step_says_how_much_it_needs(digits_small, tmp_path, capsys):

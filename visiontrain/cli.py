@@ -537,9 +537,16 @@ def _datasets(args: argparse.Namespace) -> int:
 
 def _presets(args: argparse.Namespace) -> int:
     from ._registry import PRESETS
+    from .presets import LONG_BUDGET
+
+    def flags(values: dict) -> str:
+        return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
 
     for name in PRESETS.names():
-        print(f"{name:<16} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS.get(name).items()))
+        print(f"{name:<16} " + flags(PRESETS.get(name)))
+        if name in LONG_BUDGET:
+            epochs, network = LONG_BUDGET[name]
+            print(f"{'':<16} with --time: {flags(network)} when the budget trains {epochs} epochs or more of it")
     return 0
 
 

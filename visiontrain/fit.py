@@ -84,8 +84,10 @@ class Fit:
         self.config, self.env = built.config, built.env
         self.plan = None
         if self.config.time is not None and not self.resuming:  # size the schedule to the budget (engine/budget.py)
-            self.plan = budget.plan_run(built, budget_seconds(self.config.time),
-                                        lambda: time.perf_counter() - self._clock)
+            built, self.plan = budget.plan_run(
+                built, budget_seconds(self.config.time), lambda: time.perf_counter() - self._clock,
+                rebuild=lambda config: build(config, split_file=own_split, notices=False, data_of=self.built))
+            self.built = built
             self.config = built.config  # config.yaml records the plan: repeating it repeats the run
         # the run folder only now: a model or weights file that cannot be built leaves no empty run behind
         if self.run_dir is None:  # rank 0 picks the folder, the others learn its name

@@ -22,7 +22,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..config import Config
 from ..errors import ConfigError
+from ..presets import LONG_BUDGET, PRESETS
 from ..metrics.input_check import ranges_sample, statistics
 from .build import Setup, probe_epochs
 from .distributed import any_rank, broadcast_string
@@ -63,11 +65,15 @@ class Plan:
                 if key != "last_epoch_end"}
 
 
-def plan_run(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
+def plan_run(built: Setup, budget: float, elapsed: Callable[[], float],
+             rebuild: Callable[[Config], Setup] | None = None) -> tuple[Setup, Plan]:
     """plan(), said in one line, and applied: `built` is re-planned for the chosen epochs and steps (its config then
     records them, so repeating the config repeats the run while the plan holds). Under torchrun every process trains
-    rank 0's plan (their own timings may differ by a step, and the collectives need one number of steps)."""
+    rank 0's plan (their own timings may differ by a step, and the collectives need one number of steps).
+    rebuild(config): the same data with another network, for a preset's network for long budgets (LONG_BUDGET);
+    the Setup that trains comes back with the plan."""
     chosen, env = plan(built, budget, elapsed), built.env
+    built, chosen = _long_budget_network(built, chosen, budget, elapsed, rebuild)
     if env.enabled:
         agreed = broadcast_string(f"{chosen.epochs} {chosen.steps}" if env.is_main else None, env)
         chosen.epochs, chosen.steps = map(int, agreed.split())
@@ -78,7 +84,38 @@ def plan_run(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:
               f"steps ({chosen.epochs} epochs, the schedule sized to them), then the evaluation and report"
               + ("; test-time augmentation off (it would take more than "
                  f"{TTA_SHARE:.0%} of the budget)" if dropped_tta else ""), file=sys.stderr)
-    return chosen
+    return built, chosen
+
+
+LONG_BUDGET_STEP = 2.0  # a long-budget network's step is at least this many of its preset's (2.9x measured): a plan
+# with fewer than this many times its epochs cannot fit them, and its step is not timed
+
+
+def _long_budget_network(built: Setup, chosen: Plan, budget: float, elapsed: Callable[[], float],
+                         rebuild: Callable[[Config], Setup] | None) -> tuple[Setup, Plan]:
+    """The preset's network for long budgets (presets.LONG_BUDGET) and its plan, when the budget trains enough epochs
+    of it; else `built` and `chosen` as they are. Not under torchrun (every process would have to time it alike)."""
+    config = built.config
+    if rebuild is None or built.env.enabled or config.preset not in LONG_BUDGET:
+        return built, chosen
+    epochs, network = LONG_BUDGET[config.preset]
+    preset = PRESETS.get(config.preset)
+    if any(getattr(config, name) != preset.get(name) for name in network):  # --model or --width named another
+        return built, chosen
+    if chosen.epochs < LONG_BUDGET_STEP * epochs:
+        return built, chosen
+    other = rebuild(config.replace(**network))
+    try:
+        theirs = plan(other, budget, elapsed)
+    except ConfigError:  # not one step of it fits what is left
+        return built, chosen
+    if theirs.epochs < epochs:
+        return built, chosen
+    print(f"visiontrain: the budget trains {theirs.epochs} epochs of {network.get('model', config.model)} (width "
+          f"{network.get('width', config.width):g}), the {config.preset} preset's network for budgets of {epochs} "
+          f"epochs or more of it, instead of {chosen.epochs} of {config.model} (width {config.width:g})",
+          file=sys.stderr)
+    return other, theirs
 
 
 def plan(built: Setup, budget: float, elapsed: Callable[[], float]) -> Plan:

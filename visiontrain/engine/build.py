@@ -220,15 +220,22 @@ class Setup:
 
 
 def build(config: Config, *, split_file: str | Path | None = None, notices: bool = True, model: Any = None,
-          data: Any = None) -> Setup:
+          data: Any = None, data_of: Setup | None = None) -> Setup:
     """Build a run from its config. split_file: the run's own split.csv (a resumed run keeps its split).
     notices: print the imbalance notice (a resumed run said it already). model, data: a model and data passed from
-    Python (visiontrain.train(model=..., data=...)) instead of the ones the config names."""
-    device, env, precision = runtime(config)
-    if env.is_main:
-        config, size = input_size(config, data)  # said on the first line: it sets the cost of every step
-        print(f"visiontrain: {start_line(config, device, precision, env, size)}", file=sys.stderr, flush=True)
-    config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main, data=data)
+    Python (visiontrain.train(model=..., data=...)) instead of the ones the config names. data_of: a Setup whose
+    runtime and data (already loaded, split and said) this one trains on, with another of visiontrain's own networks
+    (a --time plan's network for long budgets: engine/budget.py)."""
+    if data_of is not None:
+        device, env, precision = data_of.device, data_of.env, data_of.precision
+        loaded, data, pretraining = data_of.loaded, data_of.dataset, None
+    else:
+        device, env, precision = runtime(config)
+        if env.is_main:
+            config, size = input_size(config, data)  # said on the first line: it sets the cost of every step
+            print(f"visiontrain: {start_line(config, device, precision, env, size)}", file=sys.stderr, flush=True)
+        config, loaded, data, pretraining = build_data(config, env, split_file=split_file, verbose=env.is_main,
+                                                       data=data)
     model, mean, std, normalize = build_model(config, data, pretraining, precision, model=model)
     model.to(device)
     if precision.channels_last:
