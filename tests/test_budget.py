@@ -138,8 +138,8 @@ def test_a_long_budget_trains_the_presets_network_for_long_budgets_when_it_fits_
     assert config.width == width and plan["epochs"] >= min(least_epochs, 4)
     if width == 0.5:
         listed = run_main(capsys, "presets").stdout.splitlines()
-        assert listed[listed.index(next(line for line in listed if line.startswith("mnist "))) + 1].split() == [
-            "with", "--time:", "--width", "0.5", "when", "the", "budget", "trains", "2", "epochs", "or", "more", "of", "it"]
+        below = listed[listed.index(next(line for line in listed if line.startswith("mnist "))) + 1]
+        assert below.split() == "with --time: --width 0.5 when the budget trains 2 epochs or more of it".split()
         assert said[0].startswith(f"visiontrain: the budget trains {plan['epochs']} epochs of fastnet-s1 (width 0.5)")
         again = run_main(capsys, "train", "--config", tmp_path / "long" / "config.yaml", "--runs-dir", tmp_path,
                          "--name", "again", "--progress", "none", "--no-report", "--threads", "1")
