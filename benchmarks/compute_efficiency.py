@@ -19,6 +19,7 @@ from visiontrain.config import build_config
 from visiontrain.engine.optim import build_optimizer
 from visiontrain.engine.precision import choose_precision, resolve_device
 from visiontrain.models import create_model
+from visiontrain.presets import LONG_BUDGET
 
 SHAPES = {"fashion-mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
 
@@ -31,10 +32,12 @@ KINDS = (("convolution_backward", "convolution backward"), ("conv", "convolution
          ("nll_loss", "loss"), ("log_softmax", "loss"))
 
 
-def measure(preset: str, batch_size: int | None = None, steps: int = 20, profile: bool = False) -> dict:
+def measure(preset: str, batch_size: int | None = None, steps: int = 20, profile: bool = False,
+            long_budget: bool = False) -> dict:
     """The preset's training step on random images of its shape: GFLOP per image, images/s and GFLOP/s (median);
-    profile: also the share of the steps' self CPU time by kind of operator (KINDS)."""
-    config = build_config({"preset": preset})
+    profile: also the share of the steps' self CPU time by kind of operator (KINDS); long_budget: the step of the
+    preset's network for long budgets (presets.LONG_BUDGET), which --time trains when the budget fits enough of it."""
+    config = build_config({"preset": preset} | (LONG_BUDGET[preset][1] if long_budget else {}))
     channels, size = SHAPES[preset]
     batch = batch_size or config.batch_size
     device = resolve_device(config.device)
@@ -96,8 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="also: the step's time by kind of operator")
+    parser.add_argument("--long-budget", action="store_true", help="the preset's network for long budgets (cifar10)")
     args = parser.parse_args(argv)
-    m = measure(args.preset, args.batch_size, args.steps, args.profile)
+    if args.long_budget and args.preset not in LONG_BUDGET:
+        parser.error(f"--long-budget: the {args.preset} preset has no network for long budgets")
+    m = measure(args.preset, args.batch_size, args.steps, args.profile, args.long_budget)
     print(f"preset {m['preset']}: model {m['model']} width {m['width']}, batch {m['batch']}, {m['precision']}, "
           f"channels_last {m['channels_last']}, {m['threads']} threads")
     print(f"{m['gflop_per_image']:.3f} GFLOP per image per training step (forward + backward)")

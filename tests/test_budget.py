@@ -120,16 +120,18 @@ def test_test_time_augmentation_is_kept_only_when_the_budget_can_afford_it(digit
     assert (plan["tta_seconds"] > budget.TTA_SHARE * seconds) is not kept
 
 
-@pytest.mark.parametrize("least_epochs, width", [(2, 0.5), (10 ** 6, 0.25)])
+@pytest.mark.parametrize("least_epochs, named, width",
+                         [(2, [], 0.5), (10 ** 6, [], 0.25), (2, ["--width", "0.25"], 0.25)])
 def test_a_long_budget_trains_the_presets_network_for_long_budgets_when_it_fits_enough_epochs(
-        mnist_stand_in, tmp_path, capsys, monkeypatch, least_epochs, width):
+        mnist_stand_in, tmp_path, capsys, monkeypatch, least_epochs, named, width):
     """A preset can name a network for long budgets (presets.LONG_BUDGET: CIFAR-10's wide one): --time times its
     step on the run's own data and trains it when the budget fits `least_epochs` of it, says so, and records it in
-    config.yaml, which repeats the run; when it does not fit them, the preset's own network trains, said nothing."""
+    config.yaml, which repeats the run; when it does not fit them, or the user named the network (even the preset's
+    own), the preset's own network trains, said nothing."""
     monkeypatch.setitem(presets.LONG_BUDGET, "mnist", (least_epochs, {"width": 0.5}))
     monkeypatch.setattr(budget, "RESIZE_TOLERANCE", float("inf"))  # the first plan holds: its config repeats the run
     result = run_main(capsys, "train", "--preset", "mnist", "--time", "15s", "--runs-dir", tmp_path, "--name", "long",
-                      "--progress", "none", "--no-report", "--threads", "1")
+                      "--progress", "none", "--no-report", "--threads", "1", *named)
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.splitlines() if "network for budgets of" in line]
     assert len(said) == (width == 0.5) and result.stderr.count("preset mnist") == 1  # the first line, once

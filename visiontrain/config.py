@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from ._registry import DATASETS, LOGGERS, MODELS, PRESETS
+from .presets import LONG_BUDGET
 from .errors import ConfigError
 from .windows import parse_window
 
@@ -123,6 +124,9 @@ class Config:
                                  "the first steps are timed and epochs and max_steps are sized so that the schedule "
                                  "ends, and evaluation and the report finish, within it, revised at each epoch's end "
                                  "from its measured time (config.yaml records the steps); default: no budget")
+    long_budget_network: bool = _field(
+        "optimisation", True, "with --time: train the preset's network for long budgets (`visiontrain presets` lists "
+        "them) when the budget fits enough epochs of it; off when --model or --width is named")
     batch_size: int = _field("optimisation", 128, "images per step, per process (shrunk to the training split when "
                              "larger)", (1, 1 << 20, "a whole number >= 1"))
     optimizer: Literal["sgd", "adam", "adamw"] = _field("optimisation", "adam", "the optimiser")
@@ -327,6 +331,8 @@ def build_config(values: dict[str, Any] | None = None, *, apply_preset: bool = T
         if preset is not None:
             if preset not in PRESETS:
                 raise ConfigError(f"preset: {PRESETS.unknown_message(str(preset))}")
+            if any(name in values for name in LONG_BUDGET.get(preset, (0, {}))[1]):  # the user's own network
+                values.setdefault("long_budget_network", False)
             values = PRESETS.get(preset) | {"preset": preset} | values
     resolved = {}
     for f in fields(Config):
@@ -430,6 +436,8 @@ def value_sources(config: Config, flags: dict[str, Any], file_values: dict[str, 
             sources[name] = f"preset {config.preset}"
         elif name == "preset" and config.preset is not None:
             sources[name] = "default: the dataset's own, as no --model was given"
+        elif name == "long_budget_network" and not config.long_budget_network:
+            sources[name] = "default: off, as the network was named (--model or --width)"
         else:
             sources[name] = "default"
     return sources

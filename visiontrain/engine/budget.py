@@ -24,7 +24,7 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError
-from ..presets import LONG_BUDGET, PRESETS
+from ..presets import LONG_BUDGET
 from ..metrics.input_check import ranges_sample, statistics
 from .build import Setup, probe_epochs
 from .distributed import any_rank, broadcast_string
@@ -96,12 +96,9 @@ def _long_budget_network(built: Setup, chosen: Plan, budget: float, elapsed: Cal
     """The preset's network for long budgets (presets.LONG_BUDGET) and its plan, when the budget trains enough epochs
     of it; else `built` and `chosen` as they are. Not under torchrun (every process would have to time it alike)."""
     config = built.config
-    if rebuild is None or built.env.enabled or config.preset not in LONG_BUDGET:
-        return built, chosen
+    if rebuild is None or built.env.enabled or config.preset not in LONG_BUDGET or not config.long_budget_network:
+        return built, chosen  # (the field is off when --model or --width was named: config.build_config)
     epochs, network = LONG_BUDGET[config.preset]
-    preset = PRESETS.get(config.preset)
-    if any(getattr(config, name) != preset.get(name) for name in network):  # --model or --width named another
-        return built, chosen
     if chosen.epochs < LONG_BUDGET_STEP * epochs:
         return built, chosen
     other = rebuild(config.replace(**network))
