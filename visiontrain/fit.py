@@ -86,7 +86,8 @@ class Fit:
         if self.config.time is not None and not self.resuming:  # size the schedule to the budget (engine/budget.py)
             built, self.plan = budget.plan_run(
                 built, budget_seconds(self.config.time), lambda: time.perf_counter() - self._clock,
-                rebuild=lambda config: build(config, split_file=own_split, notices=False, data_of=self.built))
+                rebuild=None if self.own_model is not None else  # a model passed from Python is the one to train
+                lambda config: build(config, split_file=own_split, notices=False, data_of=self.built))
             self.built = built
             self.config = built.config  # config.yaml records the plan: repeating it repeats the run
         # the run folder only now: a model or weights file that cannot be built leaves no empty run behind

@@ -87,7 +87,7 @@ def plan_run(built: Setup, budget: float, elapsed: Callable[[], float],
     return built, chosen
 
 
-LONG_BUDGET_STEP = 2.0  # a long-budget network's step is at least this many of its preset's (2.9x measured): a plan
+LONG_BUDGET_STEP = 2.0  # a long-budget network's step is at least this many of its preset's (2.8-3x measured): a plan
 # with fewer than this many times its epochs cannot fit them, and its step is not timed
 
 
