@@ -87,8 +87,8 @@ def plan_run(built: Setup, budget: float, elapsed: Callable[[], float],
     return built, chosen
 
 
-LONG_BUDGET_STEP = 2.0  # a long-budget network's step is at least this many of its preset's (2.8-3x measured): a plan
-# with fewer than this many times its epochs cannot fit them, and its step is not timed
+LONG_BUDGET_STEP = 2.0  # a long-budget network's step is at least this many of its preset's (2.8-3.3x measured): a
+# plan with fewer than this many times its epochs cannot fit them, and its step is not timed
 
 
 def _long_budget_network(built: Setup, chosen: Plan, budget: float, elapsed: Callable[[], float],
