@@ -108,10 +108,9 @@ def _long_budget_network(built: Setup, chosen: Plan, budget: float, elapsed: Cal
         return built, chosen
     if theirs.epochs < epochs:
         return built, chosen
-    print(f"visiontrain: the budget trains {theirs.epochs} epochs of {network.get('model', config.model)} (width "
-          f"{network.get('width', config.width):g}), the {config.preset} preset's network for budgets of {epochs} "
-          f"epochs or more of it, instead of {chosen.epochs} of {config.model} (width {config.width:g})",
-          file=sys.stderr)
+    print(f"visiontrain: the budget trains {theirs.epochs} epochs of {other.config.model} (width "
+          f"{other.config.width:g}), the {config.preset} preset's network for budgets of {epochs} epochs or more of "
+          f"it, instead of {chosen.epochs} of {config.model} (width {config.width:g})", file=sys.stderr)
     return other, theirs
 
 
