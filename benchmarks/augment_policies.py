@@ -1,8 +1,8 @@
 """Do the stronger augmentations pay? One preset trained with each augmentation setting, same seed, same schedule, each
 in a fresh process; the test accuracy, calibration error and wall seconds side by side.
 
-    python benchmarks/augment_policies.py --preset cifar10 --data-dir DIR [--fraction 0.1] [--epochs 30]
-        [--settings "none;--auto-augment trivial;--auto-augment trivial --cutmix 1.0"] [--seeds 0,1]
+    python benchmarks/augment_policies.py --preset cifar10 [--dataset NAME] --data-dir DIR [--fraction 0.1]
+        [--epochs 30] [--settings "none;--auto-augment trivial;--auto-augment trivial --cutmix 1.0"] [--seeds 0,1]
 
 A small subset with many epochs is where augmentation is expected to help (each image is seen often); the full set at
 the preset's short CPU schedule is where it is expected to cost (no epochs left to benefit). Prints a Markdown table
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cifar10")
+    parser.add_argument("--dataset", help="the dataset, for a preset that names none (small-data)")
     parser.add_argument("--data-dir")
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--epochs", type=int)
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="augmentation flags per setting, ';' between settings ('none': the preset's own)")
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args(argv)
-    common = ["--preset", args.preset] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    common = ["--preset", args.preset] + (["--dataset", args.dataset] if args.dataset else []) + (
+        ["--data-dir", args.data_dir] if args.data_dir else [])
     common += (["--fraction", str(args.fraction)] if args.fraction < 1 else []) + (
         ["--epochs", str(args.epochs)] if args.epochs else [])
     cpu = cpu_class()

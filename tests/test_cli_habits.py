@@ -81,6 +81,26 @@ def test_a_folder_has_no_preset_to_miss(tmp_path, capsys, digits_small):
     assert result.stderr.splitlines()[0] == f"visiontrain: no preset \u00b7 cpu \u00b7 {CPU_PRECISION} \u00b7 1 thread"
 
 
+def test_the_small_data_preset_trains_your_folder_with_trivialaugment_and_asks_for_one(tmp_path, capsys,
+                                                                                      digits_small):
+    """`--preset small-data` names no dataset (presets.py: a recipe for a few thousand images of one's own, where
+    TrivialAugmentWide pays over a hundred epochs): without --dataset it says so before anything runs, instead of
+    training the default Fashion-MNIST for a hundred epochs; with a folder it trains it with the policy on."""
+    bare = run_main(capsys, "train", "--preset", "small-data", "--runs-dir", tmp_path)
+    assert bare.returncode == 2 and "preset small-data" in bare.stderr and "--dataset FOLDER" in bare.stderr
+    assert not any(tmp_path.iterdir())
+    listed = run_main(capsys, "presets").stdout.splitlines()
+    where = next(i for i, line in enumerate(listed) if line.startswith("small-data "))
+    assert "--auto-augment trivial" in listed[where] and "--dataset FOLDER" in listed[where + 1]
+    result = run_main(capsys, "train", "--preset", "small-data", "--dataset", digits_small, *QUICK, "--runs-dir",
+                      tmp_path, "--name", "small")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0].startswith("visiontrain: preset small-data \u00b7 cpu")
+    saved = yaml.safe_load((tmp_path / "small" / "config.yaml").read_text())
+    assert (saved["auto_augment"], saved["model"], saved["width"], saved["dataset"]) == (
+        "trivial", "fastnet-s1", 0.5, str(digits_small))
+
+
 def test_onednn_capped_below_bf16_trains_in_fp32_on_any_cpu(tmp_path, digits_small):
     """ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN emulate bf16 (a bf16 matmul ran 400x slower than fp32 on a CPU with
     AMX): auto precision must then choose fp32, as on a CPU without bf16. Capped at AMX, the CPU's own answer."""

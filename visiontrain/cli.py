@@ -544,6 +544,8 @@ def _presets(args: argparse.Namespace) -> int:
 
     for name in PRESETS.names():
         print(f"{name:<16} " + flags(PRESETS.get(name)))
+        if "dataset" not in PRESETS.get(name):
+            print(f"{'':<16} a recipe for your own data: add --dataset FOLDER")
         if name in LONG_BUDGET:
             epochs, network = LONG_BUDGET[name]
             print(f"{'':<16} with --time: {flags(network)} when the budget trains {epochs} epochs or more of it")

@@ -331,6 +331,9 @@ def build_config(values: dict[str, Any] | None = None, *, apply_preset: bool = T
         if preset is not None:
             if preset not in PRESETS:
                 raise ConfigError(f"preset: {PRESETS.unknown_message(str(preset))}")
+            if "dataset" not in PRESETS.get(preset) and "dataset" not in values:  # a recipe for the user's data
+                raise ConfigError(f"preset {preset} is a recipe for your own data and names no dataset: give "
+                                  "--dataset FOLDER (or a dataset's name, e.g. --dataset cifar10)")
             if any(name in values for name in LONG_BUDGET.get(preset, (0, {}))[1]):  # the user's own network
                 values.setdefault("long_budget_network", False)
             values = PRESETS.get(preset) | {"preset": preset} | values
