@@ -543,8 +543,9 @@ def _presets(args: argparse.Namespace) -> int:
         return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
 
     for name in PRESETS.names():
-        print(f"{name:<16} " + flags(PRESETS.get(name)))
-        if "dataset" not in PRESETS.get(name):
+        values = PRESETS.get(name)
+        print(f"{name:<16} " + flags(values))
+        if "dataset" not in values:
             print(f"{'':<16} a recipe for your own data: add --dataset FOLDER")
         if name in LONG_BUDGET:
             epochs, network = LONG_BUDGET[name]
